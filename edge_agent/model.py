@@ -1,0 +1,241 @@
+"""The floor everything stands on: points, drivers, readings and events.
+
+A driver *declares* its points; the planner, the decoder, privacy and the buffer all work
+from these declarations. This module imports nothing of ours but ``units``, so drivers can
+depend on it alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum, StrEnum
+from typing import Any, Callable, Literal
+
+from .units import parse_duration
+
+__all__ = [
+    "Reg", "DType", "DataClass", "Quality", "Priority", "Point", "Output", "Driver", "Reading", "Event",
+    "REGISTER_WIDTH", "MAX_READ_REGISTERS", "MAX_READ_BITS",
+]
+
+MAX_READ_REGISTERS = 125  # Modbus application protocol 1.1b3, function 03/04
+MAX_READ_BITS = 2000  # function 01/02
+
+
+class Reg(StrEnum):
+    """Modbus data tables, by their 0-based protocol addresses (never 40001-style)."""
+
+    COIL = "coil"
+    DISCRETE = "discrete"
+    INPUT = "input"
+    HOLDING = "holding"
+
+    @property
+    def is_bit(self) -> bool:
+        return self in (Reg.COIL, Reg.DISCRETE)
+
+    @property
+    def max_read(self) -> int:
+        return MAX_READ_BITS if self.is_bit else MAX_READ_REGISTERS
+
+
+class DType(StrEnum):
+    INT16 = "int16"
+    UINT16 = "uint16"
+    INT32 = "int32"
+    UINT32 = "uint32"
+    INT64 = "int64"
+    UINT64 = "uint64"
+    FLOAT32 = "float32"
+    FLOAT64 = "float64"
+    STRING = "string"
+    BOOL = "bool"
+
+
+REGISTER_WIDTH: dict[DType, int] = {
+    DType.INT16: 1, DType.UINT16: 1, DType.INT32: 2, DType.UINT32: 2,
+    DType.INT64: 4, DType.UINT64: 4, DType.FLOAT32: 2, DType.FLOAT64: 4,
+}
+
+
+class DataClass(StrEnum):
+    """What a value says about a person; privacy maps each class to an action."""
+
+    TELEMETRY = "telemetry"
+    IDENTIFIER = "identifier"
+    NAME = "name"
+    HEALTH = "health"
+    LOCATION = "location"
+    FREE_TEXT = "free_text"
+
+
+class Quality(StrEnum):
+    GOOD = "good"
+    BAD = "bad"  # the device answered with an error, or the value is out of its valid range
+    STALE = "stale"
+
+
+class Priority(IntEnum):
+    """Buffer lanes; a higher value is published first and evicted last."""
+
+    NORMAL = 0
+    HIGH = 1
+    CRITICAL = 2
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def parse(cls, text: str) -> "Priority":
+        return cls[text.upper()]
+
+
+@dataclass(frozen=True)
+class Point:
+    """One value a device offers, at a fixed place in one Modbus table.
+
+    ``length`` is the register count of a STRING; ``bit`` picks one bit of a holding or input
+    register for a BOOL. The value on the wire is ``raw * scale + offset``; ``valid`` is the
+    range outside which the reading is marked ``bad`` but still kept.
+    """
+
+    name: str
+    reg: Reg
+    address: int
+    dtype: DType
+    length: int = 0
+    bit: int | None = None
+    byte_order: Literal["big", "little"] = "big"
+    word_order: Literal["big", "little"] = "big"
+    scale: float = 1.0
+    offset: float = 0.0
+    valid: tuple[float, float] | None = None
+    data_class: DataClass = DataClass.TELEMETRY
+    writable: bool = False
+    internal: bool = False  # read to compute others (e.g. a decimals register), never published
+
+    @property
+    def count(self) -> int:
+        """Registers (or bits, for coil/discrete tables) this point spans."""
+        if self.reg.is_bit or self.dtype is DType.BOOL:
+            return 1
+        if self.dtype is DType.STRING:
+            return self.length
+        return REGISTER_WIDTH[self.dtype]
+
+    @property
+    def end(self) -> int:
+        """One past the last address used."""
+        return self.address + self.count
+
+    def problems(self) -> list[str]:
+        """What is wrong with this declaration on its own (empty when it is sound)."""
+        found: list[str] = []
+        if not self.name or not self.name.replace("_", "").isalnum():
+            found.append(f"point name {self.name!r} must be snake_case letters, digits and '_'")
+        if not 0 <= self.address <= 0xFFFF:
+            found.append(f"{self.name}: address {self.address} is outside 0..65535 (addresses are 0-based)")
+        if self.reg.is_bit and self.dtype is not DType.BOOL:
+            found.append(f"{self.name}: a {self.reg} holds single bits, so its type must be bool, not {self.dtype}")
+        if self.dtype is DType.STRING and self.length <= 0:
+            found.append(f"{self.name}: a string needs length (registers, 2 characters each)")
+        if self.dtype is not DType.STRING and self.length:
+            found.append(f"{self.name}: length only applies to strings; {self.dtype} spans {self.count} register(s)")
+        if self.bit is not None:
+            if self.dtype is not DType.BOOL or self.reg.is_bit:
+                found.append(f"{self.name}: bit only applies to a bool inside a holding or input register")
+            elif not 0 <= self.bit <= 15:
+                found.append(f"{self.name}: bit {self.bit} is outside 0..15")
+        if self.dtype is DType.BOOL and not self.reg.is_bit and self.bit is None:
+            found.append(f"{self.name}: a bool in a {self.reg} register needs bit (0..15)")
+        if self.end - 1 > 0xFFFF:
+            found.append(f"{self.name}: spans past address 65535")
+        if self.count > self.reg.max_read:
+            found.append(f"{self.name}: spans {self.count} registers, more than one read can carry ({self.reg.max_read})")
+        if self.valid is not None and self.valid[0] > self.valid[1]:
+            found.append(f"{self.name}: valid range {self.valid} has its low end above its high end")
+        if self.writable and self.reg in (Reg.INPUT, Reg.DISCRETE):
+            found.append(f"{self.name}: {self.reg} tables are read-only in Modbus; use holding or coil to write")
+        if self.byte_order not in ("big", "little") or self.word_order not in ("big", "little"):
+            found.append(f"{self.name}: byte_order and word_order are 'big' or 'little'")
+        return found
+
+
+@dataclass(frozen=True)
+class Output:
+    """A value a driver computes rather than reads from one place (its ``decode`` hook makes it).
+
+    Declared so that privacy knows its class and the poller its valid range, exactly as for a
+    register point.
+    """
+
+    name: str
+    valid: tuple[float, float] | None = None
+    data_class: DataClass = DataClass.TELEMETRY
+
+
+DecodeHook = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Driver:
+    """A device family: its points and the one hook its quirks may need.
+
+    ``decode`` gets ``{point name: decoded value}`` (internal points included) and returns the
+    values to publish; it is where a value that depends on another register is computed.
+    Every value ``decode`` returns must be a non-internal point or a declared ``outputs`` entry.
+    ``points_from_config`` marks the generic driver, whose points come from the device entry.
+    """
+
+    id: str
+    points: tuple[Point, ...] = ()
+    default_interval: str = "10s"
+    max_block: int = MAX_READ_REGISTERS
+    decode: DecodeHook | None = None
+    outputs: tuple[Output, ...] = ()
+    points_from_config: bool = False
+    summary: str = ""
+
+    @property
+    def default_interval_s(self) -> float:
+        return parse_duration(self.default_interval)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One value of one point, as it enters privacy and then the buffer."""
+
+    dev: str
+    pt: str
+    val: Any
+    ts: int  # ms since the epoch, UTC, taken by the gateway
+    q: Quality = Quality.GOOD
+    clk_synced: bool = True
+    data_class: DataClass = DataClass.TELEMETRY
+
+    def to_wire(self) -> dict[str, Any]:
+        """The contract's reading object, without the ``id`` that the buffer assigns."""
+        out: dict[str, Any] = {"dev": self.dev, "pt": self.pt, "val": self.val, "ts": self.ts, "q": str(self.q)}
+        if not self.clk_synced:
+            out["clk"] = "unsynced"
+        return out
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something that happened: an alarm, an SOS, a gate passage, a device going offline."""
+
+    dev: str
+    type: str
+    prio: Priority
+    ts: int
+    data: dict[str, Any] = field(default_factory=dict)
+    clk_synced: bool = True
+
+    def to_wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"dev": self.dev, "type": self.type, "prio": self.prio.label,
+                               "ts": self.ts, "data": self.data}
+        if not self.clk_synced:
+            out["clk"] = "unsynced"
+        return out

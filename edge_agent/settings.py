@@ -1,0 +1,128 @@
+"""The configuration as typed, frozen objects: what every other module reads.
+
+``config.py`` turns a YAML file into these (with file:line errors); nothing here does I/O.
+Durations are seconds (float), sizes bytes (int), already parsed from their units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from .model import DataClass, Point
+
+__all__ = [
+    "GatewaySettings", "TlsSettings", "MqttSettings", "BufferSettings", "PrivacySettings",
+    "BusSettings", "DeviceSettings", "Settings",
+]
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    id: str
+    site: str
+    state_dir: Path
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    enabled: bool = False
+    ca_file: Path | None = None  # None: the system trust store
+    cert_file: Path | None = None  # client certificate, for mTLS
+    key_file: Path | None = None
+    verify_hostname: bool = True
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    host: str
+    port: int = 1883
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    username: str | None = None
+    password_file: Path | None = None
+    topic_prefix: str = "edge/v1"
+    client_id: str | None = None  # default: "edge-agent-{gateway id}"
+    protocol: Literal["3.1.1", "5"] = "3.1.1"
+    keepalive_s: float = 30.0
+    batch_max: int = 500  # readings or events per message
+    inflight: int = 20  # unacknowledged messages at once
+    reconnect_min_s: float = 1.0
+    reconnect_max_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class BufferSettings:
+    path: Path
+    max_bytes: int = 512 * 1024**2
+    retain_sent_s: float = 0.0
+    commit_interval_s: float = 0.2  # group commit: the longest a reading waits to be durable
+    commit_max: int = 2000  # readings per transaction at most
+
+
+@dataclass(frozen=True)
+class PrivacySettings:
+    key_file: Path | None = None
+    platform_key_file: Path | None = None
+    actions: dict[DataClass, str] = field(default_factory=dict)
+    geohash_length: int = 6
+
+
+@dataclass(frozen=True)
+class BusSettings:
+    """One physical link. ``serial`` set: RS-485 through a local port. ``host`` set: TCP;
+    for protocol ``modbus-rtu`` that means RTU frames through a serial-to-Ethernet converter."""
+
+    name: str
+    protocol: Literal["modbus-tcp", "modbus-rtu"]
+    host: str | None = None
+    port: int | None = None
+    serial: str | None = None
+    baud: int = 9600
+    parity: Literal["N", "E", "O"] = "N"
+    data_bits: int = 8
+    stop_bits: int = 1
+    timeout_s: float = 1.0
+    gap_s: float = 0.0  # silence between requests on this bus
+
+    @property
+    def link(self) -> Literal["tcp", "serial", "rtu-over-tcp"]:
+        if self.serial:
+            return "serial"
+        return "tcp" if self.protocol == "modbus-tcp" else "rtu-over-tcp"
+
+
+@dataclass(frozen=True)
+class DeviceSettings:
+    name: str
+    bus: str
+    driver: str
+    address: int  # Modbus device_id (unit id)
+    interval_s: float
+    timeout_s: float | None = None  # None: the bus timeout
+    retries: int = 1
+    max_block: int | None = None  # None: the driver's
+    merge_gap: int = 8  # registers of filler a merged request may carry
+    points: tuple[Point, ...] = ()  # modbus_generic only
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class Settings:
+    gateway: GatewaySettings
+    mqtt: MqttSettings
+    buffer: BufferSettings
+    privacy: PrivacySettings
+    buses: tuple[BusSettings, ...]
+    devices: tuple[DeviceSettings, ...]
+    source: Path | None = None
+
+    @property
+    def root_topic(self) -> str:
+        return f"{self.mqtt.topic_prefix}/{self.gateway.site}/{self.gateway.id}"
+
+    def bus(self, name: str) -> BusSettings:
+        return next(b for b in self.buses if b.name == name)
+
+    def device(self, name: str) -> DeviceSettings:
+        return next(d for d in self.devices if d.name == name)
