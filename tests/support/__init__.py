@@ -1,0 +1,1 @@
+"""Test helpers with real parts (a mosquitto broker, MQTT subscribers); imported as ``support.*``."""
