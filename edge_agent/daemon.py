@@ -1,0 +1,117 @@
+"""Wires the pipeline and runs it until SIGTERM: buses -> pollers -> privacy -> buffer -> uplink.
+
+Start order follows the data: the buffer opens first (nothing polled may be lost), then the
+uplink (it drains what a previous run left), then the bus workers. Stop order is the reverse,
+so every reading already polled is committed before the process ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from typing import Callable
+
+from . import __version__
+from .buffer import Buffer, BufferWriter
+from .bus import ModbusBus
+from .health import HealthBoard
+from .model import Reading
+from .poll import DeviceReader
+from .privacy import Privacy
+from .registry import get_driver
+from .scheduler import BusWorker, Schedule
+from .settings import Settings
+from .uplink import Uplink
+
+__all__ = ["Agent", "run"]
+
+log = logging.getLogger("edge_agent")
+
+PRUNE_EVERY_S = 60.0
+
+
+class Agent:
+    """The running gateway. ``start()`` returns once polling and the buffer are up."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.health = HealthBoard()
+        self.privacy = Privacy(settings.privacy)
+        self.buffer = Buffer(settings.buffer.path, max_bytes=settings.buffer.max_bytes,
+                             retain_sent_s=settings.buffer.retain_sent_s)
+        self.uplink: Uplink | None = None
+        self.writer: BufferWriter | None = None
+        self.buses: dict[str, ModbusBus] = {}
+        self.workers: list[BusWorker] = []
+        self.started_ms = int(time.time() * 1000)
+
+    def start(self) -> None:
+        s = self.settings
+        self.buffer.open()
+        self.uplink = Uplink(s.mqtt, s.gateway, self.buffer, version=__version__, started_at_ms=self.started_ms)
+        self.writer = BufferWriter(self.buffer, commit_interval_s=s.buffer.commit_interval_s,
+                                   commit_max=s.buffer.commit_max, on_commit=lambda ids: self.uplink.wake())
+        self.writer.start()
+        self.uplink.start()
+        for bus_settings in s.buses:
+            devices = [d for d in s.devices if d.bus == bus_settings.name and d.enabled]
+            if not devices:
+                continue
+            bus = ModbusBus(bus_settings)
+            self.buses[bus_settings.name] = bus
+            schedules = [Schedule(d.name, DeviceReader(d, get_driver(d.driver), bus), d.interval_s) for d in devices]
+            self.workers.append(BusWorker(bus_settings.name, schedules, self.accept, self.health))
+        for worker in self.workers:
+            worker.start()
+        log.info("edge-agent %s started: gateway %s, %d device(s) on %d bus(es), buffer %s",
+                 __version__, s.gateway.id, sum(len(w._schedules) for w in self.workers), len(self.workers),
+                 s.buffer.path)
+
+    def accept(self, readings: list[Reading]) -> None:
+        """Everything polled enters here: privacy first, then the buffer."""
+        protected = self.privacy.apply(readings)
+        if protected and self.writer is not None:
+            self.writer.put(protected)
+
+    def housekeeping(self) -> None:
+        try:
+            pruned = self.buffer.prune()
+            if pruned:
+                log.debug("buffer: pruned %d sent row(s) past retention", pruned)
+        except Exception as exc:  # housekeeping must never stop the agent
+            log.warning("buffer: pruning failed: %s", exc)
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        for worker in self.workers:
+            worker.join(timeout=10)
+        if self.writer is not None:
+            self.writer.stop()
+        if self.uplink is not None:
+            self.uplink.stop()
+        for bus in self.buses.values():
+            bus.close()
+        self.buffer.close()
+        log.info("edge-agent stopped")
+
+
+def run(settings: Settings, *, stop_event: threading.Event | None = None,
+        on_started: Callable[[Agent], None] | None = None) -> int:
+    """Run until SIGTERM/SIGINT (or ``stop_event``); returns the process exit code."""
+    stop_event = stop_event or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop_event.set())
+    agent = Agent(settings)
+    agent.start()
+    if on_started:
+        on_started(agent)
+    try:
+        while not stop_event.wait(PRUNE_EVERY_S):
+            agent.housekeeping()
+    finally:
+        agent.stop()
+    return 0

@@ -1,0 +1,133 @@
+"""One worker per bus polls that bus's devices in turn, each at its own interval.
+
+An RS-485 line carries one transaction at a time, so the bus is the unit of concurrency: a
+slow or dead bus never holds up another. A poll that overruns its slot is never stacked
+(queued polls would only produce late readings and a growing lag); the slots it missed are
+skipped and counted in the device's ``overruns``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Protocol, Sequence
+
+from .health import FailureLog, HealthBoard
+from .model import Quality, Reading
+
+__all__ = ["Schedule", "BusWorker", "next_due"]
+
+log = logging.getLogger("edge_agent.poll")
+
+
+class Reader(Protocol):
+    def poll(self): ...  # -> poll.PollResult
+
+
+@dataclass
+class Schedule:
+    """A device's place in its bus's rotation."""
+
+    name: str
+    reader: Reader
+    interval_s: float
+    due: float = 0.0
+
+
+def next_due(due: float, interval: float, now: float) -> tuple[float, int]:
+    """The next slot after ``due`` that is still ahead of ``now``, and how many were skipped."""
+    following = due + interval
+    if following > now:
+        return following, 0
+    skipped = int((now - following) // interval) + 1
+    return following + skipped * interval, skipped
+
+
+class BusWorker(threading.Thread):
+    """Polls the devices of one bus in due order and hands readings to ``sink``."""
+
+    def __init__(self, bus: str, schedules: Sequence[Schedule], sink: Callable[[list[Reading]], None],
+                 health: HealthBoard, *, monotonic: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time) -> None:
+        super().__init__(name=f"bus-{bus}", daemon=True)
+        self.bus = bus
+        self._schedules = list(schedules)
+        self._sink = sink
+        self._health = health
+        self._monotonic = monotonic
+        self._wall = wall
+        self._stop_event = threading.Event()
+        self._poll_now: set[str] = set()
+        self._poll_now_lock = threading.Lock()
+        self._failures = {s.name: FailureLog(log, f"device {s.name}") for s in self._schedules}
+        self.heartbeat = monotonic()  # last time the loop went round: the watchdog reads it
+        for schedule in self._schedules:
+            health.add(schedule.name, bus)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+    def request_poll(self, device: str) -> None:
+        """Poll ``device`` at the next opportunity, outside its interval."""
+        with self._poll_now_lock:
+            self._poll_now.add(device)
+
+    def run(self) -> None:
+        start = self._monotonic()
+        for i, schedule in enumerate(self._schedules):
+            # spread first polls a little so devices on a bus do not all fall due together
+            schedule.due = start + i * min(0.05, schedule.interval_s / 10)
+        while not self._stop_event.is_set():
+            self.heartbeat = self._monotonic()
+            if not self._schedules:
+                self._stop_event.wait(1.0)
+                continue
+            schedule = self._take_requested() or min(self._schedules, key=lambda s: s.due)
+            delay = schedule.due - self._monotonic()
+            if delay > 0:
+                self._stop_event.wait(min(delay, 1.0))  # wake at least once a second for the watchdog
+                continue
+            self._poll(schedule)
+
+    def _take_requested(self) -> Schedule | None:
+        with self._poll_now_lock:
+            for schedule in self._schedules:
+                if schedule.name in self._poll_now:
+                    self._poll_now.discard(schedule.name)
+                    schedule.due = self._monotonic()
+                    return schedule
+        return None
+
+    def _poll(self, schedule: Schedule) -> None:
+        name = schedule.name
+        try:
+            result = schedule.reader.poll()
+        except Exception as exc:  # a driver bug must not end the bus worker
+            log.exception("device %s: poll failed unexpectedly (%s); the bus keeps running", name, type(exc).__name__)
+            self._health.bump(name, polls=1, errors=1, consecutive_failures=1)
+            schedule.due, _ = next_due(schedule.due, schedule.interval_s, self._monotonic())
+            return
+        if result.readings:
+            self._sink(result.readings)
+        now_ms = int(self._wall() * 1000)
+        self._health.bump(name, polls=1, errors=len(result.errors), readings=len(result.readings))
+        changes: dict = {"requests_per_poll": result.requests}
+        if result.answered:
+            changes["consecutive_failures"] = 0
+            self._health.bump(name, answered_polls=1)
+            if any(r.q is Quality.GOOD for r in result.readings):
+                changes["last_good_ms"] = now_ms
+        else:
+            self._health.bump(name, consecutive_failures=1)
+        if result.errors:
+            changes.update(last_error=result.errors[-1], last_error_ms=now_ms)
+            self._failures[name].failed("; ".join(result.errors))
+        else:
+            self._failures[name].recovered()
+        self._health.update(name, **changes)
+        schedule.due, skipped = next_due(schedule.due, schedule.interval_s, self._monotonic())
+        if skipped:
+            self._health.bump(name, overruns=skipped)
+            log.debug("device %s: poll overran its interval, %d slot(s) skipped", name, skipped)

@@ -1,0 +1,118 @@
+"""Scheduler: intervals, overruns skipped and counted (never stacked), health, a dead device
+never stopping its bus. Fake readers stand at our own seam (the reader's poll())."""
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import pytest
+
+from edge_agent.health import HealthBoard
+from edge_agent.model import Quality, Reading
+from edge_agent.scheduler import BusWorker, Schedule, next_due
+
+
+@dataclass
+class FakeResult:
+    readings: list = field(default_factory=list)
+    errors: list = field(default_factory=list)
+    requests: int = 1
+    answered: bool = True
+
+
+class FakeReader:
+    def __init__(self, name, duration=0.0, fail=False, explode=False):
+        self.name, self.duration, self.fail, self.explode = name, duration, fail, explode
+        self.calls: list[float] = []
+
+    def poll(self):
+        self.calls.append(time.monotonic())
+        if self.explode:
+            raise RuntimeError("driver bug")
+        time.sleep(self.duration)
+        if self.fail:
+            return FakeResult(errors=[f"{self.name}: no response"], answered=False)
+        return FakeResult(readings=[Reading(self.name, "x", 1, int(time.time() * 1000), Quality.GOOD)])
+
+
+@pytest.mark.parametrize("due, interval, now, expected", [
+    (10.0, 1.0, 10.5, (11.0, 0)),      # on time
+    (10.0, 1.0, 11.0, (12.0, 1)),      # exactly one slot late
+    (10.0, 1.0, 13.7, (14.0, 3)),      # three slots missed
+    (10.0, 5.0, 14.9, (15.0, 0)),
+])
+def test_next_due_skips_missed_slots(due, interval, now, expected):
+    assert next_due(due, interval, now) == expected
+
+
+def run_worker(readers, intervals, seconds):
+    sink: list = []
+    health = HealthBoard()
+    schedules = [Schedule(r.name, r, i) for r, i in zip(readers, intervals)]
+    worker = BusWorker("bus-a", schedules, sink.extend, health)
+    worker.start()
+    time.sleep(seconds)
+    worker.stop()
+    worker.join(timeout=5)
+    assert not worker.is_alive()
+    return sink, {h["name"]: h for h in health.snapshot()}
+
+
+def test_each_device_keeps_its_own_interval():
+    fast, slow = FakeReader("fast"), FakeReader("slow")
+    sink, health = run_worker([fast, slow], [0.1, 0.5], 1.25)
+    assert 10 <= len(fast.calls) <= 14
+    assert 2 <= len(slow.calls) <= 4
+    assert health["fast"]["state"] == "online" and health["fast"]["last_good_ms"]
+    assert len(sink) == len(fast.calls) + len(slow.calls)
+
+
+def test_overrun_is_skipped_and_counted_not_stacked():
+    slow = FakeReader("slow", duration=0.35)
+    _, health = run_worker([slow], [0.1], 1.2)
+    # 1.2 s at 0.35 s a poll is at most 4 polls; stacking would try to catch up 12 slots
+    assert len(slow.calls) <= 4
+    assert health["slow"]["overruns"] >= 2 * (len(slow.calls) - 1)
+    gaps = [b - a for a, b in zip(slow.calls, slow.calls[1:])]
+    assert all(g >= 0.34 for g in gaps)  # never back to back to catch up
+
+
+def test_dead_device_is_offline_and_its_bus_neighbour_still_polled():
+    dead, alive = FakeReader("dead", duration=0.2, fail=True), FakeReader("alive")
+    sink, health = run_worker([dead, alive], [0.3, 0.3], 1.0)
+    assert health["dead"]["state"] == "offline"
+    assert health["dead"]["errors"] >= 2 and "no response" in health["dead"]["last_error"]
+    assert health["alive"]["state"] == "online" and len(alive.calls) >= 3
+    assert all(r.dev == "alive" for r in sink)
+
+
+def test_a_driver_exception_does_not_end_the_worker():
+    bad, good = FakeReader("bad", explode=True), FakeReader("good")
+    _, health = run_worker([bad, good], [0.1, 0.1], 0.6)
+    assert len(bad.calls) >= 3 and len(good.calls) >= 3
+    assert health["bad"]["errors"] >= 3
+
+
+def test_request_poll_runs_a_device_outside_its_interval():
+    reader = FakeReader("gate")
+    health = HealthBoard()
+    worker = BusWorker("bus-b", [Schedule("gate", reader, 60.0)], lambda r: None, health)
+    worker.start()
+    deadline = time.monotonic() + 2
+    while not reader.calls and time.monotonic() < deadline:
+        time.sleep(0.01)
+    worker.request_poll("gate")
+    while len(reader.calls) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    worker.stop()
+    worker.join(timeout=5)
+    assert len(reader.calls) == 2
+
+
+def test_repeated_failure_logged_once_at_error(caplog):
+    dead = FakeReader("dead", fail=True)
+    with caplog.at_level("DEBUG", logger="edge_agent.poll"):
+        run_worker([dead], [0.05], 0.5)
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "device dead" in errors[0].getMessage()
+    assert sum(r.levelname == "DEBUG" for r in caplog.records) >= 3
