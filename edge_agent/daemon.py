@@ -14,7 +14,8 @@ import time
 from typing import Callable
 
 from . import __version__
-from .buffer import Buffer, BufferWriter
+from .buffer import Buffer
+from .writer import BufferWriter
 from .bus import ModbusBus
 from .health import HealthBoard
 from .model import Reading

@@ -110,7 +110,11 @@ class BusWorker(threading.Thread):
             schedule.due, _ = next_due(schedule.due, schedule.interval_s, self._monotonic())
             return
         if result.readings:
-            self._sink(result.readings)
+            try:
+                self._sink(result.readings)
+            except Exception as exc:  # never take the bus down; the reason names no value
+                log.error("device %s: %d reading(s) could not be buffered: %s", name, len(result.readings),
+                          type(exc).__name__)
         now_ms = int(self._wall() * 1000)
         self._health.bump(name, polls=1, errors=len(result.errors), readings=len(result.readings))
         changes: dict = {"requests_per_poll": result.requests}

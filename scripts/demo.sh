@@ -30,6 +30,7 @@ listener $broker_port 127.0.0.1
 allow_anonymous true
 persistence false
 log_dest file $work/mosquitto.log
+user $(id -un)
 CONF
 mosquitto -c "$work/mosquitto.conf" & pids+=($!)
 echo "demo: mosquitto on 127.0.0.1:$broker_port"
@@ -38,7 +39,7 @@ echo "demo: mosquitto on 127.0.0.1:$broker_port"
   > "$work/sim-tcp.log" 2>&1 & pids+=($!)
 .venv/bin/edge-agent simulate modbus --pty --baud 9600 --device 1:qdy_level:rise_m_per_min=0.6 \
   > "$work/sim-rtu.log" 2>&1 & pids+=($!)
-wait_for "$work/sim-tcp.log" "listening"
+wait_for "$work/sim-tcp.log" "modbus TCP on"
 wait_for "$work/sim-rtu.log" "/dev/pts/"
 serial_path="$(grep -o '/dev/pts/[0-9]*' "$work/sim-rtu.log" | head -1)"
 echo "demo: simulated meter on 127.0.0.1:$modbus_port, level sensor on serial $serial_path"

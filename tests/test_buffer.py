@@ -1,0 +1,408 @@
+"""The SQLite outbox and its group-commit writer, on real files in tmp_path.
+
+Crash and second-process cases run real child processes (a real SIGKILL, a real concurrent
+reader), because that is where WAL, locks and the id sidecar earn their keep.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from edge_agent.buffer import Buffer, BufferError, OutRow
+from edge_agent.model import Event, Priority, Quality, Reading
+from edge_agent.writer import BufferWriter
+
+T0 = 1_732_380_000_000
+
+
+def reading(i: int, dev: str = "river-1", pt: str = "level_m") -> Reading:
+    return Reading(dev, pt, round(i * 0.01, 3), T0 + i)
+
+
+def event(i: int, prio: Priority = Priority.CRITICAL) -> Event:
+    return Event("hub-1", "sos", prio, T0 + i, {"wearer": "p1:6Q2W", "hr_bpm": 131})
+
+
+def db_files(path: Path) -> list[Path]:
+    return [Path(f"{path}{s}") for s in ("", "-wal", "-shm")]
+
+
+def child(code: str, *args: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "state" / "buffer.db"
+
+
+class Clock:
+    def __init__(self, t: float = 1_800_000_000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+# -- ids --------------------------------------------------------------------------------------
+def test_ids_strictly_increase_across_appends_and_reopen(path: Path) -> None:
+    with Buffer(path) as buf:
+        first = buf.append([reading(i) for i in range(3)])
+        second = buf.append([reading(3), event(4)])
+    assert first == [1, 2, 3] and second == [4, 5]
+    with Buffer(path) as buf:  # a clean close lowers the ceiling: no gap
+        assert buf.append([reading(5)]) == [6]
+    assert path.parent.is_dir() and Path(f"{path}.ids").read_text().strip() == "7"
+
+
+def test_ids_continue_after_the_database_is_deleted(path: Path) -> None:
+    with Buffer(path) as buf:
+        old = buf.append([reading(i) for i in range(10)])
+    for f in db_files(path):
+        f.unlink(missing_ok=True)
+    with Buffer(path) as buf:
+        new = buf.append([reading(0)])
+        assert buf.stats().pending == 1
+    assert new[0] > max(old)
+
+
+def test_ids_continue_when_the_sidecar_is_lost(path: Path) -> None:
+    with Buffer(path, retain_sent_s=0) as buf:
+        old = buf.append([reading(i) for i in range(10)])
+        buf.mark_sent(old)  # the rows are gone: only meta remembers the ids
+    Path(f"{path}.ids").unlink()
+    with Buffer(path) as buf:
+        assert buf.append([reading(0)])[0] > max(old)
+
+
+def test_ids_are_not_reused_after_a_crash_mid_append(path: Path) -> None:
+    """A child appends in a loop and is killed with SIGKILL; twice, to cross a restart too."""
+    code = """
+import sys
+from edge_agent.buffer import Buffer
+from edge_agent.model import Reading
+buf = Buffer(sys.argv[1], id_block=300).open()
+n = 0
+while True:
+    ids = buf.append([Reading("river-1", "level_m", n + k, 1000 + n + k) for k in range(50)])
+    n += 50
+    print(ids[0], ids[-1], flush=True)
+"""
+    reported: list[tuple[int, int]] = []
+    for _ in range(2):
+        proc = child(code, str(path))
+        start = len(reported)
+        for line in proc.stdout:
+            reported.append(tuple(map(int, line.split())))
+            if len(reported) - start >= 30:
+                break
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        reported += [tuple(map(int, line.split())) for line in proc.stdout.read().splitlines()]
+        proc.stdout.close()
+        proc.stderr.close()
+        assert proc.returncode == -signal.SIGKILL
+    with Buffer(path) as buf:
+        rows = buf.pending(1_000_000)
+        new = buf.append([reading(0)])[0]
+    stored = {r.id: r for r in rows}
+    committed = [i for lo, hi in reported for i in range(lo, hi + 1)]
+    assert len(committed) == len(set(committed)) and committed == sorted(committed)
+    assert all(i in stored for i in committed)  # every committed row survived the kill
+    assert [r.id for r in rows] == sorted(stored)
+    # each row carries its own content: val was the loop counter of its own run
+    assert all(stored[i].body["id"] == i and stored[i].body["ts"] == 1000 + stored[i].body["val"]
+               for i in committed)
+    assert new > max(stored)
+    second_run = reported[30:]
+    assert second_run[0][0] > reported[29][1]  # the restarted child skipped ahead, no reuse
+
+
+def test_a_second_writer_on_the_same_file_is_refused(path: Path) -> None:
+    with Buffer(path):
+        with pytest.raises(BufferError, match="in use"):
+            Buffer(path).open()
+
+
+# -- rows -------------------------------------------------------------------------------------
+def test_body_round_trip_is_to_wire_plus_id_first(path: Path) -> None:
+    items = [
+        Reading("river-1", "level_m", 1.23, T0, q=Quality.BAD),
+        Reading("gate-1", "plate", "桂A***45", T0 + 1, clk_synced=False),
+        Reading("meter-1", "flags", [1, None, True, {"a": "b"}], T0 + 2),
+        Event("hub-1", "fall", Priority.CRITICAL, T0 + 3, {"wearer": "p1:X", "lat": 22.8}),
+        Event("gate-1", "online", Priority.NORMAL, T0 + 4, clk_synced=False),
+    ]
+    with Buffer(path) as buf:
+        ids = buf.append(items)
+        rows = buf.pending(10)
+    assert [r.id for r in rows] == ids
+    for row, item in zip(rows, items):
+        assert row.body == {"id": row.id, **item.to_wire()}
+        assert next(iter(row.body)) == "id"
+        assert row.ts == item.ts
+    assert [r.kind for r in rows] == ["reading"] * 3 + ["event"] * 2
+    assert [r.prio for r in rows] == [Priority.NORMAL] * 3 + [Priority.CRITICAL, Priority.NORMAL]
+
+
+@pytest.mark.parametrize("bad", [object(), b"raw", math.nan, {1, 2}])
+def test_a_value_that_is_not_json_is_rejected_before_anything_is_written(path: Path, bad: object) -> None:
+    with Buffer(path) as buf:
+        with pytest.raises(TypeError, match="reading meter-7/energy_kWh"):
+            buf.append([reading(0), Reading("meter-7", "energy_kWh", bad, T0)])
+        with pytest.raises(TypeError, match="event hub-1/sos"):
+            buf.append([Event("hub-1", "sos", Priority.CRITICAL, T0, {"x": bad})])
+        assert buf.pending(10) == [] and buf.stats().next_id == 1
+        writer = BufferWriter(buf)
+        with pytest.raises(TypeError, match="meter-7/energy_kWh"):
+            writer.put([reading(1), Reading("meter-7", "energy_kWh", bad, T0)])
+        assert writer.stats.queued == 0
+
+
+def test_pending_orders_by_id_filters_by_prio_and_pages_with_after_id(path: Path) -> None:
+    items = [reading(0), event(1, Priority.HIGH), reading(2), event(3), reading(4), event(5, Priority.HIGH)]
+    with Buffer(path) as buf:
+        ids = buf.append(items)
+        assert [r.id for r in buf.pending(10)] == ids
+        assert [r.id for r in buf.pending(2)] == ids[:2]
+        assert [r.id for r in buf.pending(10, after_id=ids[2])] == ids[3:]
+        assert [r.id for r in buf.pending(10, prio=Priority.CRITICAL)] == [ids[3]]
+        assert [r.id for r in buf.pending(10, prio=Priority.HIGH, after_id=ids[1])] == [ids[5]]
+        assert [r.id for r in buf.pending(1, prio=Priority.NORMAL, after_id=ids[0])] == [ids[2]]
+        assert buf.pending(0) == []
+        buf.mark_sent([ids[0], ids[3]])
+        assert [r.id for r in buf.pending(10)] == [ids[1], ids[2], ids[4], ids[5]]
+        assert all(isinstance(r, OutRow) for r in buf.pending(10))
+
+
+def test_mark_sent_deletes_rows_without_retention(path: Path) -> None:
+    with Buffer(path, retain_sent_s=0) as buf:
+        ids = buf.append([reading(i) for i in range(5)])
+        buf.mark_sent(ids[:3])
+        buf.mark_sent(ids[:1])  # again: harmless
+        stats = buf.stats()
+        assert (stats.pending, stats.retained_sent) == (2, 0)
+        assert stats.last_sent_at is not None
+        assert buf.prune() == 0
+
+
+def test_mark_sent_keeps_rows_with_retention_and_prune_drops_them_later(path: Path) -> None:
+    clock = Clock()
+    with Buffer(path, retain_sent_s=3600, clock=clock) as buf:
+        ids = buf.append([reading(i) for i in range(6)])
+        buf.mark_sent(ids[:2])
+        clock.t += 1800
+        buf.mark_sent(ids[2:4])
+        assert [r.id for r in buf.pending(10)] == ids[4:]
+        assert (buf.stats().retained_sent, buf.stats().last_sent_at) == (4, int(clock.t * 1000))
+        assert buf.prune() == 0
+        clock.t += 1801  # the first two are now older than an hour
+        assert buf.prune() == 2
+        assert buf.stats().retained_sent == 2
+        clock.t += 3600
+        assert buf.prune() == 2
+        assert buf.stats().retained_sent == 0 and buf.stats().pending == 2
+
+
+def test_prune_drops_the_oldest_sent_rows_when_over_the_cap(path: Path) -> None:
+    clock = Clock()
+    with Buffer(path, retain_sent_s=86400, max_bytes=64 * 1024, clock=clock) as buf:
+        for n in range(10):
+            ids = buf.append([Reading("d", "text", "x" * 200, T0 + n * 100 + k) for k in range(100)])
+            buf.mark_sent(ids)
+            clock.t += 1
+        unsent = buf.append([reading(0)])
+        dropped = buf.prune()
+        stats = buf.stats()
+        assert dropped > 0 and stats.retained_sent == 1000 - dropped
+        assert [r.id for r in buf.pending(10)] == unsent  # unsent rows are never dropped
+
+
+def test_stats_counts_bytes_and_oldest(path: Path) -> None:
+    with Buffer(path) as buf:
+        empty = buf.stats()
+        assert (empty.pending, empty.pending_bytes, empty.oldest_pending_ts) == (0, 0, None)
+        assert empty.pending_by_prio == {"critical": 0, "high": 0, "normal": 0}
+        ids = buf.append([reading(5), reading(3), event(9), event(7, Priority.HIGH), event(8)])
+        buf.mark_sent([ids[1]])
+        stats = buf.stats()
+    assert stats.pending == 4
+    assert stats.pending_by_prio == {"critical": 2, "high": 1, "normal": 1}
+    assert stats.oldest_pending_ts == T0 + 5
+    assert stats.pending_bytes == sum(len(json.dumps(r.to_wire(), separators=(",", ":")))
+                                      for r in (reading(5), event(9), event(7, Priority.HIGH), event(8)))
+    assert stats.file_bytes > 0 and stats.next_id == 6
+    outside = Buffer.read_stats(path)  # closed: the same figures (the WAL was checkpointed)
+    assert {**outside.__dict__, "file_bytes": 0} == {**stats.__dict__, "file_bytes": 0}
+
+
+def test_read_stats_never_creates_a_file(path: Path) -> None:
+    with pytest.raises(BufferError, match=str(path)):
+        Buffer.read_stats(path)
+    assert not path.exists() and not path.parent.exists()
+
+
+def test_a_file_that_is_not_sqlite_is_a_clear_error(path: Path) -> None:
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"this is not a database, just some bytes\n" * 200)
+    with pytest.raises(BufferError, match=f"{path}.*not a usable SQLite database"):
+        Buffer(path).open()
+    with pytest.raises(BufferError, match=str(path)):
+        Buffer.read_stats(path)
+    Buffer(path.with_name("other.db")).open().close()  # the lock was released on failure
+    with Buffer(path.with_name("x.db")):
+        pass
+
+
+def test_read_stats_from_another_process_while_the_writer_runs(path: Path) -> None:
+    code = """
+import json, sys
+from edge_agent.buffer import Buffer
+for _ in range(5):
+    s = Buffer.read_stats(sys.argv[1])
+print(json.dumps(s.__dict__))
+"""
+    with Buffer(path) as buf:
+        writer = BufferWriter(buf, commit_interval_s=0.01, commit_max=200)
+        writer.start()
+        writer.put([reading(0)])
+        assert writer.flush()
+        stop = threading.Event()
+
+        def produce() -> None:
+            i = 0
+            while not stop.is_set():
+                writer.put([reading(i + k) for k in range(50)])
+                i += 50
+                time.sleep(0.001)
+
+        producer = threading.Thread(target=produce)
+        producer.start()
+        try:
+            results = [child(code, str(path)) for _ in range(3)]
+            outs = [p.communicate(timeout=30) for p in results]
+        finally:
+            stop.set()
+            producer.join()
+            assert writer.stop()
+        failures_seen = writer.stats.failures
+    for proc, (out, err) in zip(results, outs):
+        assert proc.returncode == 0, err
+        seen = json.loads(out)
+        assert seen["pending"] >= 1 and seen["next_id"] > 1
+    assert failures_seen == 0  # a reader in another process never made a commit fail
+
+
+# -- the writer -------------------------------------------------------------------------------
+def test_group_commit_gathers_many_puts_into_few_transactions(path: Path) -> None:
+    seen: list[list[int]] = []
+    with Buffer(path) as buf:
+        writer = BufferWriter(buf, commit_interval_s=0.2, commit_max=2000, on_commit=seen.append)
+        writer.start()
+        for i in range(5000):
+            writer.put([reading(i)])
+        assert writer.flush(timeout=5)
+        stats = writer.stats
+        assert stats.committed == 5000 and stats.queued == 0
+        assert 3 <= stats.transactions <= 10
+        assert max(len(ids) for ids in seen) <= 2000
+        assert [i for ids in seen for i in ids] == list(range(1, 5001))
+        assert buf.stats().pending == 5000
+        assert writer.stop()
+
+
+def test_stop_commits_everything_queued(path: Path) -> None:
+    with Buffer(path) as buf:
+        writer = BufferWriter(buf, commit_interval_s=30, commit_max=100)  # would wait 30 s alone
+        writer.start()
+        writer.put([reading(i) for i in range(1000)])
+        t = time.monotonic()
+        assert writer.stop(timeout=5)
+        assert time.monotonic() - t < 5
+        assert buf.stats().pending == 1000 and writer.stats.transactions == 10
+        with pytest.raises(RuntimeError, match="stopping"):
+            writer.put([reading(0)])
+
+
+def test_a_full_queue_blocks_put_and_never_drops(path: Path) -> None:
+    with Buffer(path) as buf:
+        writer = BufferWriter(buf, commit_interval_s=0.01, commit_max=3, queue_max=5)
+        writer.put([reading(i) for i in range(5)])  # not started: the queue is now full
+        done = threading.Event()
+        blocked = threading.Thread(target=lambda: (writer.put([reading(5), reading(6)]), done.set()))
+        blocked.start()
+        assert not done.wait(0.3)  # held back, not dropped
+        assert writer.stats.queued == 5
+        writer.start()
+        assert done.wait(5)
+        blocked.join()
+        writer.put([reading(i) for i in range(7, 20)])  # larger than the queue: sliced, all kept
+        assert writer.flush(timeout=5)
+        assert [r.body["val"] for r in buf.pending(100)] == [reading(i).val for i in range(20)]
+        assert writer.stop()
+
+
+def test_a_failing_commit_keeps_items_and_retries_until_the_fault_clears(
+        path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="edge_agent")
+    committed: list[int] = []
+    with Buffer(path) as buf:
+        buf.append([reading(0)])
+        with buf._lock:  # a real SQLITE_FULL: cap the file at the pages it has
+            pages = buf._conn.execute("PRAGMA page_count").fetchone()[0]
+            buf._conn.execute(f"PRAGMA max_page_count = {pages}")
+        writer = BufferWriter(buf, commit_interval_s=0.01, on_commit=committed.extend)
+        writer.start()
+        writer.put([Reading("meter-1", "secret_pt", "SECRET-VALUE-" + "x" * 100, T0 + i) for i in range(300)])
+        assert not writer.flush(timeout=1.0)
+        assert writer.stats.failures >= 2 and writer.stats.queued == 300
+        with buf._lock:
+            buf._conn.execute("PRAGMA max_page_count = 1000000000")
+        assert writer.flush(timeout=10)
+        assert writer.stop()
+        assert len(committed) == 300 and buf.stats().pending == 301
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "database or disk is full" in errors[0].getMessage()
+    assert str(path) in errors[0].getMessage()
+    assert sum("recovered" in r.getMessage() for r in caplog.records) == 1
+    assert "SECRET" not in caplog.text  # counts and ids only, never values
+
+
+def test_stop_gives_up_on_a_lasting_fault_and_says_so(path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with Buffer(path) as buf:
+        writer = BufferWriter(buf, commit_interval_s=0.01)
+        buf.close()  # every commit now fails
+        writer.start()
+        writer.put([reading(i) for i in range(4)])
+        assert writer.stop(timeout=0.5) is False
+    assert "4 items not committed" in caplog.text
+
+
+def test_the_writer_survives_a_failing_on_commit_callback(path: Path) -> None:
+    calls: list[list[int]] = []
+
+    def on_commit(ids: list[int]) -> None:
+        calls.append(ids)
+        raise RuntimeError("uplink bug")
+
+    with Buffer(path) as buf:
+        writer = BufferWriter(buf, commit_interval_s=0.01, on_commit=on_commit)
+        writer.start()
+        writer.put([reading(0)])
+        assert writer.flush()
+        writer.put([reading(1)])
+        assert writer.flush()
+        assert writer.stop()
+        assert calls == [[1], [2]] and buf.stats().pending == 2  # committed once each
