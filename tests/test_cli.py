@@ -1,0 +1,143 @@
+"""The verbs as a technician meets them: exit codes, one clear line, no traceback; and the
+daemon riding out an absent serial port and a refused TCP link while other buses work."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from support.broker import Mosquitto, Subscriber
+from support.modbus_server import ModbusTestServer
+
+
+def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edge_agent.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def base_config(tmp_path: Path, **over) -> dict:
+    cfg = {
+        "gateway": {"id": "gw-cli", "site": "s1", "state_dir": str(tmp_path / "state")},
+        "mqtt": {"host": "127.0.0.1", "port": 1, "reconnect_min": "200ms", "reconnect_max": "1s"},
+        "buses": [], "devices": [],
+    }
+    cfg.update(over)
+    return cfg
+
+
+def write(tmp_path: Path, cfg: dict, name: str = "gw.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def test_check_good_and_bad(tmp_path):
+    good = write(tmp_path, base_config(tmp_path))
+    out = cli("check", "-c", str(good))
+    assert out.returncode == 0 and "ok" in out.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("gateway:\n  id: gw\n  site: s\n  stat_dir: /x\nmqtt:\n  host: h\nbuses: []\ndevices: []\n")
+    out = cli("check", "-c", str(bad))
+    assert out.returncode == 1
+    assert f"{bad}:4: gateway.stat_dir: unknown key 'stat_dir' (did you mean 'state_dir'?)" in out.stdout
+    assert "Traceback" not in out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("verb", ["run", "status", "read"])
+def test_bad_or_missing_config_is_one_clear_failure(tmp_path, verb):
+    extra = ["dev"] if verb == "read" else []
+    out = cli(verb, "-c", str(tmp_path / "absent.yaml"), *extra)
+    assert out.returncode == 1
+    assert "absent.yaml" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_bad_usage_exits_2():
+    assert cli("frobnicate").returncode == 2
+    assert cli("check").returncode == 2  # -c is required
+
+
+def test_status_before_the_daemon_ever_ran(tmp_path):
+    cfg = write(tmp_path, base_config(tmp_path))
+    out = cli("status", "-c", str(cfg))
+    assert out.returncode == 0 and "no buffer yet" in out.stdout
+    out = cli("status", "-c", str(cfg), "--json")
+    assert json.loads(out.stdout)["buffer"] is None
+
+
+def test_read_prints_scaled_points_and_fails_clearly_on_unknown_device(tmp_path):
+    with ModbusTestServer({1: {"holding": {0: [1, 3, 1, 2, 123]}}}).start() as server:
+        cfg = write(tmp_path, base_config(
+            tmp_path,
+            buses=[{"name": "b", "protocol": "modbus-tcp", "host": "127.0.0.1", "port": server.port}],
+            devices=[{"name": "river-1", "bus": "b", "driver": "qdy_level", "address": 1}]))
+        out = cli("read", "-c", str(cfg), "river-1")
+        assert out.returncode == 0, out.stderr
+        assert "1 request(s)" in out.stdout
+        assert "level_m" in out.stdout and "1.23" in out.stdout and "good" in out.stdout
+        assert "decimals" not in out.stdout  # internal points are never shown
+        out = cli("read", "-c", str(cfg), "river1")
+        assert out.returncode == 1 and "did you mean 'river-1'" in out.stderr
+
+
+def test_read_with_refused_link_is_one_line(tmp_path):
+    port = free_port()
+    cfg = write(tmp_path, base_config(
+        tmp_path,
+        buses=[{"name": "b", "protocol": "modbus-tcp", "host": "127.0.0.1", "port": port, "timeout": "300ms"}],
+        devices=[{"name": "m", "bus": "b", "driver": "eastron_meter", "address": 1}]))
+    out = cli("read", "-c", str(cfg), "m")
+    assert out.returncode == 1
+    assert "refused" in out.stderr and "Traceback" not in out.stderr
+
+
+def free_port() -> int:
+    from support.broker import free_port as fp
+    return fp()
+
+
+def test_daemon_keeps_running_with_absent_port_refused_link_and_broker_down_at_start(tmp_path):
+    """Broker down at start, one bus on an absent serial port, one TCP bus refusing: each is
+    one clear log line; the working bus is polled and its readings arrive once the broker is
+    up; the daemon never exits."""
+    broker = Mosquitto(tmp_path)
+    with ModbusTestServer({1: {"holding": {0: [1, 3, 1, 1, 42]}}}).start() as server:
+        cfg = write(tmp_path, base_config(
+            tmp_path,
+            mqtt={"host": "127.0.0.1", "port": broker.port, "reconnect_min": "200ms", "reconnect_max": "1s"},
+            buffer={"commit_interval": "50ms"},
+            buses=[{"name": "ok", "protocol": "modbus-tcp", "host": "127.0.0.1", "port": server.port},
+                   {"name": "gone", "protocol": "modbus-rtu", "serial": "/dev/ttyUSB-absent-9"},
+                   {"name": "refused", "protocol": "modbus-tcp", "host": "127.0.0.1", "port": free_port()}],
+            devices=[{"name": "river-1", "bus": "ok", "driver": "qdy_level", "address": 1, "interval": "200ms"},
+                     {"name": "river-2", "bus": "gone", "driver": "qdy_level", "address": 1, "interval": "200ms"},
+                     {"name": "meter-9", "bus": "refused", "driver": "eastron_meter", "address": 1,
+                      "interval": "200ms"}]))
+        log = tmp_path / "agent.log"
+        with log.open("ab") as out:
+            agent = subprocess.Popen([sys.executable, "-m", "edge_agent.cli", "run", "-c", str(cfg)],
+                                     stdout=out, stderr=subprocess.STDOUT)
+        try:
+            time.sleep(2.0)
+            assert agent.poll() is None, log.read_text()
+            with broker, Subscriber(broker, "edge/v1/#") as platform:
+                platform.wait_for(lambda ms: any(m.topic.endswith("/telemetry") and b'"river-1"' in m.payload
+                                                 for m in ms), 20, "readings from the working bus")
+                assert agent.poll() is None
+        finally:
+            agent.send_signal(signal.SIGTERM)
+            assert agent.wait(timeout=20) == 0
+    text = log.read_text()
+    assert "Traceback" not in text
+    errors = [line for line in text.splitlines() if " ERROR " in line]
+    assert any("river-2" in e and "/dev/ttyUSB-absent-9" in e and "not found" in e for e in errors), text
+    assert any("meter-9" in e and "refused" in e for e in errors), text
+    assert any("cannot connect" in e for e in errors), text
+    # the first failure is logged once at ERROR, the repeats at DEBUG
+    assert sum("river-2" in e for e in errors) == 1, errors
