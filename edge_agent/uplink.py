@@ -1,0 +1,485 @@
+"""The uplink: drains the buffer to MQTT at QoS 1 and marks rows sent only when the broker acks.
+
+Threads: paho's network thread (``loop_start``: connect, reconnect with exponential backoff,
+all callbacks) and one drain thread of ours, the only one that touches the buffer. The two
+share a small state under ``_lock``; the lock is never held across a paho call.
+
+Drain: while connected, ``_select`` picks the next rows (events first: critical, high, normal
+lanes in that order; within a lane's window, events before readings), a message carries at
+most ``batch_max`` rows of one kind, and at most ``inflight`` messages wait for their PUBACK.
+Each lane has a cursor (the last id fetched), so rows in flight are not fetched again.
+
+At least once: on a disconnect the cursors and the in-flight map are reset, and paho's own
+copies of unacked messages are dropped at the next CONNACK, so every unacked row is fetched
+and published again by us, once, with a byte-identical body (the platform de-duplicates on
+``(gw, id)``). A row is marked sent only after the PUBACK of a message that carried it.
+
+paho facts relied on (2.2):
+- ``on_publish`` may run on the network thread before ``publish()`` returns its mid: an ack for
+  a mid we do not know yet, while a publish is under way, is parked in ``_early`` and claimed
+  by the publishing thread. A generation counter (bumped on every connect and disconnect) makes
+  a publish that straddles a reconnect harmless.
+- ``on_publish`` runs holding paho's out-message lock, and ``publish()`` takes it: holding our
+  lock across ``publish()`` could deadlock, so we never do.
+- With a clean session paho re-sends unacked QoS 1 messages after a reconnect; ``on_connect``
+  runs before that re-send and calls ``drop_out_messages()``, since we re-send from the buffer.
+- ``loop_start`` retries a failed *first* connect too (``retry_first_connection=True``), with the
+  ``reconnect_delay_set`` backoff; ``on_connect_fail`` runs inside paho's ``except OSError``,
+  so ``sys.exception()`` there is the reason (refused, DNS, TLS).
+- The broker publishes the Last Will when it sees no packet for 1.5 x keepalive.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Protocol, Sequence
+
+from paho.mqtt.enums import MQTTErrorCode
+
+from . import __version__
+from .model import Priority
+from .mqtt_client import MqttConfigError, build_client, client_id_for, describe_error, describe_rc, keepalive_s
+from .settings import GatewaySettings, MqttSettings
+
+__all__ = ["Uplink", "UplinkStats", "UplinkError", "Topics", "topics", "encode", "LANES"]
+
+log = logging.getLogger("edge_agent.uplink")
+
+LANES = (Priority.CRITICAL, Priority.HIGH, Priority.NORMAL)  # drained in this order
+POLL_S = 1.0  # the longest the drain sleeps when idle (wake() cuts it short)
+RETRY_PUBLISH_S = 0.5  # after publish() returned an error code (queue full, no connection)
+RETRY_REFUSED_S = 10.0  # after the broker refused a message in its PUBACK (MQTT 5)
+RETRY_BUFFER_S = 1.0  # after the buffer raised
+
+_KINDS = {"event": ("events", "events"), "reading": ("telemetry", "readings")}  # kind -> (topic, key)
+
+
+class UplinkError(Exception):
+    """The uplink cannot start (a settings file it needs cannot be read)."""
+
+
+class OutRowLike(Protocol):
+    @property
+    def id(self) -> int: ...
+    @property
+    def kind(self) -> str: ...  # 'reading' | 'event'
+    @property
+    def prio(self) -> Priority: ...
+    @property
+    def body(self) -> dict[str, Any]: ...  # the wire dict, "id" included
+
+
+class Outbox(Protocol):
+    """What the uplink needs of the buffer."""
+
+    def pending(self, limit: int, *, prio: Priority | None = None, after_id: int = 0) -> Sequence[OutRowLike]: ...
+
+    def mark_sent(self, ids: Iterable[int]) -> None: ...
+
+
+@dataclass(frozen=True)
+class Topics:
+    root: str
+    telemetry: str
+    events: str
+    state: str
+    cmd: str
+    cmd_result: str
+
+    @classmethod
+    def of(cls, prefix: str, site: str, gateway_id: str) -> "Topics":
+        r = f"{prefix}/{site}/{gateway_id}"
+        return cls(r, f"{r}/telemetry", f"{r}/events", f"{r}/state", f"{r}/cmd", f"{r}/cmd/result")
+
+
+def topics(mqtt: MqttSettings, gateway: GatewaySettings) -> Topics:
+    return Topics.of(mqtt.topic_prefix, gateway.site, gateway.id)
+
+
+def encode(obj: Any) -> bytes:
+    """Compact UTF-8 JSON, as on the wire."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+@dataclass(frozen=True)
+class UplinkStats:
+    """Counters since construction; published_* count re-sends after a reconnect too."""
+
+    connected: bool
+    published_messages: int
+    published_items: int
+    acked_items: int
+    last_ack_at: int | None  # ms since the epoch
+    last_error: str | None  # the most recent failure; kept after recovery
+    reconnects: int  # successful connects after the first
+
+
+@dataclass(frozen=True)
+class _Batch:
+    kind: str  # 'event' | 'reading'
+    prio: Priority
+    rows: tuple[OutRowLike, ...]
+
+    @property
+    def ids(self) -> list[int]:
+        return [r.id for r in self.rows]
+
+
+class Uplink:
+    """Drains ``buffer`` to the broker in ``mqtt``; ``start()`` returns at once, even with the broker down."""
+
+    def __init__(self, mqtt: MqttSettings, gateway: GatewaySettings, buffer: Outbox, *,
+                 version: str = __version__, clock: Callable[[], float] = time.time,
+                 started_at_ms: int | None = None) -> None:
+        self._mqtt = mqtt
+        self._gw = gateway.id
+        self._gateway = gateway
+        self._buffer = buffer
+        self._version = version
+        self._clock = clock
+        self._started_ms = started_at_ms if started_at_ms is not None else self._now_ms()
+        self.topics = topics(mqtt, gateway)
+        self._batch_max = max(1, mqtt.batch_max)
+        self._client: Any = None
+        self._thread: threading.Thread | None = None
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._grace_until = 0.0
+        self._lock = threading.Lock()
+        # shared with the network thread, under _lock
+        self._connected = False
+        self._gen = 0
+        self._window = max(1, mqtt.inflight)
+        self._cursor: dict[Priority, int] = dict.fromkeys(LANES, 0)
+        self._staged: deque[_Batch] = deque()  # selected, not yet published (the rest of a window)
+        self._inflight: dict[int, _Batch] = {}  # mid -> batch awaiting its PUBACK
+        self._early: dict[int, Any] = {}  # acks that came before publish() returned
+        self._publishing = False
+        self._acked: list[int] = []  # acked ids not yet marked sent (the drain thread marks them)
+        self._hold_until = 0.0
+        self._published_messages = self._published_items = self._acked_items = 0
+        self._last_ack_at: int | None = None
+        self._last_error: str | None = None
+        self._reconnects = 0
+        # log state: network thread (connection) and drain thread (publish, buffer) only
+        self._ever_connected = False
+        self._down_since: float | None = None
+        self._failed_attempts = 0
+        self._logged_reason: str | None = None
+        self._publish_failing = False
+        self._buffer_failing = False
+        self._refusing = False
+
+    # -- public ------------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        with self._lock:
+            return self._connected
+
+    @property
+    def address(self) -> str:
+        return f"{self._mqtt.host}:{self._mqtt.port}"
+
+    def start(self) -> None:
+        """Connect in the background and start draining; raises only for unusable settings files."""
+        if self._thread is not None:
+            raise RuntimeError("uplink already started")
+        will = encode({"online": False, "gw": self._gw})
+        try:
+            client = build_client(self._mqtt, self._gateway, will=(self.topics.state, will))
+        except MqttConfigError as exc:
+            raise UplinkError(str(exc)) from None
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        self._client = client
+        self._stopping.clear()
+        self._down_since = time.monotonic()
+        client.connect_async(self._mqtt.host, self._mqtt.port, keepalive=keepalive_s(self._mqtt), clean_start=True)
+        client.loop_start()
+        self._thread = threading.Thread(target=self._drain_main, name="uplink-drain", daemon=True)
+        self._thread.start()
+        log.debug("mqtt: connecting to %s as %s", self.address, client_id_for(self._mqtt, self._gateway))
+
+    def wake(self) -> None:
+        """New rows are buffered: drain now rather than at the next poll tick."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Let in-flight messages be acked (half of ``timeout`` at most), publish the retained
+        offline state, disconnect cleanly (so the broker discards the Last Will)."""
+        client = self._client
+        if client is None:
+            return
+        deadline = time.monotonic() + timeout
+        self._grace_until = time.monotonic() + timeout / 2
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(max(0.0, deadline - time.monotonic()))
+            if self._thread.is_alive():
+                log.warning("uplink: the drain thread did not stop within %.1f s", timeout)
+        if self.connected:
+            offline = encode({"online": False, "gw": self._gw, "stopped": self._now_ms()})
+            info = client.publish(self.topics.state, offline, qos=1, retain=True)
+            if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                try:
+                    info.wait_for_publish(max(0.1, deadline - time.monotonic()))
+                except (RuntimeError, ValueError):
+                    pass  # the connection went meanwhile: the Last Will says offline instead
+        client.disconnect()
+        client.loop_stop()
+        if self._thread is not None and not self._thread.is_alive():
+            try:  # acks that came after the drain thread ended (it is gone: the buffer is ours now)
+                self._flush_acks()
+            except Exception as exc:
+                log.error("uplink: marking acked rows sent failed at stop: %s", exc)
+        with self._lock:
+            was_connected, self._connected = self._connected, False
+        self._client = None
+        self._thread = None
+        log.log(logging.INFO if was_connected else logging.DEBUG, "mqtt: disconnected from %s", self.address)
+
+    def stats(self) -> UplinkStats:
+        with self._lock:
+            return UplinkStats(self._connected, self._published_messages, self._published_items,
+                               self._acked_items, self._last_ack_at, self._last_error, self._reconnects)
+
+    # -- paho callbacks (network thread) ----------------------------------------------
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        if reason_code.is_failure:
+            self._connect_failed(f"the broker refused the connection: {reason_code}")
+            return
+        client.drop_out_messages()  # before paho re-sends them: unacked rows come again from the buffer
+        birth = {"online": True, "version": self._version, "started": self._started_ms, "gw": self._gw}
+        client.publish(self.topics.state, encode(birth), qos=1, retain=True)
+        window = max(1, self._mqtt.inflight)
+        receive_max = getattr(properties, "ReceiveMaximum", None)  # MQTT 5: the broker's own limit
+        if receive_max:
+            window = max(1, min(window, receive_max - 1))  # one left for state messages
+        with self._lock:
+            self._reset_locked()
+            self._connected = True
+            self._window = window
+            if self._ever_connected:
+                self._reconnects += 1
+        if self._failed_attempts == 0 and not self._ever_connected:
+            log.info("mqtt: connected to %s as %s", self.address, client_id_for(self._mqtt, self._gateway))
+        elif self._down_since is not None:  # the recovery, once
+            log.info("mqtt: connected to %s%s after %.1f s", self.address, " again" if self._ever_connected else "",
+                     time.monotonic() - self._down_since)
+        self._ever_connected = True
+        self._down_since = None
+        self._failed_attempts = 0
+        self._logged_reason = None
+        self._wake.set()
+
+    def _on_connect_fail(self, client: Any, userdata: Any) -> None:
+        # paho calls this inside its `except OSError`: the exception is the reason
+        self._connect_failed(describe_error(sys.exception(), tls=self._mqtt.tls.enabled))
+
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        with self._lock:
+            was_connected = self._connected
+            self._connected = False
+            self._reset_locked()
+        self._wake.set()
+        if not was_connected or self._stopping.is_set():
+            return
+        self._down_since = time.monotonic()
+        why = "" if str(reason_code) == "Unspecified error" else f" ({reason_code})"  # 3.1.1 gives no reason
+        with self._lock:
+            self._last_error = f"connection lost{why}"
+        log.warning("mqtt: connection to %s lost%s; reconnecting", self.address, why)
+
+    def _on_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
+        with self._lock:
+            batch = self._inflight.pop(mid, None)
+            if batch is None:
+                if self._publishing:  # the ack overtook publish(); the publishing thread claims it
+                    self._early[mid] = reason_code
+                return  # a state message, or a message of a session we have already reset
+            self._acked_locked(batch, reason_code)
+        self._wake.set()
+
+    def _connect_failed(self, reason: str) -> None:
+        with self._lock:
+            self._last_error = reason
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+        self._failed_attempts += 1
+        if reason != self._logged_reason:  # the first failure (or a new kind of failure) at ERROR
+            self._logged_reason = reason
+            log.error("mqtt: cannot connect to %s: %s; retrying", self.address, reason)
+        else:
+            log.debug("mqtt: cannot connect to %s: %s (attempt %d); retrying", self.address, reason,
+                      self._failed_attempts)
+
+    # -- shared state (caller holds _lock) ---------------------------------------------
+    def _reset_locked(self) -> None:
+        """Forget what is in flight: after a (re)connect every unacked row is fetched again."""
+        self._gen += 1
+        self._cursor = dict.fromkeys(LANES, 0)
+        self._staged.clear()
+        self._inflight.clear()
+        self._early.clear()
+        self._hold_until = 0.0
+
+    def _acked_locked(self, batch: _Batch, reason_code: Any) -> None:
+        if reason_code is not None and reason_code.is_failure:
+            # MQTT 5 lets the broker refuse a message in its PUBACK: keep the rows, try later
+            self._staged.appendleft(batch)
+            self._hold_until = time.monotonic() + RETRY_REFUSED_S
+            self._last_error = f"the broker refused a message on {self._topic(batch)}: {reason_code}"
+            log.log(logging.DEBUG if self._refusing else logging.ERROR, "mqtt: %s; retrying in %.0f s",
+                    self._last_error, RETRY_REFUSED_S)
+            self._refusing = True
+            return
+        self._refusing = False
+        self._acked.extend(batch.ids)
+        self._acked_items += len(batch.rows)
+        self._last_ack_at = self._now_ms()
+
+    # -- drain (our thread) ---------------------------------------------------------------
+    def _drain_main(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._flush_acks()
+                delay = self._step()
+                if self._buffer_failing:
+                    self._buffer_failing = False
+                    log.info("uplink: draining again")
+            except Exception as exc:  # the drain must outlive a bad moment of the buffer
+                delay = RETRY_BUFFER_S
+                log.log(logging.DEBUG if self._buffer_failing else logging.ERROR,
+                        "uplink: drain failed (%s: %s); retrying", type(exc).__name__, exc,
+                        exc_info=self._buffer_failing)  # the trace of repeats at DEBUG only
+                self._buffer_failing = True
+            if delay > 0:
+                self._wake.wait(delay)
+                self._wake.clear()
+        # stopping: give what is in flight a chance to be acked, then mark it sent
+        while time.monotonic() < self._grace_until:
+            with self._lock:
+                if not (self._inflight and self._connected):
+                    break
+            self._wake.wait(0.05)
+            self._wake.clear()
+        try:
+            self._flush_acks()
+        except Exception as exc:
+            log.error("uplink: marking acked rows sent failed at stop: %s", exc)
+
+    def _flush_acks(self) -> None:
+        with self._lock:
+            ids, self._acked = self._acked, []
+        if not ids:
+            return
+        try:
+            self._buffer.mark_sent(ids)
+        except BaseException:
+            with self._lock:
+                self._acked[:0] = ids
+            raise
+
+    def _step(self) -> float:
+        """Publish one message if the window allows; the time to wait before the next step."""
+        with self._lock:
+            if not self._connected or len(self._inflight) >= self._window:
+                return POLL_S  # an ack or a connect wakes us earlier
+            hold = self._hold_until - time.monotonic()
+            if hold > 0:
+                return hold
+            gen = self._gen
+            batch = self._staged.popleft() if self._staged else None
+            cursors = dict(self._cursor)
+        if batch is None:
+            picked = self._select(cursors)
+            if picked is None:
+                return POLL_S
+            lane, last_id, batches = picked
+            with self._lock:
+                if gen != self._gen:
+                    return 0.0  # a reconnect reset the lanes meanwhile: select again
+                self._cursor[lane] = max(self._cursor[lane], last_id)
+                self._staged.extend(batches[1:])
+            if not batches:
+                return 0.0
+            batch = batches[0]
+        return 0.0 if self._publish(batch, gen) else RETRY_PUBLISH_S
+
+    def _select(self, cursors: dict[Priority, int]) -> tuple[Priority, int, list[_Batch]] | None:
+        """Lane selection, the one place that decides what goes next: the first lane in
+        ``LANES`` with rows past its cursor gives a window of ``batch_max`` rows, split into
+        homogeneous batches, events before readings. Returns (lane, last id, batches), or None
+        when nothing is pending."""
+        for prio in LANES:
+            rows = self._buffer.pending(self._batch_max, prio=prio, after_id=cursors[prio])
+            if not rows:
+                continue
+            batches = [_Batch(kind, prio, tuple(r for r in rows if r.kind == kind)) for kind in _KINDS]
+            batches = [b for b in batches if b.rows]
+            if len(rows) != sum(len(b.rows) for b in batches):
+                odd = sorted({str(r.kind) for r in rows} - set(_KINDS))
+                log.error("uplink: skipping buffered row(s) of unknown kind %s", odd)
+            return prio, rows[-1].id, batches
+        return None
+
+    def _publish(self, batch: _Batch, gen: int) -> bool:
+        """Hand one message to paho; False when it refused (the batch waits, staged, for a retry)."""
+        client = self._client
+        if client is None:
+            return True  # stopped
+        key = _KINDS[batch.kind][1]
+        payload = encode({"v": 1, "gw": self._gw, "sent": self._now_ms(), key: [r.body for r in batch.rows]})
+        with self._lock:
+            if gen != self._gen or not self._connected:
+                return True  # the lanes were reset: these rows will be fetched again
+            self._publishing = True
+        info = None
+        error: str | None = None
+        try:
+            info = client.publish(self._topic(batch), payload, qos=1)
+        except (ValueError, OSError) as exc:  # e.g. a message past the MQTT size limit
+            error = str(exc)
+        with self._lock:
+            self._publishing = False
+            early = self._early.pop(info.mid, None) if info is not None else None
+            self._early.clear()
+            if gen != self._gen:
+                return True  # a reconnect happened during publish(): the rows come again
+            if info is not None and info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                self._published_messages += 1
+                self._published_items += len(batch.rows)
+                if early is not None:
+                    self._acked_locked(batch, early)
+                else:
+                    self._inflight[info.mid] = batch
+                failed = False
+            else:
+                error = error or describe_rc(info.rc if info is not None else -1)
+                self._staged.appendleft(batch)
+                self._hold_until = time.monotonic() + RETRY_PUBLISH_S
+                self._last_error = f"publish on {self._topic(batch)} failed: {error}"
+                failed = True
+        if failed:
+            log.log(logging.DEBUG if self._publish_failing else logging.WARNING,
+                    "mqtt: publish of %d %s(s) failed (%s); retrying", len(batch.rows), batch.kind, error)
+        elif self._publish_failing:
+            log.info("mqtt: publishing again")
+        self._publish_failing = failed
+        return not failed
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _topic(self, batch: _Batch) -> str:
+        return getattr(self.topics, _KINDS[batch.kind][0])
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
