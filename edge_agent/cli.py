@@ -48,11 +48,16 @@ def setup_logging(level: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from .buffer import BufferError
     from .daemon import run
+    from .uplink import UplinkError
 
     settings = _load(args.config)
     setup_logging(args.log_level)
-    return run(settings)
+    try:
+        return run(settings)
+    except (BufferError, UplinkError) as exc:  # a file the agent cannot use: nothing to retry
+        raise CliFailure(str(exc)) from None
 
 
 def cmd_check(args: argparse.Namespace) -> int:

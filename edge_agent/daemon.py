@@ -31,6 +31,7 @@ __all__ = ["Agent", "run"]
 log = logging.getLogger("edge_agent")
 
 PRUNE_EVERY_S = 60.0
+FINAL_DRAIN_S = 3.0  # on stop, how long to keep publishing what the last polls buffered
 
 
 class Agent:
@@ -84,6 +85,16 @@ class Agent:
         except Exception as exc:  # housekeeping must never stop the agent
             log.warning("buffer: pruning failed: %s", exc)
 
+    def _final_drain(self) -> None:
+        """While connected, publish what the last polls left, briefly: data otherwise waits for
+        the next start. Bounded, so a slow broker never holds up a systemd stop."""
+        deadline = time.monotonic() + FINAL_DRAIN_S
+        self.uplink.wake()
+        while self.uplink.connected and time.monotonic() < deadline:
+            if self.buffer.stats().pending == 0:
+                return
+            time.sleep(0.05)
+
     def stop(self) -> None:
         for worker in self.workers:
             worker.stop()
@@ -92,6 +103,7 @@ class Agent:
         if self.writer is not None:
             self.writer.stop()
         if self.uplink is not None:
+            self._final_drain()
             self.uplink.stop()
         for bus in self.buses.values():
             bus.close()
