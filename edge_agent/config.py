@@ -169,7 +169,7 @@ class _Reader:
             return BufferSettings(path=default_path)
         return BufferSettings(path=s.get("path", path(self.base), default_path),
                               max_bytes=s.get("max_bytes", size(1024**2), 512 * 1024**2),
-                              retain_sent_s=s.get("retain_sent", duration(0, 3660 * 86400), 0.0),
+                              retain_sent_s=s.get("retain_sent", duration(0, 366 * 86400), 0.0),
                               commit_interval_s=s.get("commit_interval", duration(0.001, 10), 0.2),
                               commit_max=s.get("commit_max", integer(1, 100000), 2000))
 

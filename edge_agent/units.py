@@ -24,13 +24,13 @@ def parse_duration(text: object) -> float:
     if isinstance(text, bool) or not isinstance(text, (str, int, float)):
         raise ValueError(f"expected a duration such as '10s', got {type(text).__name__}")
     if isinstance(text, (int, float)):
-        raise ValueError(f"has no time unit, did you mean '{text}s'?")
+        raise ValueError(f"has no time unit (did you mean '{text}s'?)")
     match = _NUMBER_UNIT.match(text)
     if not match:
         raise ValueError(f"{text!r} is not a duration; write a number and a unit, e.g. '10s' or '500ms'")
     number, unit = float(match.group(1)), match.group(2)
     if not unit:
-        raise ValueError(f"has no time unit, did you mean '{match.group(1)}s'?")
+        raise ValueError(f"has no time unit (did you mean '{match.group(1)}s'?)")
     if unit not in _DURATION_UNITS:
         raise ValueError(f"unknown time unit {unit!r}; use one of {', '.join(_DURATION_UNITS)}")
     return number * _DURATION_UNITS[unit]
@@ -41,17 +41,17 @@ def parse_size(text: object) -> int:
     if isinstance(text, bool) or not isinstance(text, (str, int, float)):
         raise ValueError(f"expected a size such as '512MiB', got {type(text).__name__}")
     if isinstance(text, (int, float)):
-        raise ValueError(f"has no size unit, did you mean '{text}B' or '{text}MiB'?")
+        raise ValueError(f"has no size unit (did you mean '{text}B' or '{text}MiB'?)")
     match = _NUMBER_UNIT.match(text)
     if not match:
         raise ValueError(f"{text!r} is not a size; write a number and a unit, e.g. '512MiB'")
     number, unit = float(match.group(1)), match.group(2)
     if not unit:
-        raise ValueError(f"has no size unit, did you mean '{match.group(1)}MiB'?")
+        raise ValueError(f"has no size unit (did you mean '{match.group(1)}MiB'?)")
     folded = {k.lower(): k for k in _SIZE_UNITS}
     if unit not in _SIZE_UNITS:
         hint = folded.get(unit.lower())
-        extra = f", did you mean '{match.group(1)}{hint}'?" if hint else f"; use one of {', '.join(_SIZE_UNITS)}"
+        extra = f" (did you mean '{match.group(1)}{hint}'?)" if hint else f"; use one of {', '.join(_SIZE_UNITS)}"
         raise ValueError(f"unknown size unit {unit!r}{extra}")
     return int(number * _SIZE_UNITS[unit])
 
