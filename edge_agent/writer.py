@@ -12,6 +12,13 @@ a bad value cannot poison a batch. A failed commit (disk full, a locked or close
 its items at the head of the queue and is retried with backoff; the first failure is logged
 at ERROR, repeats at DEBUG, the recovery once at INFO. The thread survives any exception.
 Logs carry counts and ids only, never values.
+
+Disk full (``BufferFull``: the OS, or SQLite's page limit) is counted as a failure and then
+tried once more at once with ``make_room``: the buffer evicts old rows inside the insert's
+transaction (``evict.py``), which sticks only if the batch then fits. If it does, the batch is
+committed (the buffer logs the eviction at WARNING); if not, nothing was lost and the batch
+waits for the next retry like any failed commit. Over-cap eviction after a commit also runs
+here, in this thread, so it delays only later commits, never ``put`` (until the queue fills).
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from .buffer import Buffer, EncodedRow, encode_items
+from .buffer import Buffer, BufferFull, EncodedRow, encode_items
 from .model import Event, Reading
 
 __all__ = ["BufferWriter", "WriterStats"]
@@ -168,11 +175,19 @@ class BufferWriter:
                 self._cond.wait(due - now)
 
     def _commit(self, batch: list[EncodedRow]) -> None:
+        full = False  # one failure per attempt, made room for or not
         try:
-            ids = self._buffer.append_encoded(batch)
+            try:
+                ids = self._buffer.append_encoded(batch)
+            except BufferFull:
+                full = True
+                with self._cond:
+                    self._failures += 1
+                log.debug("buffer full: evicting old rows to make room for %d items", len(batch))
+                ids = self._buffer.append_encoded(batch, make_room=True)
         except Exception as exc:
             with self._cond:
-                self._failures += 1
+                self._failures += 0 if full else 1
                 self._streak += 1
                 delay = min(RETRY_MAX_S, RETRY_MIN_S * 2 ** (self._streak - 1))
                 self._retry_at = time.monotonic() + delay

@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -64,7 +65,7 @@ def test_ids_strictly_increase_across_appends_and_reopen(path: Path) -> None:
     assert first == [1, 2, 3] and second == [4, 5]
     with Buffer(path) as buf:  # a clean close lowers the ceiling: no gap
         assert buf.append([reading(5)]) == [6]
-    assert path.parent.is_dir() and Path(f"{path}.ids").read_text().strip() == "7"
+    assert path.parent.is_dir() and Path(f"{path}.ids").read_text().split()[0] == "7"
 
 
 def test_ids_continue_after_the_database_is_deleted(path: Path) -> None:
@@ -126,8 +127,44 @@ while True:
     assert all(stored[i].body["id"] == i and stored[i].body["ts"] == 1000 + stored[i].body["val"]
                for i in committed)
     assert new > max(stored)
-    second_run = reported[30:]
-    assert second_run[0][0] > reported[29][1]  # the restarted child skipped ahead, no reuse
+    # same boot: nothing committed was lost, so the restart continues without a gap
+    assert sorted(stored) == list(range(1, max(stored) + 1))
+    assert new == max(stored) + 1
+
+
+def _kill_mid_append(path: Path, rows: int = 200) -> None:
+    code = """
+import sys
+from edge_agent.buffer import Buffer
+from edge_agent.model import Reading
+buf = Buffer(sys.argv[1], id_block=300).open()
+buf.append([Reading("river-1", "level_m", k, 1000 + k) for k in range(int(sys.argv[2]))])
+print("ok", flush=True)
+import time; time.sleep(60)
+"""
+    proc = child(code, str(path), str(rows))
+    assert proc.stdout.readline().strip() == "ok"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    proc.stdout.close()
+    proc.stderr.close()
+
+
+def test_after_a_reboot_following_a_crash_the_rest_of_the_block_is_skipped(path: Path) -> None:
+    """A power cut may have lost published commits: after a reboot (another boot id in the
+    sidecar) the ids skip to the fsynced ceiling, never back into what may have been sent."""
+    _kill_mid_append(path)
+    sidecar = Path(f"{path}.ids")
+    ceiling = int(sidecar.read_text().split()[0])
+    assert ceiling > 200
+    sidecar.write_text(f"{ceiling} 00000000-0000-0000-0000-000000000000\n")  # as if rebooted since
+    with Buffer(path) as buf:
+        assert buf.append([reading(0)])[0] == ceiling
+    # and a crash in this same boot afterwards continues without a gap
+    _kill_mid_append(path, rows=10)
+    with Buffer(path) as buf:
+        last = max(r.id for r in buf.pending(1000))
+        assert buf.append([reading(0)])[0] == last + 1
 
 
 def test_a_second_writer_on_the_same_file_is_refused(path: Path) -> None:
@@ -216,18 +253,27 @@ def test_mark_sent_keeps_rows_with_retention_and_prune_drops_them_later(path: Pa
         assert buf.stats().retained_sent == 0 and buf.stats().pending == 2
 
 
-def test_prune_drops_the_oldest_sent_rows_when_over_the_cap(path: Path) -> None:
+def test_the_oldest_sent_rows_go_first_when_over_the_cap(path: Path) -> None:
+    """Eviction now runs after each append (tests/test_buffer_limits.py has the full order);
+    prune finds the cap already kept and only applies retention."""
     clock = Clock()
     with Buffer(path, retain_sent_s=86400, max_bytes=64 * 1024, clock=clock) as buf:
+        sent: list[int] = []
         for n in range(10):
             ids = buf.append([Reading("d", "text", "x" * 200, T0 + n * 100 + k) for k in range(100)])
             buf.mark_sent(ids)
+            sent += ids
             clock.t += 1
         unsent = buf.append([reading(0)])
-        dropped = buf.prune()
+        assert buf.prune() == 0
         stats = buf.stats()
-        assert dropped > 0 and stats.retained_sent == 1000 - dropped
-        assert [r.id for r in buf.pending(10)] == unsent  # unsent rows are never dropped
+        kept = stats.retained_sent
+        assert 0 < kept < 1000
+        assert [r.id for r in buf.pending(10)] == unsent  # unsent rows are kept while sent ones go
+        assert stats.evicted == {"critical": 0, "high": 0, "normal": 0}
+        with buf._lock:
+            left = [i for (i,) in buf._conn.execute("SELECT id FROM outbox WHERE sent_at IS NOT NULL ORDER BY id")]
+        assert left == sent[-kept:]  # the newest survive
 
 
 def test_stats_counts_bytes_and_oldest(path: Path) -> None:
@@ -254,14 +300,25 @@ def test_read_stats_never_creates_a_file(path: Path) -> None:
     assert not path.exists() and not path.parent.exists()
 
 
-def test_a_file_that_is_not_sqlite_is_a_clear_error(path: Path) -> None:
+def test_a_file_that_is_not_sqlite_is_a_clear_error_for_read_stats(path: Path) -> None:
+    """read_stats (status, another process) reports it; open() quarantines it instead
+    (tests/test_buffer_limits.py)."""
     path.parent.mkdir(parents=True)
     path.write_bytes(b"this is not a database, just some bytes\n" * 200)
     with pytest.raises(BufferError, match=f"{path}.*not a usable SQLite database"):
-        Buffer(path).open()
-    with pytest.raises(BufferError, match=str(path)):
         Buffer.read_stats(path)
-    Buffer(path.with_name("other.db")).open().close()  # the lock was released on failure
+    assert path.read_bytes().startswith(b"this is not")  # a reader never moves it
+
+
+def test_a_newer_schema_is_refused_not_quarantined_and_the_lock_is_released(path: Path) -> None:
+    path.parent.mkdir(parents=True)
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    for _ in range(2):  # the second open is refused for the schema again, not "in use"
+        with pytest.raises(BufferError, match=f"{path}: buffer schema v99 is newer"):
+            Buffer(path).open()
+    assert list(path.parent.glob("*.corrupt-*")) == []
     with Buffer(path.with_name("x.db")):
         pass
 
