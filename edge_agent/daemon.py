@@ -52,7 +52,8 @@ class Agent:
     def start(self) -> None:
         s = self.settings
         self.buffer.open()
-        self.uplink = Uplink(s.mqtt, s.gateway, self.buffer, version=__version__, started_at_ms=self.started_ms)
+        self.uplink = Uplink(s.mqtt, s.gateway, self.buffer, version=__version__, started_at_ms=self.started_ms,
+                             extra_state=self._extra_state)
         self.writer = BufferWriter(self.buffer, commit_interval_s=s.buffer.commit_interval_s,
                                    commit_max=s.buffer.commit_max, on_commit=lambda ids: self.uplink.wake())
         self.writer.start()
@@ -70,6 +71,10 @@ class Agent:
         log.info("edge-agent %s started: gateway %s, %d device(s) on %d bus(es), buffer %s",
                  __version__, s.gateway.id, sum(len(w._schedules) for w in self.workers), len(self.workers),
                  s.buffer.path)
+
+    def _extra_state(self) -> dict:
+        """What the state message adds to the uplink's own figures: failed buffer commits."""
+        return {"write_errors": self.writer.stats().failures if self.writer else 0}
 
     def accept(self, readings: list[Reading]) -> None:
         """Everything polled enters here: privacy first, then the buffer."""

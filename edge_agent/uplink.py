@@ -1,13 +1,18 @@
 """The uplink: drains the buffer to MQTT at QoS 1 and marks rows sent only when the broker acks.
 
 Threads: paho's network thread (``loop_start``: connect, reconnect with exponential backoff,
-all callbacks) and one drain thread of ours, the only one that touches the buffer. The two
-share a small state under ``_lock``; the lock is never held across a paho call.
+all callbacks), our drain thread (the only one that reads rows from and marks rows in the
+buffer) and the state thread of ``uplink_state`` (reads ``Buffer.stats()`` only). They share
+a small state under ``_lock``; the lock is never held across a paho call.
 
-Drain: while connected, ``_select`` picks the next rows (events first: critical, high, normal
-lanes in that order; within a lane's window, events before readings), a message carries at
-most ``batch_max`` rows of one kind, and at most ``inflight`` messages wait for their PUBACK.
-Each lane has a cursor (the last id fetched), so rows in flight are not fetched again.
+Drain: while connected, ``lanes.select`` picks the next rows (critical, high, live, then one
+backlog window: the order is described there, and only there), a message carries at most
+``batch_max`` rows of one kind, and at most ``inflight`` messages wait for their PUBACK. The
+live floor (``Buffer.max_id()``) is read by the drain thread after each (re)connect.
+
+State: the retained ``R/state`` birth on connect, re-published every ``state_interval_s`` and
+when the buffer's evicted counts change (``uplink_state``); the Last Will says offline.
+Connection logging (log once, recovery once) is ``mqtt_client.ConnectionLog``.
 
 At least once: on a disconnect the cursors and the in-flight map are reset, and paho's own
 copies of unacked messages are dropped at the next CONNACK, so every unacked row is fetched
@@ -26,6 +31,8 @@ paho facts relied on (2.2):
 - ``loop_start`` retries a failed *first* connect too (``retry_first_connection=True``), with the
   ``reconnect_delay_set`` backoff; ``on_connect_fail`` runs inside paho's ``except OSError``,
   so ``sys.exception()`` there is the reason (refused, DNS, TLS).
+- A connection that dies before its CONNACK (the broker rejecting our client certificate after
+  a TLS 1.3 handshake) gives ``on_disconnect`` without ``on_connect``: a failed attempt too.
 - The broker publishes the Last Will when it sees no packet for 1.5 x keepalive.
 """
 
@@ -38,49 +45,37 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Protocol, Sequence
+from typing import Any, Callable, Iterable, Mapping, Protocol
 
 from paho.mqtt.enums import MQTTErrorCode
 
 from . import __version__
-from .model import Priority
-from .mqtt_client import MqttConfigError, build_client, client_id_for, describe_error, describe_rc, keepalive_s
+from .lanes import KINDS, Batch, Cursors, Outbox as LaneOutbox, select
+from .mqtt_client import (ConnectionLog, ErrorTap, MqttConfigError, build_client, client_id_for,
+                          describe_error, describe_rc, describe_socket_error, keepalive_s)
 from .settings import GatewaySettings, MqttSettings
+from .uplink_state import StateReporter, StatsLike
 
-__all__ = ["Uplink", "UplinkStats", "UplinkError", "Topics", "topics", "encode", "LANES"]
+__all__ = ["Uplink", "UplinkStats", "UplinkError", "Outbox", "Topics", "topics", "encode"]
 
 log = logging.getLogger("edge_agent.uplink")
 
-LANES = (Priority.CRITICAL, Priority.HIGH, Priority.NORMAL)  # drained in this order
 POLL_S = 1.0  # the longest the drain sleeps when idle (wake() cuts it short)
 RETRY_PUBLISH_S = 0.5  # after publish() returned an error code (queue full, no connection)
 RETRY_REFUSED_S = 10.0  # after the broker refused a message in its PUBACK (MQTT 5)
 RETRY_BUFFER_S = 1.0  # after the buffer raised
-
-_KINDS = {"event": ("events", "events"), "reading": ("telemetry", "readings")}  # kind -> (topic, key)
 
 
 class UplinkError(Exception):
     """The uplink cannot start (a settings file it needs cannot be read)."""
 
 
-class OutRowLike(Protocol):
-    @property
-    def id(self) -> int: ...
-    @property
-    def kind(self) -> str: ...  # 'reading' | 'event'
-    @property
-    def prio(self) -> Priority: ...
-    @property
-    def body(self) -> dict[str, Any]: ...  # the wire dict, "id" included
-
-
-class Outbox(Protocol):
-    """What the uplink needs of the buffer."""
-
-    def pending(self, limit: int, *, prio: Priority | None = None, after_id: int = 0) -> Sequence[OutRowLike]: ...
+class Outbox(LaneOutbox, Protocol):
+    """What the uplink needs of the buffer (``Buffer`` has it)."""
 
     def mark_sent(self, ids: Iterable[int]) -> None: ...
+
+    def stats(self) -> StatsLike: ...
 
 
 @dataclass(frozen=True)
@@ -120,30 +115,23 @@ class UplinkStats:
     reconnects: int  # successful connects after the first
 
 
-@dataclass(frozen=True)
-class _Batch:
-    kind: str  # 'event' | 'reading'
-    prio: Priority
-    rows: tuple[OutRowLike, ...]
-
-    @property
-    def ids(self) -> list[int]:
-        return [r.id for r in self.rows]
-
-
 class Uplink:
-    """Drains ``buffer`` to the broker in ``mqtt``; ``start()`` returns at once, even with the broker down."""
+    """Drains ``buffer`` to the broker in ``mqtt``; ``start()`` returns at once, even with the broker down.
+
+    ``state_interval_s``: how often the retained state is published again while connected.
+    ``extra_state``: called (on the state thread) for further keys of the state message, e.g.
+    ``{"write_errors": n}``; it cannot replace the uplink's own keys.
+    """
 
     def __init__(self, mqtt: MqttSettings, gateway: GatewaySettings, buffer: Outbox, *,
                  version: str = __version__, clock: Callable[[], float] = time.time,
-                 started_at_ms: int | None = None) -> None:
+                 started_at_ms: int | None = None, state_interval_s: float = 60.0,
+                 extra_state: Callable[[], Mapping[str, Any]] | None = None) -> None:
         self._mqtt = mqtt
         self._gw = gateway.id
         self._gateway = gateway
         self._buffer = buffer
-        self._version = version
         self._clock = clock
-        self._started_ms = started_at_ms if started_at_ms is not None else self._now_ms()
         self.topics = topics(mqtt, gateway)
         self._batch_max = max(1, mqtt.batch_max)
         self._client: Any = None
@@ -151,14 +139,20 @@ class Uplink:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._grace_until = 0.0
+        self._state = StateReporter(
+            gw=self._gw, version=version,
+            started_ms=started_at_ms if started_at_ms is not None else self._now_ms(),
+            stats=buffer.stats, publish=self._publish_state, interval_s=state_interval_s, extra=extra_state)
+        self._conn_log = ConnectionLog(self.address, client_id_for(mqtt, gateway), log)
+        self._errors = ErrorTap()  # paho's error lines (network thread)
         self._lock = threading.Lock()
         # shared with the network thread, under _lock
         self._connected = False
         self._gen = 0
         self._window = max(1, mqtt.inflight)
-        self._cursor: dict[Priority, int] = dict.fromkeys(LANES, 0)
-        self._staged: deque[_Batch] = deque()  # selected, not yet published (the rest of a window)
-        self._inflight: dict[int, _Batch] = {}  # mid -> batch awaiting its PUBACK
+        self._cursors: Cursors | None = None  # None: the live floor is to be read (after a connect)
+        self._staged: deque[Batch] = deque()  # selected, not yet published (the rest of a window)
+        self._inflight: dict[int, Batch] = {}  # mid -> batch awaiting its PUBACK
         self._early: dict[int, Any] = {}  # acks that came before publish() returned
         self._publishing = False
         self._acked: list[int] = []  # acked ids not yet marked sent (the drain thread marks them)
@@ -167,11 +161,9 @@ class Uplink:
         self._last_ack_at: int | None = None
         self._last_error: str | None = None
         self._reconnects = 0
-        # log state: network thread (connection) and drain thread (publish, buffer) only
-        self._ever_connected = False
-        self._down_since: float | None = None
-        self._failed_attempts = 0
-        self._logged_reason: str | None = None
+        # network thread only
+        self._refused = False  # this attempt's CONNACK refused us (its on_disconnect is no news)
+        # drain thread only (log state)
         self._publish_failing = False
         self._buffer_failing = False
         self._refusing = False
@@ -192,21 +184,22 @@ class Uplink:
             raise RuntimeError("uplink already started")
         will = encode({"online": False, "gw": self._gw})
         try:
-            client = build_client(self._mqtt, self._gateway, will=(self.topics.state, will))
+            client = build_client(self._mqtt, self._gateway, will=(self.topics.state, will), errors=self._errors)
         except MqttConfigError as exc:
             raise UplinkError(str(exc)) from None
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        self._state.refresh()  # the first birth carries the backlog
         self._client = client
         self._stopping.clear()
-        self._down_since = time.monotonic()
+        self._conn_log.starting()
         client.connect_async(self._mqtt.host, self._mqtt.port, keepalive=keepalive_s(self._mqtt), clean_start=True)
         client.loop_start()
         self._thread = threading.Thread(target=self._drain_main, name="uplink-drain", daemon=True)
         self._thread.start()
-        log.debug("mqtt: connecting to %s as %s", self.address, client_id_for(self._mqtt, self._gateway))
+        self._state.start()
 
     def wake(self) -> None:
         """New rows are buffered: drain now rather than at the next poll tick."""
@@ -222,6 +215,7 @@ class Uplink:
         self._grace_until = time.monotonic() + timeout / 2
         self._stopping.set()
         self._wake.set()
+        self._state.stop(max(0.1, timeout / 4))  # no online state after the offline one
         if self._thread is not None:
             self._thread.join(max(0.0, deadline - time.monotonic()))
             if self._thread.is_alive():
@@ -255,11 +249,12 @@ class Uplink:
     # -- paho callbacks (network thread) ----------------------------------------------
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if reason_code.is_failure:
+            self._refused = True
             self._connect_failed(f"the broker refused the connection: {reason_code}")
             return
+        self._errors.take()  # errors of earlier attempts
         client.drop_out_messages()  # before paho re-sends them: unacked rows come again from the buffer
-        birth = {"online": True, "version": self._version, "started": self._started_ms, "gw": self._gw}
-        client.publish(self.topics.state, encode(birth), qos=1, retain=True)
+        client.publish(self.topics.state, encode(self._state.birth()), qos=1, retain=True)
         window = max(1, self._mqtt.inflight)
         receive_max = getattr(properties, "ReceiveMaximum", None)  # MQTT 5: the broker's own limit
         if receive_max:
@@ -268,17 +263,9 @@ class Uplink:
             self._reset_locked()
             self._connected = True
             self._window = window
-            if self._ever_connected:
+            if self._conn_log.ever_connected:
                 self._reconnects += 1
-        if self._failed_attempts == 0 and not self._ever_connected:
-            log.info("mqtt: connected to %s as %s", self.address, client_id_for(self._mqtt, self._gateway))
-        elif self._down_since is not None:  # the recovery, once
-            log.info("mqtt: connected to %s%s after %.1f s", self.address, " again" if self._ever_connected else "",
-                     time.monotonic() - self._down_since)
-        self._ever_connected = True
-        self._down_since = None
-        self._failed_attempts = 0
-        self._logged_reason = None
+        self._conn_log.connected()
         self._wake.set()
 
     def _on_connect_fail(self, client: Any, userdata: Any) -> None:
@@ -291,13 +278,18 @@ class Uplink:
             self._connected = False
             self._reset_locked()
         self._wake.set()
-        if not was_connected or self._stopping.is_set():
+        paho_error = self._errors.take()
+        refused, self._refused = self._refused, False
+        if self._stopping.is_set():
             return
-        self._down_since = time.monotonic()
+        if not was_connected:  # the attempt ended before a CONNACK let us in
+            if not refused:  # (a refusal is already reported)
+                self._connect_failed(describe_socket_error(paho_error))
+            return
         why = "" if str(reason_code) == "Unspecified error" else f" ({reason_code})"  # 3.1.1 gives no reason
         with self._lock:
             self._last_error = f"connection lost{why}"
-        log.warning("mqtt: connection to %s lost%s; reconnecting", self.address, why)
+        self._conn_log.lost(why)
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
         with self._lock:
@@ -312,27 +304,19 @@ class Uplink:
     def _connect_failed(self, reason: str) -> None:
         with self._lock:
             self._last_error = reason
-        if self._down_since is None:
-            self._down_since = time.monotonic()
-        self._failed_attempts += 1
-        if reason != self._logged_reason:  # the first failure (or a new kind of failure) at ERROR
-            self._logged_reason = reason
-            log.error("mqtt: cannot connect to %s: %s; retrying", self.address, reason)
-        else:
-            log.debug("mqtt: cannot connect to %s: %s (attempt %d); retrying", self.address, reason,
-                      self._failed_attempts)
+        self._conn_log.failed(reason)
 
     # -- shared state (caller holds _lock) ---------------------------------------------
     def _reset_locked(self) -> None:
         """Forget what is in flight: after a (re)connect every unacked row is fetched again."""
         self._gen += 1
-        self._cursor = dict.fromkeys(LANES, 0)
+        self._cursors = None
         self._staged.clear()
         self._inflight.clear()
         self._early.clear()
         self._hold_until = 0.0
 
-    def _acked_locked(self, batch: _Batch, reason_code: Any) -> None:
+    def _acked_locked(self, batch: Batch, reason_code: Any) -> None:
         if reason_code is not None and reason_code.is_failure:
             # MQTT 5 lets the broker refuse a message in its PUBACK: keep the rows, try later
             self._staged.appendleft(batch)
@@ -346,6 +330,15 @@ class Uplink:
         self._acked.extend(batch.ids)
         self._acked_items += len(batch.rows)
         self._last_ack_at = self._now_ms()
+
+    # -- state (the state thread) -------------------------------------------------------------
+    def _publish_state(self, state: dict[str, Any]) -> bool:
+        """Hand a retained online state to paho; False when not connected (the birth will do)."""
+        client = self._client
+        if client is None or not self.connected:
+            return False
+        info = client.publish(self.topics.state, encode(state), qos=1, retain=True)
+        return info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
 
     # -- drain (our thread) ---------------------------------------------------------------
     def _drain_main(self) -> None:
@@ -399,45 +392,31 @@ class Uplink:
                 return hold
             gen = self._gen
             batch = self._staged.popleft() if self._staged else None
-            cursors = dict(self._cursor)
+            cursors = self._cursors
         if batch is None:
-            picked = self._select(cursors)
-            if picked is None:
-                return POLL_S
-            lane, last_id, batches = picked
+            if cursors is None:  # connected since the last step: what is buffered now is backlog
+                cursors = Cursors.at_connect(self._buffer.max_id())
+            window = select(self._buffer, cursors, self._batch_max)
             with self._lock:
                 if gen != self._gen:
                     return 0.0  # a reconnect reset the lanes meanwhile: select again
-                self._cursor[lane] = max(self._cursor[lane], last_id)
-                self._staged.extend(batches[1:])
-            if not batches:
+                self._cursors = window.cursors if window is not None else cursors
+                if window is None:
+                    return POLL_S
+                self._staged.extend(window.batches[1:])
+            if window.unknown_kinds:
+                log.error("uplink: skipping buffered row(s) of unknown kind %s", list(window.unknown_kinds))
+            if not window.batches:
                 return 0.0
-            batch = batches[0]
+            batch = window.batches[0]
         return 0.0 if self._publish(batch, gen) else RETRY_PUBLISH_S
 
-    def _select(self, cursors: dict[Priority, int]) -> tuple[Priority, int, list[_Batch]] | None:
-        """Lane selection, the one place that decides what goes next: the first lane in
-        ``LANES`` with rows past its cursor gives a window of ``batch_max`` rows, split into
-        homogeneous batches, events before readings. Returns (lane, last id, batches), or None
-        when nothing is pending."""
-        for prio in LANES:
-            rows = self._buffer.pending(self._batch_max, prio=prio, after_id=cursors[prio])
-            if not rows:
-                continue
-            batches = [_Batch(kind, prio, tuple(r for r in rows if r.kind == kind)) for kind in _KINDS]
-            batches = [b for b in batches if b.rows]
-            if len(rows) != sum(len(b.rows) for b in batches):
-                odd = sorted({str(r.kind) for r in rows} - set(_KINDS))
-                log.error("uplink: skipping buffered row(s) of unknown kind %s", odd)
-            return prio, rows[-1].id, batches
-        return None
-
-    def _publish(self, batch: _Batch, gen: int) -> bool:
+    def _publish(self, batch: Batch, gen: int) -> bool:
         """Hand one message to paho; False when it refused (the batch waits, staged, for a retry)."""
         client = self._client
         if client is None:
             return True  # stopped
-        key = _KINDS[batch.kind][1]
+        key = KINDS[batch.kind][1]
         payload = encode({"v": 1, "gw": self._gw, "sent": self._now_ms(), key: [r.body for r in batch.rows]})
         with self._lock:
             if gen != self._gen or not self._connected:
@@ -478,8 +457,8 @@ class Uplink:
         return not failed
 
     # -- helpers ---------------------------------------------------------------------------
-    def _topic(self, batch: _Batch) -> str:
-        return getattr(self.topics, _KINDS[batch.kind][0])
+    def _topic(self, batch: Batch) -> str:
+        return getattr(self.topics, KINDS[batch.kind][0])
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)

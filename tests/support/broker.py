@@ -204,10 +204,15 @@ class Message(NamedTuple):
 
 
 class Subscriber:
-    """A paho client subscribed (QoS 1) to ``topic_filter``; ``start()`` returns after SUBACK."""
+    """A paho client subscribed (QoS 1) to ``topic_filter``; ``start()`` returns after SUBACK.
+
+    ``tls``: ``{"ca_certs", "certfile", "keyfile"}`` (paho's ``tls_set`` arguments) for a TLS
+    listener; the broker's certificate is verified against ``ca_certs``, host name included.
+    """
 
     def __init__(self, broker: Mosquitto, topic_filter: str = "#", *, client_id: str | None = None,
-                 username: str | None = None, password: str | None = None, clean_session: bool = True) -> None:
+                 username: str | None = None, password: str | None = None, clean_session: bool = True,
+                 tls: dict[str, Any] | None = None) -> None:
         self.broker = broker
         self.topic_filter = topic_filter
         self._cond = threading.Condition()
@@ -219,6 +224,8 @@ class Subscriber:
         self.client.reconnect_delay_set(0.1, 0.5)  # type: ignore[arg-type]
         if username is not None:
             self.client.username_pw_set(username, password)
+        if tls is not None:
+            self.client.tls_set(**{k: str(v) for k, v in tls.items()})
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
