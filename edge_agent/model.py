@@ -232,6 +232,9 @@ class Event:
     ts: int
     data: dict[str, Any] = field(default_factory=dict)
     clk_synced: bool = True
+    # data key (dotted for nested keys: "wearer.id_no") -> class, for privacy; unlisted keys are
+    # free_text. Never on the wire.
+    classes: dict[str, DataClass] = field(default_factory=dict)
 
     def to_wire(self) -> dict[str, Any]:
         out: dict[str, Any] = {"dev": self.dev, "type": self.type, "prio": self.prio.label,
