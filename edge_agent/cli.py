@@ -107,6 +107,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"backlog       {stats.pending} unsent ({format_size(stats.pending_bytes)}), "
           f"oldest {_age(stats.oldest_pending_ts, now_ms)}")
     print(f"  by priority {lanes}")
+    evicted = "  ".join(f"{k} {v}" for k, v in stats.evicted.items())
+    print(f"evicted       {evicted}  (unsent rows dropped because the buffer was full)")
     print(f"retained sent {stats.retained_sent}")
     print(f"last publish  {_age(stats.last_sent_at, now_ms)}")
     print(f"next id       {stats.next_id}")
