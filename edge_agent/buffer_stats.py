@@ -1,0 +1,88 @@
+"""The buffer's backlog figures, read through a read-only connection of their own.
+
+A part of the buffer (``buffer.py`` has the rows). Split off because the figures never go
+through the buffer's shared connection or its lock: under WAL a reader never blocks the
+writer, so a slow count (or ``edge-agent status`` in another process, beside a running
+daemon) never holds up a commit. ``read_stats`` never creates the file. The figures are
+O(pending rows): ~0.4 s per million here. Fine for status; not for a hot loop.
+
+``Buffer.stats`` (the live next id) and ``Buffer.read_stats`` (a path, no open buffer) are
+the ways in; the rest of the code imports ``BufferStats`` from ``buffer.py``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import evict
+from .buffer_file import BufferError, open_or_error, read_meta
+from .model import Priority
+
+__all__ = ["BufferStats", "read_stats"]
+
+
+@dataclass(frozen=True)
+class BufferStats:
+    """The backlog at a glance; ``pending_bytes`` counts body JSON (what goes on the wire)."""
+
+    pending: int
+    pending_bytes: int
+    oldest_pending_ts: int | None
+    pending_by_prio: dict[str, int]  # "critical", "high", "normal"
+    retained_sent: int
+    last_sent_at: int | None
+    file_bytes: int  # database plus its WAL
+    next_id: int
+    # unsent rows evicted from a full buffer, per priority, since this database was created
+    evicted: dict[str, int] = field(default_factory=lambda: evict.evicted_counts({}))
+
+
+def read_stats(path: Path | str) -> BufferStats:
+    """Stats through a read-only connection: never creates the file, works beside a daemon.
+
+    ``next_id`` is one past the last committed id; a restart after a crash skips ahead to
+    the reserved ceiling.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise BufferError(f"{path}: no buffer database here (has the daemon run yet?)")
+    conn = open_or_error(path, readonly=True)
+    try:
+        return _compute_stats(conn, path)
+    except sqlite3.Error as exc:
+        raise BufferError(f"{path}: not an edge-agent buffer or unreadable: {exc}") from exc
+    finally:
+        conn.close()
+
+
+def _file_bytes(path: Path) -> int:
+    total = 0
+    for p in (path, Path(f"{path}-wal")):
+        try:
+            total += p.stat().st_size
+        except FileNotFoundError:
+            pass
+    return total
+
+
+def _compute_stats(conn: sqlite3.Connection, path: Path) -> BufferStats:
+    by_prio = {p.label: 0 for p in sorted(Priority, reverse=True)}
+    pending = pending_bytes = 0
+    oldest: int | None = None
+    for prio, count, size, low_ts in conn.execute(
+            "SELECT prio, count(*), sum(length(body)), min(ts) FROM outbox"
+            " WHERE sent_at IS NULL GROUP BY prio"):
+        by_prio[Priority(prio).label] = count
+        pending += count
+        pending_bytes += size or 0
+        oldest = low_ts if oldest is None else min(oldest, low_ts)
+    retained = conn.execute("SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL").fetchone()[0]
+    max_id = conn.execute("SELECT max(id) FROM outbox").fetchone()[0] or 0
+    meta = read_meta(conn)
+    return BufferStats(pending=pending, pending_bytes=pending_bytes, oldest_pending_ts=oldest,
+                       pending_by_prio=by_prio, retained_sent=retained,
+                       last_sent_at=meta.get("last_sent_at"), file_bytes=_file_bytes(path),
+                       next_id=max(max_id + 1, meta.get("next_id", 1)),
+                       evicted=evict.evicted_counts(meta))
