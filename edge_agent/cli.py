@@ -38,18 +38,42 @@ def _load(path: str):
 
 
 def setup_logging(level: str) -> None:
-    """stderr only; under systemd (JOURNAL_STREAM set) journald adds its own timestamps."""
+    """stderr only; under systemd (JOURNAL_STREAM set) journald adds its own timestamps.
+
+    Every record is scrubbed of identifiers and byte runs on its way out (``logfilter``)."""
+    from . import logfilter
+
     if os.environ.get("JOURNAL_STREAM"):
         fmt = "%(levelname)s %(name)s: %(message)s"
     else:
         fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     logging.basicConfig(level=getattr(logging, level.upper()), format=fmt, stream=sys.stderr)
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # its per-timeout noise; our bus layer reports
+    logfilter.install()
+
+
+def _key_failure(exc: Exception, config: str) -> CliFailure:
+    """A key file problem as one line, with the real config path in the suggested command."""
+    return CliFailure(str(exc).replace("-c CONFIG", f"-c {config}"))
+
+
+def _privacy(settings: Any, config: str) -> Any:
+    """The privacy stage as the daemon builds it (keys loaded), or one clear line."""
+    from .keys import KeyFileError
+    from .privacy import Privacy
+    from .seal import SealError
+
+    try:
+        return Privacy.load(settings.privacy, overrides=settings.privacy_overrides)
+    except (KeyFileError, SealError) as exc:
+        raise _key_failure(exc, config) from None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .buffer import BufferError
     from .daemon import run
+    from .keys import KeyFileError
+    from .seal import SealError
     from .uplink import UplinkError
 
     settings = _load(args.config)
@@ -58,6 +82,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return run(settings)
     except (BufferError, UplinkError) as exc:  # a file the agent cannot use: nothing to retry
         raise CliFailure(str(exc)) from None
+    except (KeyFileError, SealError) as exc:  # missing or loosely permitted key: fix it, then start
+        raise _key_failure(exc, args.config) from None
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -80,24 +106,48 @@ def _age(ms: int | None, now_ms: int) -> str:
     return "never" if ms is None else f"{format_duration(max(0, now_ms - ms) / 1000)} ago"
 
 
+def _key_state(settings: Any, config: str) -> dict[str, Any]:
+    """The pseudonym key as ``status`` reports it: active version and fingerprint, or why not."""
+    from .keys import KeyFileError, load_keyring
+
+    path = settings.privacy.key_file
+    if path is None:
+        return {"file": None, "state": "none"}
+    try:
+        ring = load_keyring(path)
+    except KeyFileError as exc:
+        return {"file": str(path), "state": "unreadable", "reason": str(_key_failure(exc, config))}
+    return {"file": str(path), "state": "ok", "active_version": ring.active,
+            "fingerprint": ring.fingerprints()[ring.active], "versions": len(ring.versions)}
+
+
+def _key_line(key: dict[str, Any]) -> str:
+    if key["state"] == "ok":
+        return f"v{key['active_version']} {key['fingerprint']} ({key['file']})"
+    return "none configured" if key["state"] == "none" else f"unreadable: {key['reason']}"
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from .buffer import Buffer, BufferError
     from .units import format_size
 
     settings = _load(args.config)
     path = settings.buffer.path
+    key = _key_state(settings, args.config)
     try:
         stats = Buffer.read_stats(path)
     except BufferError as exc:
         if not Path(path).exists():
             if args.json:
-                print(json.dumps({"gateway": settings.gateway.id, "buffer": None}))
+                print(json.dumps({"gateway": settings.gateway.id, "buffer": None, "pseudonym_key": key}))
             else:
                 print(f"gateway {settings.gateway.id}: no buffer yet at {path} (the daemon has not run)")
+                print(f"pseudonym key {_key_line(key)}")
             return 0
         raise CliFailure(str(exc)) from None
     now_ms = int(time.time() * 1000)
-    data: dict[str, Any] = {"gateway": settings.gateway.id, "buffer": str(path), **vars(stats)}
+    data: dict[str, Any] = {"gateway": settings.gateway.id, "buffer": str(path), **vars(stats),
+                            "pseudonym_key": key}
     if args.json:
         print(json.dumps(data, sort_keys=True))
         return 0
@@ -112,13 +162,20 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"retained sent {stats.retained_sent}")
     print(f"last publish  {_age(stats.last_sent_at, now_ms)}")
     print(f"next id       {stats.next_id}")
+    print(f"pseudonym key {_key_line(key)}")
     return 0
+
+
+def _shown(value: Any) -> str:
+    """A value as the wire carries it: strings as they are, anything else as its JSON."""
+    if value is None:
+        return "-"
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def cmd_read(args: argparse.Namespace) -> int:
     from .bus import LinkError, ModbusBus
     from .poll import DeviceReader
-    from .privacy import Privacy
     from .registry import get_driver
 
     settings = _load(args.config)
@@ -128,6 +185,8 @@ def cmd_read(args: argparse.Namespace) -> int:
         raise CliFailure(f"unknown device {args.device!r}" + (f" (did you mean {hint[0]!r}?)" if hint else
                          f"; the config has: {', '.join(names) or 'none'}"))
     device = settings.device(args.device)
+    privacy = _privacy(settings, args.config)  # before the bus: no value is read that cannot be protected
+    setup_logging("warning")  # whatever a library logs is scrubbed too
     bus = ModbusBus(settings.bus(device.bus))
     try:
         result = DeviceReader(device, get_driver(device.driver), bus).poll()
@@ -135,18 +194,93 @@ def cmd_read(args: argparse.Namespace) -> int:
         raise CliFailure(str(exc)) from None
     finally:
         bus.close()
-    readings = Privacy(settings.privacy).apply(result.readings)
+    readings = privacy.apply_readings(result.readings)
     print(f"{device.name} ({device.driver}) on bus {device.bus}, address {device.address}: "
           f"{result.requests} request(s)")
     if readings:
         width = max(len(r.pt) for r in readings)
         print(f"{'point':<{width}}  {'value':>14}  quality")
         for r in readings:
-            value = "-" if r.val is None else str(r.val)
+            value = _shown(r.val)
             print(f"{r.pt:<{width}}  {value:>14}  {r.q}")
     for error in result.errors:
         print(f"error: {error}", file=sys.stderr)
     return 0 if result.answered and not result.errors else 1
+
+
+def _platform_key_lines(settings: Any) -> list[str]:
+    """What ``keys init`` says about the platform's public key (for seal), if one is configured."""
+    from .keys import fingerprint
+    from .seal import PlatformKey, SealError
+
+    path = settings.privacy.platform_key_file
+    if path is None:
+        return []
+    if not Path(path).exists():
+        return [f"platform key {path}: not there yet; 'run' refuses to start until the platform operator "
+                "provides it ('edge-agent platform keygen DIR' on the platform side makes one)"]
+    try:
+        key = PlatformKey.load(path)
+    except SealError as exc:
+        raise CliFailure(str(exc)) from None
+    return [f"platform key kid {key.kid} {fingerprint(key.raw)} ({path})"]
+
+
+def cmd_keys_init(args: argparse.Namespace) -> int:
+    """Create the site pseudonym key where the config points (or add a version with --rotate)."""
+    from .keys import KeyFileError, create_site_key, load_keyring, rotate_site_key
+
+    settings = _load(args.config)
+    path = Path(settings.privacy.key_file or settings.gateway.state_dir / "keys" / "pseudonym.key")
+    platform = _platform_key_lines(settings)  # a bad platform key fails before anything is written
+    try:
+        if path.exists() or path.is_symlink():
+            ring = rotate_site_key(path) if args.rotate else load_keyring(path)
+            print(f"added site key v{ring.active} to {path}; new data uses v{ring.active}" if args.rotate else
+                  f"site key file {path} exists and is valid; kept ('keys init --rotate' adds a version)")
+        elif args.rotate:
+            raise CliFailure(f"key file {path} does not exist, so there is nothing to rotate; "
+                             f"'edge-agent keys init -c {args.config}' creates it")
+        else:
+            parent_existed = path.parent.exists()
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not parent_existed:
+                os.chmod(path.parent, 0o700)  # whatever the umask: only the agent's user may list it
+            ring = create_site_key(path)
+            print(f"created site key file {path} (mode 0600)")
+    except KeyFileError as exc:
+        raise _key_failure(exc, args.config) from None
+    except OSError as exc:
+        raise CliFailure(f"key file {path}: {exc.strerror or exc}") from None
+    for version, fp in ring.fingerprints().items():
+        print(f"site key v{version} {fp}" + (" (active)" if version == ring.active else ""))
+    for line in platform:
+        print(line)
+    return 0
+
+
+def cmd_platform_keygen(args: argparse.Namespace) -> int:
+    from .keys import fingerprint
+    from .platform import generate_platform_keypair
+    from .seal import PlatformKey
+
+    try:
+        private_path, public_path = generate_platform_keypair(args.dir)
+    except FileExistsError:
+        raise CliFailure(f"{Path(args.dir) / 'platform.key'} already exists; it is kept") from None
+    except OSError as exc:
+        raise CliFailure(f"{args.dir}: {exc.strerror or exc}") from None
+    key = PlatformKey.load(public_path)
+    print(f"private key {private_path} (mode 0600; keep it on the platform, never on a gateway)")
+    print(f"public key  {public_path} (privacy.platform_key_file on gateways)")
+    print(f"kid {key.kid} {fingerprint(key.raw)}")
+    return 0
+
+
+def cmd_platform_unseal(args: argparse.Namespace) -> int:
+    from .platform import main_unseal
+
+    return main_unseal(["--key", args.key, *([args.file] if args.file else [])])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,8 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edge-agent {__version__}")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    def verb(name: str, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text)
+    def verb(name: str, help_text: str, parent: Any = sub) -> argparse.ArgumentParser:
+        p = parent.add_parser(name, help=help_text, description=help_text)
         p.add_argument("-c", "--config", required=True, metavar="FILE", help="the gateway's YAML config")
         return p
 
@@ -169,6 +303,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("read", "poll one device once and print its points (masked as the uplink would)")
     p.add_argument("device", metavar="DEVICE")
     p.set_defaults(func=cmd_read)
+    keys = sub.add_parser("keys", help="the gateway's keys", description="the gateway's keys")
+    keys_sub = keys.add_subparsers(dest="keys_verb", required=True, metavar="VERB")
+    p = verb("init", "create the site pseudonym key where the config points; print fingerprints", keys_sub)
+    p.add_argument("--rotate", action="store_true", help="add a new key version; new data uses it")
+    p.set_defaults(func=cmd_keys_init)
+    platform = sub.add_parser("platform", help="the platform's side of seal (not for gateways)",
+                              description="The platform's side of seal: its key pair, and opening sealed values.")
+    platform_sub = platform.add_subparsers(dest="platform_verb", required=True, metavar="VERB")
+    p = platform_sub.add_parser("keygen", help="write DIR/platform.key (0600) and DIR/platform.pub")
+    p.add_argument("dir", metavar="DIR")
+    p.set_defaults(func=cmd_platform_keygen)
+    p = platform_sub.add_parser("unseal", help="print a JSON payload with every sealed value opened")
+    p.add_argument("--key", required=True, metavar="FILE", help="the platform's private key (PEM)")
+    p.add_argument("file", nargs="?", metavar="PAYLOAD_FILE", help="JSON payload (default: stdin)")
+    p.set_defaults(func=cmd_platform_unseal)
     from .sim import cli as sim_cli
 
     sim_cli.register(sub)

@@ -90,6 +90,7 @@ class _Reader:
 
     def __init__(self, report: Report, base_dir: Path, source: Path | None) -> None:
         self.report, self.base, self.source = report, base_dir, source
+        self.platform_key_given = False  # set by privacy(), read by the devices' privacy overrides
 
     def settings(self, root: Node) -> Settings | None:
         if not isinstance(root.value, dict):
@@ -101,7 +102,7 @@ class _Reader:
         gateway = self.gateway(top)
         mqtt = self.mqtt(top)
         buffer = self.buffer(top, gateway.state_dir if gateway else DEFAULT_STATE_DIR)
-        privacy = self.privacy(top)
+        privacy = self.privacy(top, gateway.state_dir if gateway else DEFAULT_STATE_DIR)
         buses = self.buses(top)
         devices = self.devices(top, buses)
         if self.report.problems or gateway is None or mqtt is None or buses is None or devices is None:
@@ -173,22 +174,24 @@ class _Reader:
                               commit_interval_s=s.get("commit_interval", duration(0.001, 10), 0.2),
                               commit_max=s.get("commit_max", integer(1, 100000), 2000))
 
-    def privacy(self, top: Section) -> PrivacySettings:
+    def privacy(self, top: Section, state_dir: Path) -> PrivacySettings:
+        default_key = (state_dir or DEFAULT_STATE_DIR) / "keys" / "pseudonym.key"
         s = top.section("privacy", ("key_file", "platform_key_file", "actions", "geohash_length"),
                         secrets={"key": "key_file", "platform_key": "platform_key_file"})
+        self.platform_key_given = bool(s and s.given("platform_key_file"))
         if s is None:
-            return PrivacySettings()
+            return PrivacySettings(key_file=default_key)
         classes = [str(c) for c in DataClass]
         a = s.section("actions", classes, noun="data class")
         actions = {DataClass(k): a.get(k, choice(PRIVACY_ACTIONS, "action"))
                    for k in (a.values if a else ()) if k in classes}
-        for action, key in (("pseudonymize", "key_file"), ("seal", "platform_key_file")):
-            if action in actions.values() and not s.given(key):
-                cls = next(c for c, v in actions.items() if v == action)
-                self.report.add(a.line_of(str(cls)) if a else None, s.sub(key),
-                                f"required because privacy.actions.{cls} is {action}" +
-                                ("; 'edge-agent keys init' creates the key there" if key == "key_file" else ""))
-        return PrivacySettings(key_file=s.get("key_file", path(self.base), None),
+        if "seal" in actions.values() and not self.platform_key_given:
+            cls = next(c for c, v in actions.items() if v == "seal")
+            self.report.add(a.line_of(str(cls)) if a else None, s.sub("platform_key_file"),
+                            f"required because privacy.actions.{cls} is seal")
+        # key_file has a default (pseudonymize is identifier's default action), so no rule here:
+        # 'edge-agent run' refuses to start while the file is missing or loosely permitted.
+        return PrivacySettings(key_file=s.get("key_file", path(self.base), default_key),
                                platform_key_file=s.get("platform_key_file", path(self.base), None),
                                actions={k: v for k, v in actions.items() if v is not None},
                                geohash_length=s.get("geohash_length", integer(1, 12), 6))
@@ -263,7 +266,7 @@ class _Reader:
         for i, node in enumerate(items):
             s = Section.of(self.report, node, f"devices[{i}]", node.line,
                            ("name", "bus", "driver", "address", "interval", "timeout", "retries", "max_block",
-                            "merge_gap", "enabled", "points"))
+                            "merge_gap", "enabled", "points", "privacy"))
             if s is None:
                 continue
             name = s.get("name", identifier())
@@ -294,13 +297,46 @@ class _Reader:
         else:
             address = s.get("address", integer(1, 247, "Modbus device ids on a serial line; 0 is broadcast"))
         max_block = s.get("max_block", integer(1, 125), None)
+        mark = self.report.mark()
         points = self.points(s, driver, max_block) if driver else ()
+        known = _published(driver, points) if driver and not self.report.since(mark) else None
+        overrides = self.device_privacy(s, driver, points, known)
         interval = s.get("interval", duration(0.01, 86400), driver.default_interval_s if driver else None)
         return DeviceSettings(
             name=name or "", bus=bus_name or "", driver=driver_id or "", address=address, interval_s=interval,
             timeout_s=s.get("timeout", duration(0.01, 60), None), retries=s.get("retries", integer(0, 10), 1),
             max_block=max_block, merge_gap=s.get("merge_gap", integer(0, 125), 8), points=points,
-            enabled=s.get("enabled", boolean, True))
+            enabled=s.get("enabled", boolean, True), privacy=overrides)
+
+    def device_privacy(self, s: Section, driver: Driver | None, points: tuple[Point, ...],
+                       known: list[str] | None) -> dict[str, str]:
+        """``privacy: {point: action}``: one point's action over its class's. ``known`` is None
+        when the driver or the point list is broken (already reported): names are not checked."""
+        if not s.given("privacy"):
+            return {}
+        node = s.values["privacy"]
+        given = list(node.value) if isinstance(node.value, dict) else []
+        p = Section.of(self.report, node, s.sub("privacy"), s.line_of("privacy"), given, noun="point")
+        if p is None:
+            return {}
+        declared = driver.points if driver and not driver.points_from_config else points
+        internal = {q.name for q in declared if q.internal}
+        out: dict[str, str] = {}
+        for name in p.values:
+            if known is not None and name not in known:
+                if name in internal:
+                    why = f"'{name}' is an internal point: it is never published, so it needs no action"
+                else:
+                    why = f"unknown point '{name}'" + (did_you_mean(name, known) or
+                                                       f" (the device publishes: {', '.join(known) or 'nothing'})")
+                self.report.add(p.values[name].line, p.sub(name), why)
+                continue
+            action = p.get(name, choice(PRIVACY_ACTIONS, "action"))
+            if action == "seal" and not self.platform_key_given:
+                self.report.add(p.line_of(name), "privacy.platform_key_file", f"required because {p.sub(name)} is seal")
+            if action is not None:
+                out[name] = action
+        return out
 
     def points(self, s: Section, driver: Driver, max_block: int | None) -> tuple[Point, ...]:
         if not driver.points_from_config:
@@ -357,6 +393,12 @@ class _Reader:
 
 _POINT_KEYS = ("name", "reg", "address", "type", "length", "bit", "byte_order", "word_order", "scale", "offset",
                "valid", "class", "writable", "internal")
+
+
+def _published(driver: Driver, points: tuple[Point, ...]) -> list[str]:
+    """The names a device's readings can carry: its non-internal points and the driver's outputs."""
+    declared = points if driver.points_from_config else driver.points
+    return [p.name for p in declared if not p.internal] + [o.name for o in driver.outputs]
 
 
 def _host(value: Any) -> str:

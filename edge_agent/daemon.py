@@ -1,5 +1,10 @@
 """Wires the pipeline and runs it until SIGTERM: buses -> pollers -> privacy -> buffer -> uplink.
 
+Privacy is built first, in ``Agent.__init__``, before any file, device or broker is touched:
+its key files are the one thing that may stop the agent at start (``KeyFileError``,
+``SealError``), and every reading (``accept``) and event (``accept_events``) passes it before
+it is queued for the buffer.
+
 Start order follows the data: the buffer opens first (nothing polled may be lost), then the
 uplink (it drains what a previous run left), then the bus workers. Stop order is the reverse,
 so every reading already polled is committed before the process ends.
@@ -11,14 +16,14 @@ import logging
 import signal
 import threading
 import time
-from typing import Callable
+from typing import Callable, Iterable
 
 from . import __version__
 from .buffer import Buffer
 from .writer import BufferWriter
 from .bus import ModbusBus
 from .health import HealthBoard
-from .model import Reading
+from .model import Event, Reading
 from .poll import DeviceReader
 from .privacy import Privacy
 from .registry import get_driver
@@ -40,7 +45,7 @@ class Agent:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.health = HealthBoard()
-        self.privacy = Privacy(settings.privacy)
+        self.privacy = Privacy.load(settings.privacy, overrides=settings.privacy_overrides)
         self.buffer = Buffer(settings.buffer.path, max_bytes=settings.buffer.max_bytes,
                              retain_sent_s=settings.buffer.retain_sent_s)
         self.uplink: Uplink | None = None
@@ -51,6 +56,8 @@ class Agent:
 
     def start(self) -> None:
         s = self.settings
+        for warning in self.privacy.warnings:
+            log.warning("privacy: %s", warning)
         self.buffer.open()
         self.uplink = Uplink(s.mqtt, s.gateway, self.buffer, version=__version__, started_at_ms=self.started_ms,
                              extra_state=self._extra_state)
@@ -74,11 +81,17 @@ class Agent:
 
     def _extra_state(self) -> dict:
         """What the state message adds to the uplink's own figures: failed buffer commits."""
-        return {"write_errors": self.writer.stats().failures if self.writer else 0}
+        return {"write_errors": self.writer.stats.failures if self.writer else 0}
 
     def accept(self, readings: list[Reading]) -> None:
         """Everything polled enters here: privacy first, then the buffer."""
-        protected = self.privacy.apply(readings)
+        protected = self.privacy.apply_readings(readings)
+        if protected and self.writer is not None:
+            self.writer.put(protected)
+
+    def accept_events(self, events: Iterable[Event]) -> None:
+        """Every event (alarm, SOS, passage) enters here: privacy first, then the buffer."""
+        protected = [self.privacy.apply_event(e) for e in events]
         if protected and self.writer is not None:
             self.writer.put(protected)
 

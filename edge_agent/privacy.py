@@ -38,6 +38,14 @@ first character, stars, last character (``苏D4***0``, ``陕A1****D``); name: th
 star per other character (``张*``, ``欧阳**``); anything else: first and last character around
 stars (details in ``pseudonym``).
 
+Per-point overrides: ``overrides`` maps ``(device, point)`` to an action that replaces the
+point's class action for that device's readings (config: ``devices[].privacy``). An override
+changes the action only: the scan of strings still replaces hits as ``identifier``'s action
+would, so ``keep`` on one point keeps its text, not an ID number inside it.
+
+Keys: ``load`` reads ``key_file`` only when some action (a class's or an override) is
+``pseudonymize``, and ``platform_key_file`` when it is set.
+
 Without a key: a value to pseudonymize is dropped and a hit in text becomes a placeholder; a
 value to seal is dropped. Never raw. ``warnings`` says so, for the daemon to log at start-up.
 """
@@ -48,7 +56,7 @@ import math
 import re
 from dataclasses import replace
 from datetime import date
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 from . import geohash
 from .keys import KeyRing, load_keyring
@@ -91,10 +99,13 @@ class Privacy:
     """
 
     def __init__(self, settings: PrivacySettings, keys: KeyRing | None = None,
-                 platform_key: PlatformKey | None = None, *, today: date | Callable[[], date] | None = None) -> None:
+                 platform_key: PlatformKey | None = None, *, today: date | Callable[[], date] | None = None,
+                 overrides: Mapping[tuple[str, str], str] | None = None) -> None:
         unknown = {str(c): a for c, a in settings.actions.items() if a not in ACTIONS}
+        unknown.update({f"{d}.{p}": a for (d, p), a in (overrides or {}).items() if a not in ACTIONS})
         if unknown:
             raise ValueError(f"unknown privacy action(s) {unknown}; use one of {', '.join(ACTIONS)}")
+        self.overrides: dict[tuple[str, str], str] = dict(overrides or {})
         if not 1 <= settings.geohash_length <= 12:
             raise ValueError(f"geohash_length {settings.geohash_length} is outside 1..12")
         self.actions: dict[DataClass, str] = {**DEFAULT_ACTIONS, **settings.actions}
@@ -105,13 +116,16 @@ class Privacy:
 
     @classmethod
     def load(cls, settings: PrivacySettings, **kw: Any) -> "Privacy":
-        """Read the key files the settings name (start-up I/O); KeyFileError / SealError when unusable."""
-        keys = load_keyring(settings.key_file) if settings.key_file else None
+        """Read the key files the settings name (start-up I/O); KeyFileError / SealError when unusable.
+
+        The pseudonym key is read only when an action (``kw["overrides"]`` included) needs it."""
+        used = set({**DEFAULT_ACTIONS, **settings.actions}.values()) | set((kw.get("overrides") or {}).values())
+        keys = load_keyring(settings.key_file) if settings.key_file and "pseudonymize" in used else None
         platform_key = PlatformKey.load(settings.platform_key_file) if settings.platform_key_file else None
         return cls(settings, keys, platform_key, **kw)
 
     def _warnings(self) -> Iterable[str]:
-        used = set(self.actions.values())
+        used = set(self.actions.values()) | set(self.overrides.values())
         if self.keys is None and "pseudonymize" in used:  # identifier's action also serves every scan
             yield ("no pseudonym key (privacy.key_file): values to pseudonymize are dropped, and identifiers "
                    "found in text become <id>/<phone>/<plate>; 'edge-agent keys init -c CONFIG' creates the key")
@@ -131,14 +145,16 @@ class Privacy:
     def apply_readings(self, readings: Iterable[Reading]) -> list[Reading]:
         """Readings with their values transformed; a dropped value removes its reading."""
         out: list[Reading] = []
+        overrides = self.overrides
         for r in readings:
-            val = self.apply_value(r.val, r.data_class, field=r.pt)
+            action = overrides.get((r.dev, r.pt)) if overrides else None
+            val = self.apply_value(r.val, r.data_class, field=r.pt, action=action)
             if val is DROP:
                 continue
             out.append(r if val is r.val else replace(r, val=val))
         return out
 
-    apply = apply_readings  # the name the daemon and the CLI call today
+    apply = apply_readings  # the earlier name
 
     def apply_event(self, event: Event) -> Event:
         """The event with its data transformed per ``event.classes`` (dotted paths; others free_text)."""
@@ -177,11 +193,13 @@ class Privacy:
         return (lat, lon) if _position(data[lat], data[lon]) else None
 
     # -- one value ---------------------------------------------------------------------------
-    def apply_value(self, value: Any, data_class: DataClass, *, field: str | None = None) -> Any:
-        """``value`` as it may leave the gateway, or ``DROP``. ``field`` (a point or key name) is a hint."""
+    def apply_value(self, value: Any, data_class: DataClass, *, field: str | None = None,
+                    action: str | None = None) -> Any:
+        """``value`` as it may leave the gateway, or ``DROP``. ``field`` (a point or key name) is a
+        hint; ``action`` (an override) replaces the class's action."""
         if not isinstance(data_class, DataClass):
             data_class = DataClass(data_class)
-        action = self.actions[data_class]
+        action = action or self.actions[data_class]
         if action == "drop":
             return DROP
         if value is None or (action in ("keep", "scan") and isinstance(value, (int, float))):

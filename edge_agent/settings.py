@@ -62,7 +62,7 @@ class BufferSettings:
 
 @dataclass(frozen=True)
 class PrivacySettings:
-    key_file: Path | None = None
+    key_file: Path | None = None  # config.py defaults it to {state_dir}/keys/pseudonym.key
     platform_key_file: Path | None = None
     actions: dict[DataClass, str] = field(default_factory=dict)
     geohash_length: int = 6
@@ -105,6 +105,7 @@ class DeviceSettings:
     merge_gap: int = 8  # registers of filler a merged request may carry
     points: tuple[Point, ...] = ()  # modbus_generic only
     enabled: bool = True
+    privacy: dict[str, str] = field(default_factory=dict)  # point name -> action, over its class's
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,11 @@ class Settings:
     @property
     def root_topic(self) -> str:
         return f"{self.mqtt.topic_prefix}/{self.gateway.site}/{self.gateway.id}"
+
+    @property
+    def privacy_overrides(self) -> dict[tuple[str, str], str]:
+        """``(device, point) -> action`` from every device's ``privacy`` mapping, for ``Privacy``."""
+        return {(d.name, point): action for d in self.devices for point, action in d.privacy.items()}
 
     def bus(self, name: str) -> BusSettings:
         return next(b for b in self.buses if b.name == name)

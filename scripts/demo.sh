@@ -55,6 +55,7 @@ cfg["buses"][1]["serial"] = serial
 yaml.safe_dump(cfg, open(f"{work}/gateway.yaml", "w"), sort_keys=False)
 PY
 .venv/bin/edge-agent check -c "$work/gateway.yaml"
+.venv/bin/edge-agent keys init -c "$work/gateway.yaml"   # the site pseudonym key: run refuses to start without it
 
 .venv/bin/python scripts/platform_view.py --port "$broker_port" --seconds "$seconds" > "$work/platform.log" &
 view_pid=$!

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from support.broker import Mosquitto, Subscriber
+from support.keys import init_keys
 from support.modbus_server import ModbusTestServer
 
 
@@ -35,6 +36,7 @@ def base_config(tmp_path: Path, **over) -> dict:
 def write(tmp_path: Path, cfg: dict, name: str = "gw.yaml") -> Path:
     path = tmp_path / name
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    init_keys(path)
     return path
 
 

@@ -84,7 +84,8 @@ devices:
     assert river.timeout_s is None and river.retries == 1 and river.enabled
     assert s.bus("plc").port == 502 and s.bus("rs485-1").port is None
     assert s.bus("rs485-1").baud == 9600 and s.bus("rs485-1").parity == "N"
-    assert s.privacy.actions == {} and s.privacy.key_file is None
+    assert s.privacy.actions == {} and s.privacy.platform_key_file is None
+    assert s.privacy.key_file == Path("/var/lib/edge-agent/keys/pseudonym.key")  # pseudonymize is a default
     assert s.source == tmp_path / "site.yaml"
 
 
@@ -216,3 +217,34 @@ def check_text(text: str) -> list[Problem]:
     with pytest.raises(ConfigError) as raised:
         parse_settings(text)
     return raised.value.problems
+
+
+def test_device_privacy_overrides(tmp_path: Path) -> None:
+    text = MINIMAL.replace("buses: []\ndevices: []\n", """\
+privacy: {platform_key_file: platform.pub}
+buses: [{name: conv, protocol: modbus-tcp, host: 10.0.0.5}]
+devices:
+  - name: gate-1
+    bus: conv
+    driver: modbus_generic
+    address: 1
+    points:
+      - {name: card_no, reg: input, address: 10, type: string, length: 4, class: identifier}
+      - {name: owner_name, reg: input, address: 20, type: string, length: 4, class: name}
+    privacy: {card_no: mask, owner_name: seal}
+  - {name: river-1, bus: conv, driver: qdy_level, address: 2, privacy: {level_m: generalize}}
+  - {name: river-2, bus: conv, driver: qdy_level, address: 3}
+""")
+    s = load_settings(_write(tmp_path, text))
+    assert s.device("gate-1").privacy == {"card_no": "mask", "owner_name": "seal"}
+    assert s.device("river-2").privacy == {}
+    assert s.privacy_overrides == {("gate-1", "card_no"): "mask", ("gate-1", "owner_name"): "seal",
+                                   ("river-1", "level_m"): "generalize"}
+    assert s.privacy.key_file == Path("/var/lib/edge-agent/keys/pseudonym.key")
+
+
+def test_key_file_default_follows_state_dir(tmp_path: Path) -> None:
+    s = load_settings(_write(tmp_path, MINIMAL.replace("site: demo-site}", "site: demo-site, state_dir: st}")))
+    assert s.privacy.key_file == tmp_path / "st" / "keys" / "pseudonym.key"
+    s = load_settings(_write(tmp_path, MINIMAL + "privacy: {key_file: k/site.key}\n"))
+    assert s.privacy.key_file == tmp_path / "k" / "site.key"

@@ -20,6 +20,7 @@ import yaml
 
 from edge_agent.sim.ptypair import PtyPair
 from support.broker import Mosquitto, Subscriber
+from support.keys import init_keys
 from support.modbus_server import ModbusTestServer
 
 ROOT = "edge/v1/e2e-site/gw-e2e"
@@ -68,6 +69,7 @@ def write_config(tmp_path: Path, broker: Mosquitto, tcp_port: int, serial: str) 
     }
     path = tmp_path / "gateway.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    init_keys(path)
     return path
 
 

@@ -19,6 +19,7 @@ import yaml
 from edge_agent.sim.devices import EnergyMeter, LevelSensor
 from edge_agent.sim.modbus import ModbusSimulator
 from support.broker import Mosquitto, Subscriber
+from support.keys import init_keys
 
 KILLS = int(os.environ.get("EDGE_AGENT_KILLS", "20"))
 ROOT = "edge/v1/kill-site/gw-kill"
@@ -40,6 +41,7 @@ def config(tmp_path: Path, broker: Mosquitto, modbus_port: int) -> Path:
     }
     path = tmp_path / "gateway.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    init_keys(path)
     return path
 
 

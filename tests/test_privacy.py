@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from support.residents import residents
 
 from edge_agent import geohash
-from edge_agent.keys import KeyRing
+from edge_agent.keys import KeyFileError, KeyRing
 from edge_agent.model import DataClass, Event, Priority, Quality, Reading
 from edge_agent.platform import open_sealed
 from edge_agent.privacy import DEFAULT_ACTIONS, DROP, Privacy
@@ -234,6 +234,27 @@ def test_apply_readings_drops_and_transforms() -> None:
     assert out[0] is level
     assert out[1] == replace(readings[2], val=p1(ID)) and out[2].val == 22.82 and out[3].val == 72
     assert privacy().apply(readings) == out  # the name the daemon calls
+
+
+def test_per_point_overrides_replace_the_class_action_for_one_device() -> None:
+    p = Privacy(PrivacySettings(), RING, PLATFORM, today=TODAY,
+                overrides={("hub-1", "wearer_name"): "mask", ("hub-1", "note"): "keep", ("hub-1", "hr_bpm"): "seal"})
+    readings = [reading("wearer_name", "张三", C.NAME), reading("note", f"电话{PHONE}", C.FREE_TEXT),
+                reading("hr_bpm", 72, C.HEALTH), replace(reading("wearer_name", "李四", C.NAME), dev="hub-2")]
+    name, note, hr = p.apply_readings(readings)  # hub-2's name keeps its class action: drop
+    assert name.val == "张*" and note.val == f"电话{p1(PHONE)}"  # keep keeps the text, not the phone in it
+    assert open_sealed(hr.val, PLATFORM_PRIVATE) == 72
+    with pytest.raises(ValueError, match="hub-1.x"):
+        Privacy(PrivacySettings(), RING, overrides={("hub-1", "x"): "hide"})
+
+
+def test_load_reads_the_pseudonym_key_only_when_an_action_needs_it(tmp_path: Path) -> None:
+    absent = PrivacySettings(key_file=tmp_path / "absent.key", actions={C.IDENTIFIER: "mask"})
+    assert Privacy.load(absent).keys is None  # nothing pseudonymizes: no key needed, none read
+    with pytest.raises(KeyFileError, match="does not exist"):
+        Privacy.load(absent, overrides={("gate-1", "card_no"): "pseudonymize"})
+    with pytest.raises(KeyFileError, match="does not exist"):
+        Privacy.load(PrivacySettings(key_file=tmp_path / "absent.key"))  # the default action
 
 
 SOS = Event("hub-1", "sos", Priority.CRITICAL, 1732380000000, data={

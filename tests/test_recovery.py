@@ -18,6 +18,7 @@ import yaml
 from edge_agent.sim.devices import EnergyMeter, LevelSensor
 from edge_agent.sim.modbus import ModbusSimulator
 from support.broker import Mosquitto, Subscriber, free_port
+from support.keys import init_keys
 
 ROOT = "edge/v1/rec-site/gw-rec"
 
@@ -43,6 +44,7 @@ def write_config(tmp_path: Path, broker_port: int, modbus_port: int, **buffer) -
     }
     path = tmp_path / "gateway.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    init_keys(path)
     return path
 
 
