@@ -757,9 +757,11 @@ def test_a_critical_event_and_a_live_reading_overtake_a_100k_backlog(
         up = make_uplink(settings(broker, batch_max=500, inflight=4), gateway(tmp_path), buf)
         up.start()
         sub.wait_for(lambda m: len(decoded(m, T.telemetry)) >= 10, timeout=20, what="the drain under way")
-        published = up.stats().published_messages  # messages that went out before these rows existed
         sos, live = buf.append([Event("hub-1", "sos", Priority.CRITICAL, 1732390000000, {"wearer": "p1:6Q2W"}),
                                 Reading("river-1", "level_m", 9.99, 1732390000001)])  # one commit
+        # counted once the commit returned: the drain goes on while the append runs, so a count
+        # taken before it would race with the messages published meanwhile
+        published = up.stats().published_messages
         up.wake()
         wait_until(lambda: up.stats().acked_items == n + 2, timeout=40, what="every row acked")
         total = up.stats().published_messages  # (parsing 40 MB at every arrival would be slow)
