@@ -62,6 +62,7 @@ __all__ = ["Buffer", "BufferError", "BufferFull", "BufferStats", "OutRow", "Enco
 log = logging.getLogger(__name__)
 
 PRUNE_CHUNK = 10_000  # rows per delete transaction, so the writer never waits long
+SENT_GRACE_S = 5.0  # sent rows stay at least this long: followers of the file see each one
 EVICT_TO = 0.9  # an eviction stops at this fraction of max_bytes
 QUICK_CHECK_MAX_BYTES = 64 * 1024**2  # after a clean close, open() quick_checks only files this small
 MAX_ID = (1 << 63) - 1
@@ -301,27 +302,27 @@ class Buffer:
         return list(range(first, end))
 
     def mark_sent(self, ids: Iterable[int]) -> None:
-        """Record delivery in one transaction: keep the rows (retain_sent_s > 0) or delete them."""
+        """Record delivery in one transaction. Rows stay, marked sent, until ``prune`` finds them
+        older than ``retain_sent_s`` (the daemon prunes every few seconds): so ``edge-agent tail``,
+        which follows the file from another process, sees every row even with no retention."""
         id_list = list(ids)
         if not id_list:
             return
         now = self._now_ms()
 
         def work(conn: sqlite3.Connection) -> None:
-            if self.retain_sent_s > 0:
-                conn.executemany("UPDATE outbox SET sent_at = ? WHERE id = ? AND sent_at IS NULL",
-                                 [(now, i) for i in id_list])
-            else:
-                conn.executemany("DELETE FROM outbox WHERE id = ? AND sent_at IS NULL",
-                                 [(i,) for i in id_list])
+            conn.executemany("UPDATE outbox SET sent_at = ? WHERE id = ? AND sent_at IS NULL",
+                             [(now, i) for i in id_list])
             conn.execute(SET_META, ("last_sent_at", now))
 
         with self._lock:
             self._transaction("mark_sent", work)
 
     def prune(self) -> int:
-        """Delete sent rows older than retain_sent_s, then evict while over max_bytes; how many."""
-        cutoff = self._now_ms() - int(self.retain_sent_s * 1000)
+        """Delete sent rows older than retain_sent_s (and ``SENT_GRACE_S``, so a follower such as
+        ``edge-agent tail`` polling the file never misses one), then evict while over max_bytes;
+        how many."""
+        cutoff = self._now_ms() - int(max(self.retain_sent_s, SENT_GRACE_S) * 1000)
         sql = ("DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE sent_at IS NOT NULL"
                f" AND sent_at < ? ORDER BY sent_at LIMIT {PRUNE_CHUNK})")
         expired = 0

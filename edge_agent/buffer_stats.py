@@ -20,7 +20,7 @@ from . import evict
 from .buffer_file import BufferError, open_or_error, read_meta
 from .model import Priority
 
-__all__ = ["BufferStats", "read_stats"]
+__all__ = ["BufferStats", "read_stats", "read_rows"]
 
 
 @dataclass(frozen=True)
@@ -86,3 +86,30 @@ def _compute_stats(conn: sqlite3.Connection, path: Path) -> BufferStats:
                        last_sent_at=meta.get("last_sent_at"), file_bytes=_file_bytes(path),
                        next_id=max(max_id + 1, meta.get("next_id", 1)),
                        evicted=evict.evicted_counts(meta))
+
+
+def read_rows(path: Path | str, *, after_id: int = 0, limit: int = 1000,
+              last: int | None = None) -> list[tuple[int, str, dict]]:
+    """Rows (id, kind, wire body) with id > ``after_id``, oldest first, sent or not, through a
+    read-only connection: what ``edge-agent tail`` follows. ``last``: only the newest N.
+
+    Bodies are stored after the privacy stage, so they are exactly what the wire carries.
+    """
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise BufferError(f"{path}: no buffer database here (has the daemon run yet?)")
+    conn = open_or_error(path, readonly=True)
+    try:
+        if last is not None:
+            rows = conn.execute("SELECT id, kind, body FROM outbox WHERE id > ? ORDER BY id DESC LIMIT ?",
+                                (after_id, last)).fetchall()[::-1]
+        else:
+            rows = conn.execute("SELECT id, kind, body FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
+                                (after_id, limit)).fetchall()
+    except sqlite3.Error as exc:
+        raise BufferError(f"{path}: not an edge-agent buffer or unreadable: {exc}") from exc
+    finally:
+        conn.close()
+    return [(rid, kind, {"id": rid, **json.loads(body)}) for rid, kind, body in rows]

@@ -173,6 +173,60 @@ def _shown(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
+def _tail_line(kind: str, body: dict) -> str:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(body["ts"] / 1000)) + f".{body['ts'] % 1000:03d}Z"
+    clock = " clk=unsynced" if body.get("clk") else ""
+    if kind == "event":
+        data = json.dumps(body.get("data", {}), ensure_ascii=False, sort_keys=True)
+        return f"{body['id']:>8}  {stamp}  {body['dev']}  event {body['type']} [{body['prio']}] {data}{clock}"
+    value = json.dumps(body.get("val"), ensure_ascii=False)
+    return f"{body['id']:>8}  {stamp}  {body['dev']}  {body['pt']} = {value} ({body['q']}){clock}"
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    """Follow the buffer file: rows are stored after the privacy stage, so what is printed is
+    what the wire carries. Works beside the daemon (read-only), or after it."""
+    settings = _load(args.config)
+    path = settings.buffer.path
+    devices, points = set(args.device or ()), set(args.point or ())
+
+    def wanted(kind: str, body: dict) -> bool:
+        return ((not devices or body.get("dev") in devices)
+                and (not points or (kind == "reading" and body.get("pt") in points)))
+
+    try:
+        return _follow(path, args, wanted)
+    except KeyboardInterrupt:  # the usual way to end a follow
+        return 0
+
+
+def _follow(path, args: argparse.Namespace, wanted) -> int:
+    from .buffer import BufferError
+    from .buffer_stats import read_rows
+
+    last_id, announced = 0, False
+    first = True
+    while True:
+        try:
+            rows = read_rows(path, after_id=last_id, last=args.lines if first else None)
+        except BufferError as exc:
+            if not args.follow:
+                raise CliFailure(str(exc)) from None
+            if not announced:
+                print(f"waiting for the buffer at {path} ...", file=sys.stderr, flush=True)
+                announced = True
+            rows = []
+        first = False
+        for rid, kind, body in rows:
+            last_id = rid
+            if wanted(kind, body):
+                print(_tail_line(kind, body), flush=True)
+        if not args.follow:
+            return 0
+        if not rows:
+            time.sleep(0.2)
+
+
 def cmd_read(args: argparse.Namespace) -> int:
     from .bus import LinkError, ModbusBus
     from .poll import DeviceReader
@@ -300,6 +354,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("status", "backlog, last publish, ids: works whether or not the daemon runs")
     p.add_argument("--json", action="store_true", help="one JSON object, for scripts")
     p.set_defaults(func=cmd_status)
+    p = verb("tail", "follow readings and events as they are buffered (as the wire carries them)")
+    p.add_argument("--device", action="append", metavar="DEVICE", help="only this device (repeatable)")
+    p.add_argument("--point", action="append", metavar="POINT", help="only this point (repeatable)")
+    p.add_argument("-n", "--lines", type=int, default=10, metavar="N", help="start with the last N rows")
+    p.add_argument("--no-follow", dest="follow", action="store_false", help="print and exit")
+    p.set_defaults(func=cmd_tail)
     p = verb("read", "poll one device once and print its points (masked as the uplink would)")
     p.add_argument("device", metavar="DEVICE")
     p.set_defaults(func=cmd_read)

@@ -35,7 +35,7 @@ __all__ = ["Agent", "run"]
 
 log = logging.getLogger("edge_agent")
 
-PRUNE_EVERY_S = 60.0
+PRUNE_EVERY_S = 5.0  # sent rows past retention go within this (tail follows them until then)
 FINAL_DRAIN_S = 3.0  # on stop, how long to keep publishing what the last polls buffered
 
 

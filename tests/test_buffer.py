@@ -82,7 +82,8 @@ def test_ids_continue_after_the_database_is_deleted(path: Path) -> None:
 def test_ids_continue_when_the_sidecar_is_lost(path: Path) -> None:
     with Buffer(path, retain_sent_s=0) as buf:
         old = buf.append([reading(i) for i in range(10)])
-        buf.mark_sent(old)  # the rows are gone: only meta remembers the ids
+        buf.mark_sent(old)
+        buf.prune()  # the rows are gone: only meta remembers the ids
     Path(f"{path}.ids").unlink()
     with Buffer(path) as buf:
         assert buf.append([reading(0)])[0] > max(old)
@@ -224,14 +225,19 @@ def test_pending_orders_by_id_filters_by_prio_and_pages_with_after_id(path: Path
         assert all(isinstance(r, OutRow) for r in buf.pending(10))
 
 
-def test_mark_sent_deletes_rows_without_retention(path: Path) -> None:
-    with Buffer(path, retain_sent_s=0) as buf:
+def test_without_retention_sent_rows_go_at_the_next_prune(path: Path) -> None:
+    clock = Clock()
+    with Buffer(path, retain_sent_s=0, clock=clock) as buf:
         ids = buf.append([reading(i) for i in range(5)])
         buf.mark_sent(ids[:3])
         buf.mark_sent(ids[:1])  # again: harmless
         stats = buf.stats()
-        assert (stats.pending, stats.retained_sent) == (2, 0)
+        assert (stats.pending, stats.retained_sent) == (2, 3)  # kept until pruned: tail sees them
         assert stats.last_sent_at is not None
+        assert buf.prune() == 0  # a few seconds' grace: `edge-agent tail` follows the file
+        clock.t += 6
+        assert buf.prune() == 3
+        assert (buf.stats().pending, buf.stats().retained_sent) == (2, 0)
         assert buf.prune() == 0
 
 

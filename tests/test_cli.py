@@ -143,3 +143,30 @@ def test_daemon_keeps_running_with_absent_port_refused_link_and_broker_down_at_s
     assert any("cannot connect" in e for e in errors), text
     # the first failure is logged once at ERROR, the repeats at DEBUG
     assert sum("river-2" in e for e in errors) == 1, errors
+
+
+def test_tail_prints_buffered_rows_filtered_by_device_and_point(tmp_path):
+    from edge_agent.buffer import Buffer
+    from edge_agent.model import Event, Priority, Reading
+
+    cfg = write(tmp_path, base_config(tmp_path))
+    with Buffer(tmp_path / "state" / "buffer.db") as buf:
+        buf.append([Reading("river-1", "level_m", 1.25, 1732380000000), Reading("meter-1", "power_W", 5.0, 1732380000001),
+                    Event("gate-1", "passage", Priority.NORMAL, 1732380000002, {"plate": "p1:ABC"})])
+        buf.mark_sent([1])  # sent or not, tail shows it
+    out = cli("tail", "-c", str(cfg), "--no-follow")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert len(lines) == 3
+    assert lines[0].split() == ["1", "2024-11-23T16:40:00.000Z", "river-1", "level_m", "=", "1.25", "(good)"]
+    assert "event passage [normal]" in lines[2] and '"p1:ABC"' in lines[2]
+    out = cli("tail", "-c", str(cfg), "--no-follow", "--device", "meter-1", "--point", "power_W")
+    assert out.stdout.splitlines() == [lines[1]]
+    out = cli("tail", "-c", str(cfg), "--no-follow", "-n", "1")
+    assert out.stdout.splitlines() == [lines[2]]
+
+
+def test_tail_without_a_buffer_is_one_line(tmp_path):
+    cfg = write(tmp_path, base_config(tmp_path))
+    out = cli("tail", "-c", str(cfg), "--no-follow")
+    assert out.returncode == 1 and "no buffer database" in out.stderr and "Traceback" not in out.stderr

@@ -20,6 +20,8 @@ import json
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,6 +121,7 @@ class Flow:
     stopped: dict[str, bytes]  # ... and after it stopped
     log: bytes
     config: Path
+    tail: bytes  # what `edge-agent tail` printed while the agent ran
 
 
 def run_flow(tmp_path: Path, people: list[Resident], *, actions: dict[str, str] | None = None,
@@ -134,6 +137,11 @@ def run_flow(tmp_path: Path, people: list[Resident], *, actions: dict[str, str] 
             with log.open("ab") as out:
                 agent = subprocess.Popen([sys.executable, "-m", "edge_agent.cli", "run", "-c", str(config),
                                           "--log-level", "debug"], stdout=out, stderr=subprocess.STDOUT)
+            tail = subprocess.Popen([sys.executable, "-m", "edge_agent.cli", "tail", "-c", str(config), "-n", "0"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            tailed: list[bytes] = []
+            reader = threading.Thread(target=lambda: tailed.extend(tail.stdout), daemon=True)
+            reader.start()
             try:
                 assert board.done.wait(60), f"only {board.served} residents served\n{log.read_text()[-3000:]}"
                 last = board.batches - 1
@@ -145,6 +153,14 @@ def run_flow(tmp_path: Path, people: list[Resident], *, actions: dict[str, str] 
                 code = agent.wait(timeout=30)
             assert code == 0, log.read_text()[-3000:]
             final = status(config)
+            deadline = time.monotonic() + 20  # tail polls the file: let it reach the last id
+            while not any(line.split()[0] == str(final["next_id"] - 1).encode() for line in list(tailed)[-50:]):
+                assert time.monotonic() < deadline, "tail never caught up"
+                time.sleep(0.1)
+            tail.send_signal(signal.SIGINT)
+            assert tail.wait(timeout=30) == 0
+            reader.join(timeout=10)
+            tail.stdout.close()
             assert final["pending"] == 0, final
             messages = platform.wait_for(
                 lambda ms: {r["id"] for r in readings(ms)} >= set(range(1, final["next_id"])), 20, "every id")
@@ -152,7 +168,7 @@ def run_flow(tmp_path: Path, people: list[Resident], *, actions: dict[str, str] 
     finally:
         sim.stop()
     assert {"buffer.db", "buffer.db-wal"} <= set(running), sorted(running)
-    return Flow(messages, running, stopped, log.read_bytes(), config)
+    return Flow(messages, running, stopped, log.read_bytes(), config, b"".join(tailed))
 
 
 def by_point(rows: list[dict], field: str) -> list[Any]:
@@ -163,7 +179,7 @@ def test_no_raw_personal_value_leaves_the_gateway(tmp_path: Path) -> None:
     flow = run_flow(tmp_path, PEOPLE, device_privacy={"s0_name": "mask"})
     detector = Detector(PEOPLE, tmp_path)
     traffic = b"\n".join(m.payload for m in flow.messages)
-    found = {"mqtt": detector.find(traffic), "log": detector.find(flow.log)}
+    found = {"mqtt": detector.find(traffic), "log": detector.find(flow.log), "tail": detector.find(flow.tail)}
     for when, files in (("running", flow.running), ("stopped", flow.stopped)):
         for name, data in files.items():
             found[f"{name} ({when})"] = detector.find(data)
@@ -183,6 +199,10 @@ def test_no_raw_personal_value_leaves_the_gateway(tmp_path: Path) -> None:
     names = by_point(rows, "name")  # class name: dropped, except slot 0 where the device says mask
     assert {r["pt"] for r in rows if r["pt"].endswith("_name")} == {"s0_name"}
     assert set(names) == {mask(r.name, name=True) for r in PEOPLE[::SLOTS]}
+    # tail followed the buffer live and printed every reading, as the wire carries it
+    tail_ids = {int(line.split()[0]) for line in flow.tail.decode().splitlines()}
+    assert tail_ids >= {r["id"] for r in rows}, "tail missed readings"
+    assert flow.tail.count(b'"p1:') >= len(ids)
     scanned = detector.scanned
     print(f"\nleak test: {RESIDENTS} residents, {len(flow.messages)} MQTT messages, {len(rows)} readings, "
           f"{len(detector.needles)} needles, {scanned / 1e6:.1f} MB scanned "
@@ -196,6 +216,7 @@ def test_the_leak_test_fails_under_a_broken_policy(tmp_path: Path) -> None:
     detector = Detector(PEOPLE, tmp_path)
     in_traffic = detector.find(b"\n".join(m.payload for m in flow.messages))
     in_buffer = detector.find(flow.running["buffer.db"] + flow.running["buffer.db-wal"])
+    assert set(detector.find(flow.tail)) == {"id", "phone", "plate", "name"}
     assert set(in_traffic) == {"id", "phone", "plate", "name"}, in_traffic
     assert set(in_buffer) == {"id", "phone", "plate", "name"}, in_buffer
     assert in_traffic["id"] >= RESIDENTS  # every resident's ID went out raw
