@@ -76,8 +76,7 @@ class Agent:
         for worker in self.workers:
             worker.start()
         log.info("edge-agent %s started: gateway %s, %d device(s) on %d bus(es), buffer %s",
-                 __version__, s.gateway.id, sum(len(w._schedules) for w in self.workers), len(self.workers),
-                 s.buffer.path)
+                 __version__, s.gateway.id, sum(d.enabled for d in s.devices), len(self.workers), s.buffer.path)
 
     def _extra_state(self) -> dict:
         """What the state message adds to the uplink's own figures: failed buffer commits."""
