@@ -53,6 +53,9 @@ Failure reasons (all ``FrameError``, a ``ValueError``)::
 
 Outputs: WaterReading(flow_m3, settlement_flow_m3, clock, valve, battery_low, unit, ...) for
 water and gas; HeatReading(heat_kWh, settlement_heat_kWh, clock, unit, ...) for heat.
+
+The frame skeleton (wake-up bytes, start and end bytes, L, CS, BCD) and the shared failure
+reasons are in ``_frame68``, with DL/T 645; each codec has its own classes (see there).
 """
 
 from __future__ import annotations
@@ -60,6 +63,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+
+from . import _frame68
 
 __all__ = [
     "Frame", "WaterReading", "HeatReading", "UNITS", "WILDCARD",
@@ -71,25 +76,18 @@ __all__ = [
 ]
 
 WILDCARD = "AAAAAAAAAAAAAA"
-_WAKE, _START, _END, _HEADER = 0xFE, 0x68, 0x16, 11  # header: 68 T A*7 C L
+_START, _HEADER = _frame68.START, 11  # header: 68 T A*7 C L
 _DI_ORDERS = {"90 1F": b"\x90\x1f", "1F 90": b"\x1f\x90"}
 _WATER_LEN, _HEAT_LEN = 22, 46
 
+_ERRORS = _frame68.error_tree(__name__)  # this codec's own classes, named here
+(FrameError, ShortFrame, BadStartOrEnd, BadLength, BadChecksum, BadBCD,
+ WrongAddress, WrongControl, WrongDI) = _ERRORS
+_LAYOUT = {"header_len": _HEADER, "length_at": 10, "errors": _ERRORS}
 
-class FrameError(ValueError):
-    """A frame or reply that cannot be trusted; the subclass names the reason (see the tree)."""
 
-
-class ShortFrame(FrameError): pass  # noqa: E701
-class BadStartOrEnd(FrameError): pass  # noqa: E701
-class BadLength(FrameError): pass  # noqa: E701
-class BadChecksum(FrameError): pass  # noqa: E701
-class BadBCD(FrameError): pass  # noqa: E701
 class UnknownUnit(FrameError): pass  # noqa: E701
-class WrongAddress(FrameError): pass  # noqa: E701
 class WrongMeterType(WrongAddress): pass  # noqa: E701
-class WrongControl(FrameError): pass  # noqa: E701
-class WrongDI(FrameError): pass  # noqa: E701
 class WrongSequence(FrameError): pass  # noqa: E701
 class UnsupportedMeterType(FrameError): pass  # noqa: E701
 
@@ -158,18 +156,11 @@ class HeatReading:
 # -- helpers ---------------------------------------------------------------------------------
 
 def _address_bytes(address: str) -> bytes:
-    text = str(address).strip().upper()
-    if text.isdigit() and len(text) < 14:
-        text = text.zfill(14)
-    pairs = [text[i:i + 2] for i in range(0, len(text), 2)]
-    if len(text) != 14 or not all(p.isdigit() or p == "AA" for p in pairs):
-        raise ValueError(f"address {address!r}: expected 14 digits (AA for a wildcard byte)")
-    return bytes.fromhex(text)[::-1]
+    return _frame68.address_bytes(address, 14)
 
 
 def _address_matches(expected: str, got: str) -> bool:
-    want = _address_bytes(expected)[::-1].hex().upper()
-    return all(want[i:i + 2] in ("AA", got[i:i + 2]) for i in range(0, 14, 2))
+    return _frame68.address_matches(_frame68.address_text(_address_bytes(expected)), got)
 
 
 def _valve(st1: int) -> str:
@@ -177,10 +168,7 @@ def _valve(st1: int) -> str:
 
 
 def _bcd(raw: bytes, what: str) -> int:
-    digits = raw[::-1].hex()
-    if not digits.isdigit():
-        raise BadBCD(f"{what}: {raw.hex(' ').upper()} is not BCD")
-    return int(digits)
+    return _frame68.decode_bcd(raw, what, errors=_ERRORS)
 
 
 def _quantity(raw: bytes, unit: int, want: str, what: str) -> tuple[float, str]:
@@ -205,24 +193,16 @@ def _clock(raw: bytes) -> datetime | None:
         return None
 
 
-def _skip_wake(data: bytes) -> int:
-    i = 0
-    while i < len(data) and data[i] == _WAKE:
-        i += 1
-    return i
-
-
 # -- encoding ----------------------------------------------------------------------------------
 
 def encode_frame(address: str, meter_type: int, control: int, data: bytes = b"", *,
                  wake: int = 0) -> bytes:
-    if not 0 <= wake <= 4:
-        raise ValueError(f"wake {wake}: 0 to 4 FE bytes")
+    wake_up = _frame68.wake_bytes(wake)
     if not 0 <= meter_type <= 255 or len(data) > 255:
         raise ValueError("meter type and L are one byte each")
     body = (bytes([_START, meter_type]) + _address_bytes(address)
             + bytes([control & 0xFF, len(data)]) + bytes(data))
-    return bytes([_WAKE]) * wake + body + bytes([sum(body) & 0xFF, _END])
+    return wake_up + _frame68.seal(body)
 
 
 def _di(di_order: str, ser: int) -> bytes:
@@ -243,7 +223,7 @@ def _encode_bcd(value: float, what: str, size: int = 4, decimals: int = 2) -> by
     n = round(value * 10 ** decimals)
     if not 0 <= n < 10 ** (2 * size):
         raise ValueError(f"{what}: {value} does not fit {size} BCD bytes with {decimals} decimals")
-    return bytes.fromhex(f"{n:0{2 * size}d}")[::-1]
+    return _frame68.encode_bcd(n, size)
 
 
 def _encode_clock(clock: datetime | None) -> bytes:
@@ -284,37 +264,14 @@ def frame_length_needed(buffer: bytes) -> int | None:
     """Total bytes (wake-up bytes included) the frame at the start of ``buffer`` needs, or None
     while its header (68 T A*7 C L) is incomplete. Raises BadStartOrEnd as soon as the buffer
     cannot be the start of a frame: the reader should drop bytes up to the next 68."""
-    i = _skip_wake(buffer)
-    if len(buffer) > i and buffer[i] != _START:
-        raise BadStartOrEnd(f"expected start byte 68 at offset {i}, got {buffer[i]:02X}")
-    if len(buffer) - i < _HEADER:
-        return None
-    return i + _HEADER + buffer[i + 10] + 2
+    return _frame68.frame_length_needed(buffer, **_LAYOUT)
 
 
 def decode_frame(data: bytes) -> Frame:
     """Check start byte, length, end byte and checksum."""
-    data = bytes(data)
-    i = _skip_wake(data)
-    frame = data[i:]
-    if not frame:
-        raise ShortFrame(f"no frame: {len(data)} bytes, all wake-up (FE)")
-    if frame[0] != _START:
-        raise BadStartOrEnd(f"expected start byte 68 at offset {i}, got {frame[0]:02X}")
-    if len(frame) < _HEADER + 2:
-        raise ShortFrame(f"{len(frame)} bytes; the shortest frame has {_HEADER + 2}")
-    need = _HEADER + frame[10] + 2
-    if len(frame) < need:
-        raise ShortFrame(f"L={frame[10]} needs {need} bytes, got {len(frame)}")
-    if len(frame) > need:
-        raise BadLength(f"{len(frame) - need} bytes after the end of a frame with L={frame[10]}")
-    if frame[-1] != _END:
-        raise BadStartOrEnd(f"expected end byte 16, got {frame[-1]:02X}")
-    cs = sum(frame[:-2]) & 0xFF
-    if cs != frame[-2]:
-        raise BadChecksum(f"checksum {frame[-2]:02X}, computed {cs:02X}")
+    frame = _frame68.split_frame(data, **_LAYOUT)
     c = frame[9]
-    return Frame(meter_type=frame[1], address=frame[2:9][::-1].hex().upper(), control=c,
+    return Frame(meter_type=frame[1], address=_frame68.address_text(frame[2:9]), control=c,
                  data=frame[_HEADER:-2], is_reply=bool(c & 0x80), is_error=bool(c & 0x40))
 
 

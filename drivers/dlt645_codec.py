@@ -22,6 +22,9 @@ Datasheet facts (DL/T 645-2007, serial 8E1 at 1200/2400/4800/9600 baud)::
 - Values: BCD, least significant byte first. For current, power and power factor the top bit
   of the most significant byte is the minus sign (so their top digit is at most 7).
 
+The frame skeleton (wake-up bytes, start and end bytes, L, CS, BCD) and the shared failure
+reasons are in ``_frame68``, with CJ/T 188; each codec has its own classes (see there).
+
 Failure reasons, one class each (all ``FrameError``, a ``ValueError``)::
 
     FrameError
@@ -55,6 +58,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from . import _frame68
+
 __all__ = [
     "Frame", "Reply", "Format", "DI_TABLE", "WILDCARD", "BROADCAST",
     "encode_frame", "encode_read", "encode_read_next", "encode_read_address",
@@ -67,21 +72,14 @@ __all__ = [
 
 WILDCARD = "AAAAAAAAAAAA"
 BROADCAST = "999999999999"
-_WAKE, _START, _END, _HEADER = 0xFE, 0x68, 0x16, 10  # header: 68 A*6 68 C L
+_START, _HEADER = _frame68.START, 10  # header: 68 A*6 68 C L
+
+_ERRORS = _frame68.error_tree(__name__)  # this codec's own classes, named here
+(FrameError, ShortFrame, BadStartOrEnd, BadLength, BadChecksum, BadBCD,
+ WrongAddress, WrongControl, WrongDI) = _ERRORS
+_LAYOUT = {"header_len": _HEADER, "length_at": 9, "second_start_at": 7, "errors": _ERRORS}
 
 
-class FrameError(ValueError):
-    """A frame or reply that cannot be trusted; the subclass names the reason (see the tree)."""
-
-
-class ShortFrame(FrameError): pass  # noqa: E701
-class BadStartOrEnd(FrameError): pass  # noqa: E701
-class BadLength(FrameError): pass  # noqa: E701
-class BadChecksum(FrameError): pass  # noqa: E701
-class BadBCD(FrameError): pass  # noqa: E701
-class WrongAddress(FrameError): pass  # noqa: E701
-class WrongControl(FrameError): pass  # noqa: E701
-class WrongDI(FrameError): pass  # noqa: E701
 class UnknownDI(FrameError): pass  # noqa: E701
 
 
@@ -157,23 +155,13 @@ class Reply:
 # -- helpers ---------------------------------------------------------------------------------
 
 def _address_bytes(address: str) -> bytes:
-    text = str(address).strip().upper()
-    if text.isdigit() and len(text) < 12:
-        text = text.zfill(12)
-    pairs = [text[i:i + 2] for i in range(0, len(text), 2)]
-    if len(text) != 12 or not all(p.isdigit() or p == "AA" for p in pairs):
-        raise ValueError(f"address {address!r}: expected 12 digits (AA for a wildcard byte)")
-    return bytes.fromhex(text)[::-1]
-
-
-def _address_text(raw: bytes) -> str:
-    return raw[::-1].hex().upper()
+    return _frame68.address_bytes(address, 12)
 
 
 def _address_matches(expected: str, got: str) -> bool:
     """AA bytes in the expected address match anything; broadcast matches everyone."""
-    want = _address_bytes(expected)[::-1].hex().upper()
-    return want == BROADCAST or all(want[i:i + 2] in ("AA", got[i:i + 2]) for i in range(0, 12, 2))
+    want = _frame68.address_text(_address_bytes(expected))
+    return want == BROADCAST or _frame68.address_matches(want, got)
 
 
 def _check_version(version: int) -> int:
@@ -189,24 +177,16 @@ def _di_bytes(di: int, version: int) -> bytes:
     return di.to_bytes(size, "little")
 
 
-def _skip_wake(data: bytes) -> int:
-    i = 0
-    while i < len(data) and data[i] == _WAKE:
-        i += 1
-    return i
-
-
 # -- encoding ----------------------------------------------------------------------------------
 
 def encode_frame(address: str, control: int, data: bytes = b"", *, wake: int = 0) -> bytes:
     """One frame from plain DATA (the +0x33 is applied here)."""
-    if not 0 <= wake <= 4:
-        raise ValueError(f"wake {wake}: 0 to 4 FE bytes")
+    wake_up = _frame68.wake_bytes(wake)
     if len(data) > 255:
         raise ValueError(f"DATA of {len(data)} bytes does not fit L")
     body = (bytes([_START]) + _address_bytes(address) + bytes([_START, control & 0xFF, len(data)])
             + bytes((b + 0x33) & 0xFF for b in data))
-    return bytes([_WAKE]) * wake + body + bytes([sum(body) & 0xFF, _END])
+    return wake_up + _frame68.seal(body)
 
 
 def encode_read(address: str, di: int, *, wake: int = 4, version: int = 2007) -> bytes:
@@ -235,10 +215,7 @@ def encode_value(di: int, value: float) -> bytes:
     if abs(n) >= limit:
         raise ValueError(f"{fmt.point}: {value} does not fit {fmt.size} BCD bytes "
                          f"with {fmt.decimals} decimals")
-    raw = bytearray.fromhex(f"{abs(n):0{2 * fmt.size}d}")
-    if n < 0:
-        raw[0] |= 0x80
-    return bytes(raw[::-1])
+    return _frame68.encode_bcd(n, fmt.size)
 
 
 def encode_reply(address: str, di: int, value: float, *, more: bool = False,
@@ -263,42 +240,14 @@ def frame_length_needed(buffer: bytes) -> int | None:
     """Total bytes (wake-up bytes included) the frame at the start of ``buffer`` needs, or None
     while its header (68 A*6 68 C L) is incomplete. Raises BadStartOrEnd as soon as the buffer
     cannot be the start of a frame: the reader should drop bytes up to the next 68."""
-    i = _skip_wake(buffer)
-    rest = len(buffer) - i
-    if rest >= 1 and buffer[i] != _START:
-        raise BadStartOrEnd(f"expected start byte 68 at offset {i}, got {buffer[i]:02X}")
-    if rest >= 8 and buffer[i + 7] != _START:
-        raise BadStartOrEnd(f"expected second start byte 68 at offset {i + 7}, got {buffer[i + 7]:02X}")
-    if rest < _HEADER:
-        return None
-    return i + _HEADER + buffer[i + 9] + 2
+    return _frame68.frame_length_needed(buffer, **_LAYOUT)
 
 
 def decode_frame(data: bytes) -> Frame:
     """Check start bytes, length, end byte and checksum; strip the 0x33 from DATA."""
-    data = bytes(data)
-    i = _skip_wake(data)
-    frame = data[i:]
-    if not frame:
-        raise ShortFrame(f"no frame: {len(data)} bytes, all wake-up (FE)")
-    if frame[0] != _START:
-        raise BadStartOrEnd(f"expected start byte 68 at offset {i}, got {frame[0]:02X}")
-    if len(frame) >= 8 and frame[7] != _START:
-        raise BadStartOrEnd(f"expected second start byte 68 at offset {i + 7}, got {frame[7]:02X}")
-    if len(frame) < _HEADER + 2:
-        raise ShortFrame(f"{len(frame)} bytes; the shortest frame has {_HEADER + 2}")
-    need = _HEADER + frame[9] + 2
-    if len(frame) < need:
-        raise ShortFrame(f"L={frame[9]} needs {need} bytes, got {len(frame)}")
-    if len(frame) > need:
-        raise BadLength(f"{len(frame) - need} bytes after the end of a frame with L={frame[9]}")
-    if frame[-1] != _END:
-        raise BadStartOrEnd(f"expected end byte 16, got {frame[-1]:02X}")
-    cs = sum(frame[:-2]) & 0xFF
-    if cs != frame[-2]:
-        raise BadChecksum(f"checksum {frame[-2]:02X}, computed {cs:02X}")
+    frame = _frame68.split_frame(data, **_LAYOUT)
     c = frame[8]
-    return Frame(address=_address_text(frame[1:7]), control=c,
+    return Frame(address=_frame68.address_text(frame[1:7]), control=c,
                  data=bytes((b - 0x33) & 0xFF for b in frame[_HEADER:-2]),
                  is_reply=bool(c & 0x80), is_error=bool(c & 0x40), more_follows=bool(c & 0x20))
 
@@ -315,15 +264,8 @@ def decode_value(di: int, payload: bytes) -> float:
     fmt = _format(di)
     if len(payload) != fmt.size:
         raise BadLength(f"{fmt.point} (DI {di:08X}) has {fmt.size} bytes, got {len(payload)}")
-    raw = bytearray(payload[::-1])
-    negative = fmt.signed and bool(raw[0] & 0x80)
-    if fmt.signed:
-        raw[0] &= 0x7F
-    digits = raw.hex()
-    if not digits.isdigit():
-        raise BadBCD(f"{fmt.point} (DI {di:08X}): {bytes(payload).hex(' ').upper()} is not BCD")
-    n = int(digits)
-    return -n / 10 ** fmt.decimals if negative and n else n / 10 ** fmt.decimals
+    n = _frame68.decode_bcd(payload, f"{fmt.point} (DI {di:08X})", errors=_ERRORS, signed=fmt.signed)
+    return n / 10 ** fmt.decimals
 
 
 def _check_reply(frame: Frame, expect_address: str, version: int) -> None:
@@ -369,7 +311,7 @@ def read_address_reply(data: bytes) -> str:
         raise WrongControl(f"control {frame.control:02X} is not a read-address reply (93)")
     if len(frame.data) != 6:
         raise BadLength(f"a read-address reply carries 6 DATA bytes, got {len(frame.data)}")
-    address = _address_text(frame.data)
+    address = _frame68.address_text(frame.data)
     if not address.isdigit():
         raise BadBCD(f"address {address} is not BCD")
     return address

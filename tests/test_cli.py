@@ -4,23 +4,16 @@ daemon riding out an absent serial port and a refused TCP link while other buses
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from support.agent import cli, start_agent, stop_agent
 from support.broker import Mosquitto, Subscriber
 from support.keys import init_keys
 from support.modbus_server import ModbusTestServer
-
-
-def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edge_agent.cli", *args], capture_output=True, text=True,
-                          timeout=timeout)
 
 
 def base_config(tmp_path: Path, **over) -> dict:
@@ -122,9 +115,7 @@ def test_daemon_keeps_running_with_absent_port_refused_link_and_broker_down_at_s
                      {"name": "meter-9", "bus": "refused", "driver": "eastron_meter", "address": 1,
                       "interval": "200ms"}]))
         log = tmp_path / "agent.log"
-        with log.open("ab") as out:
-            agent = subprocess.Popen([sys.executable, "-m", "edge_agent.cli", "run", "-c", str(cfg)],
-                                     stdout=out, stderr=subprocess.STDOUT)
+        agent = start_agent(cfg, log)
         try:
             time.sleep(2.0)
             assert agent.poll() is None, log.read_text()
@@ -133,8 +124,7 @@ def test_daemon_keeps_running_with_absent_port_refused_link_and_broker_down_at_s
                                                  for m in ms), 20, "readings from the working bus")
                 assert agent.poll() is None
         finally:
-            agent.send_signal(signal.SIGTERM)
-            assert agent.wait(timeout=20) == 0
+            stop_agent(agent, log, timeout=20)
     text = log.read_text()
     assert "Traceback" not in text
     errors = [line for line in text.splitlines() if " ERROR " in line]

@@ -8,10 +8,7 @@ gaps, nothing is lost while the broker is down, and the agent stops cleanly on S
 from __future__ import annotations
 
 import json
-import signal
 import struct
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,6 +16,7 @@ import pytest
 import yaml
 
 from edge_agent.sim.ptypair import PtyPair
+from support.agent import start_agent, status, stop_agent
 from support.broker import Mosquitto, Subscriber
 from support.keys import init_keys
 from support.modbus_server import ModbusTestServer
@@ -73,22 +71,6 @@ def write_config(tmp_path: Path, broker: Mosquitto, tcp_port: int, serial: str) 
     return path
 
 
-def start_agent(config: Path, log: Path) -> subprocess.Popen:
-    with log.open("ab") as out:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen([sys.executable, "-m", "edge_agent.cli", "run", "-c", str(config)],
-                                stdout=out, stderr=subprocess.STDOUT)
-
-
-def stop_agent(proc: subprocess.Popen, log: Path) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        code = proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise AssertionError(f"agent did not stop on SIGTERM\n{log.read_text()[-3000:]}")
-    assert code == 0, log.read_text()[-3000:]
-
-
 def readings(messages) -> list[dict]:
     out = []
     for m in messages:
@@ -97,13 +79,6 @@ def readings(messages) -> list[dict]:
             assert body["v"] == 1 and body["gw"] == "gw-e2e" and isinstance(body["sent"], int)
             out.extend(body["readings"])
     return out
-
-
-def status(config: Path) -> dict:
-    out = subprocess.run([sys.executable, "-m", "edge_agent.cli", "status", "-c", str(config), "--json"],
-                         capture_output=True, text=True, timeout=30)
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
 
 
 @pytest.fixture
@@ -131,7 +106,7 @@ def test_polled_values_reach_the_platform_scaled_and_without_id_gaps(tmp_path, f
             platform.wait_for(lambda ms: any(r["dev"] == "river-1" and r["val"] == 1.5 for r in readings(ms)),
                               20, "the new level")
         finally:
-            stop_agent(agent, log)
+            stop_agent(agent, log, timeout=20)
         final = status(config)
         assert final["pending"] == 0, final
         got = platform.wait_for(lambda ms: {r["id"] for r in readings(ms)} >= set(range(1, final["next_id"])),
@@ -175,7 +150,7 @@ def test_nothing_buffered_while_the_broker_is_down_is_lost(tmp_path, field):
         while status(config)["pending"] > 0 and time.monotonic() < deadline:
             time.sleep(0.3)
     finally:
-        stop_agent(agent, log)
+        stop_agent(agent, log, timeout=20)
         final = status(config)
     try:
         assert final["pending"] == 0, final

@@ -9,8 +9,6 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import yaml
 
 from edge_agent.sim.devices import EnergyMeter, LevelSensor
 from edge_agent.sim.modbus import ModbusSimulator
+from support.agent import start_agent, status, stop_agent
 from support.broker import Mosquitto, Subscriber
 from support.keys import init_keys
 
@@ -54,13 +53,6 @@ def readings_by_id(messages) -> dict[int, list[dict]]:
     return seen
 
 
-def status(cfg: Path) -> dict:
-    out = subprocess.run([sys.executable, "-m", "edge_agent.cli", "status", "-c", str(cfg), "--json"],
-                         capture_output=True, text=True, timeout=30)
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
-
-
 def test_sigkill_at_random_moments_loses_nothing(tmp_path):
     rng = random.Random(int(os.environ.get("EDGE_AGENT_KILL_SEED", "2026")))
     sim = ModbusSimulator({1: LevelSensor(rise_m_per_min=3.0), 2: EnergyMeter(), 3: EnergyMeter()})
@@ -78,9 +70,7 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path):
             elif not broker.running:
                 broker.start()
                 kills_while_draining += 1
-            with log.open("ab") as out:
-                agent = subprocess.Popen([sys.executable, "-m", "edge_agent.cli", "run", "-c", str(cfg)],
-                                         stdout=out, stderr=subprocess.STDOUT)
+            agent = start_agent(cfg, log)
             time.sleep(rng.uniform(0.6, 1.8))
             assert agent.poll() is None, log.read_text()[-3000:]
             agent.send_signal(signal.SIGKILL)
@@ -88,15 +78,12 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path):
         if not broker.running:
             broker.start()
         # a last run, stopped cleanly, drains whatever the kills left behind
-        with log.open("ab") as out:
-            agent = subprocess.Popen([sys.executable, "-m", "edge_agent.cli", "run", "-c", str(cfg)],
-                                     stdout=out, stderr=subprocess.STDOUT)
+        agent = start_agent(cfg, log)
         deadline = time.monotonic() + 60
         time.sleep(1.0)
         while status(cfg)["pending"] > 0 and time.monotonic() < deadline:
             time.sleep(0.3)
-        agent.send_signal(signal.SIGTERM)
-        assert agent.wait(timeout=30) == 0
+        stop_agent(agent, log)
         final = status(cfg)
         assert final["pending"] == 0, final
         last_id = final["next_id"] - 1

@@ -21,7 +21,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ import yaml
 from edge_agent.keys import load_keyring
 from edge_agent.pseudonym import mask, pseudonymize
 from edge_agent.sim.modbus import ModbusSimulator
+from support.agent import start_agent, status, stop_agent, wait_until
 from support.broker import Message, Mosquitto, Subscriber
 from support.keys import init_keys
 from support.resident_board import SLOTS, ResidentBoard, phone_forms, points_config
@@ -66,13 +66,6 @@ def write_config(tmp_path: Path, broker: Mosquitto, modbus_port: int, *, actions
 
 def readings(messages: list[Message]) -> list[dict]:
     return [r for m in messages if m.topic == f"{ROOT}/telemetry" for r in json.loads(m.payload)["readings"]]
-
-
-def status(config: Path) -> dict:
-    out = subprocess.run([sys.executable, "-m", "edge_agent.cli", "status", "-c", str(config), "--json"],
-                         capture_output=True, text=True, timeout=30)
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
 
 
 def snapshot(state: Path) -> dict[str, bytes]:
@@ -134,9 +127,7 @@ def run_flow(tmp_path: Path, people: list[Resident], *, actions: dict[str, str] 
         with Mosquitto(tmp_path) as broker, Subscriber(broker, "#") as platform:
             config = write_config(tmp_path, broker, modbus_port, actions=actions, device_privacy=device_privacy)
             init_keys(config)
-            with log.open("ab") as out:
-                agent = subprocess.Popen([sys.executable, "-m", "edge_agent.cli", "run", "-c", str(config),
-                                          "--log-level", "debug"], stdout=out, stderr=subprocess.STDOUT)
+            agent = start_agent(config, log, "--log-level", "debug")
             tail = subprocess.Popen([sys.executable, "-m", "edge_agent.cli", "tail", "-c", str(config), "-n", "0"],
                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
             tailed: list[bytes] = []
@@ -149,14 +140,11 @@ def run_flow(tmp_path: Path, people: list[Resident], *, actions: dict[str, str] 
                                   30, "the last batch of residents")
                 running = snapshot(state)
             finally:
-                agent.send_signal(signal.SIGTERM)
-                code = agent.wait(timeout=30)
-            assert code == 0, log.read_text()[-3000:]
+                stop_agent(agent, log)
             final = status(config)
-            deadline = time.monotonic() + 20  # tail polls the file: let it reach the last id
-            while not any(line.split()[0] == str(final["next_id"] - 1).encode() for line in list(tailed)[-50:]):
-                assert time.monotonic() < deadline, "tail never caught up"
-                time.sleep(0.1)
+            last_id = str(final["next_id"] - 1).encode()  # tail polls the file: let it reach the last id
+            wait_until(lambda: any(line.split()[0] == last_id for line in list(tailed)[-50:]), 20,
+                       "tail to catch up", interval=0.1)
             tail.send_signal(signal.SIGINT)
             assert tail.wait(timeout=30) == 0
             reader.join(timeout=10)

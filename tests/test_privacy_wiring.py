@@ -8,10 +8,7 @@ import base64
 import dataclasses
 import json
 import os
-import signal
 import stat
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +21,7 @@ from edge_agent.keys import load_keyring
 from edge_agent.model import DataClass, Event, Priority
 from edge_agent.pseudonym import mask, pseudonymize
 from edge_agent.sim.modbus import ModbusSimulator
+from support.agent import cli, start_agent, status, stop_agent
 from support.broker import Message, Mosquitto, Subscriber, free_port
 from support.keys import init_keys
 from support.resident_board import ResidentBoard, phone_forms, points_config
@@ -31,11 +29,6 @@ from support.residents import residents
 
 PEOPLE = residents(10, seed=7)  # one batch: the board serves the same ten residents on every poll
 ROOT = "edge/v1/wire-site/gw-wire"
-
-
-def cli(*args: str, stdin: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edge_agent.cli", *args], capture_output=True, text=True,
-                          input=stdin, timeout=timeout)
 
 
 def write(tmp_path: Path, *, port: int = 1, modbus_port: int = 1, privacy: dict | None = None,
@@ -188,17 +181,6 @@ def test_events_pass_privacy_before_the_buffer(tmp_path: Path) -> None:
         assert raw.encode() not in buffer_bytes
 
 
-def start_agent(config: Path, log: Path) -> subprocess.Popen:
-    with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "edge_agent.cli", "run", "-c", str(config)],
-                                stdout=out, stderr=subprocess.STDOUT)
-
-
-def stop_agent(agent: subprocess.Popen, log: Path) -> None:
-    agent.send_signal(signal.SIGTERM)
-    assert agent.wait(timeout=30) == 0, log.read_text()[-3000:]
-
-
 def rows(messages: list[Message], first_id: int = 1) -> list[dict]:
     return [r for m in messages if m.topic == f"{ROOT}/telemetry" for r in json.loads(m.payload)["readings"]
             if r["id"] >= first_id]
@@ -206,7 +188,7 @@ def rows(messages: list[Message], first_id: int = 1) -> list[dict]:
 
 def one_run(config: Path, platform: Subscriber, log: Path) -> dict[str, set]:
     """Run the agent until it has published a few polls; the values of this run, by point."""
-    first_id = json.loads(cli("status", "-c", str(config), "--json").stdout).get("next_id", 1)
+    first_id = status(config).get("next_id", 1)
     agent = start_agent(config, log)
     try:
         platform.wait_for(lambda ms: sum(r["pt"] == "s9_id_no" for r in rows(ms, first_id)) >= 3, 20, "three polls")

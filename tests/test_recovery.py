@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,6 +14,7 @@ import yaml
 
 from edge_agent.sim.devices import EnergyMeter, LevelSensor
 from edge_agent.sim.modbus import ModbusSimulator
+from support.agent import start_agent, status, stop_agent, wait_until
 from support.broker import Mosquitto, Subscriber, free_port
 from support.keys import init_keys
 
@@ -48,31 +46,6 @@ def write_config(tmp_path: Path, broker_port: int, modbus_port: int, **buffer) -
     return path
 
 
-def start(cfg: Path, log: Path) -> subprocess.Popen:
-    with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "edge_agent.cli", "run", "-c", str(cfg)],
-                                stdout=out, stderr=subprocess.STDOUT)
-
-
-def stop(agent: subprocess.Popen) -> None:
-    agent.send_signal(signal.SIGTERM)
-    assert agent.wait(timeout=30) == 0
-
-
-def status(cfg: Path) -> dict:
-    out = subprocess.run([sys.executable, "-m", "edge_agent.cli", "status", "-c", str(cfg), "--json"],
-                         capture_output=True, text=True, timeout=30)
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
-
-
-def wait_until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-
-
 def scribble(path: Path) -> None:
     """Garbage over the middle of the file, header left intact."""
     size = path.stat().st_size
@@ -91,10 +64,10 @@ def test_a_damaged_buffer_is_quarantined_and_ids_continue(tmp_path, sim, damage)
     log = tmp_path / "agent.log"
     broker = Mosquitto(tmp_path)  # down for the first run: the readings stay in the buffer
     cfg = write_config(tmp_path, broker.port, sim)
-    agent = start(cfg, log)
+    agent = start_agent(cfg, log)
     wait_until(lambda: (tmp_path / "state" / "buffer.db").exists() and status(cfg)["pending"] > 2000, 30,
                "a backlog")
-    stop(agent)
+    stop_agent(agent, log)
     before = status(cfg)
     db = tmp_path / "state" / "buffer.db"
     for suffix in ("-wal", "-shm"):
@@ -102,12 +75,12 @@ def test_a_damaged_buffer_is_quarantined_and_ids_continue(tmp_path, sim, damage)
     damage(db)
 
     with broker, Subscriber(broker, f"{ROOT}/#") as platform:
-        agent = start(cfg, log)
+        agent = start_agent(cfg, log)
         try:
             msgs = platform.wait_for(lambda ms: any(m.topic.endswith("/telemetry") for m in ms), 30,
                                      "readings after the quarantine")
         finally:
-            stop(agent)
+            stop_agent(agent, log)
     quarantined = sorted(p.name for p in db.parent.iterdir() if ".corrupt-" in p.name)
     assert quarantined, list(db.parent.iterdir())
     text = log.read_text()
@@ -120,7 +93,7 @@ def test_a_damaged_buffer_is_quarantined_and_ids_continue(tmp_path, sim, damage)
 def test_a_full_buffer_evicts_oldest_normal_and_keeps_polling(tmp_path, sim):
     log = tmp_path / "agent.log"
     cfg = write_config(tmp_path, free_port(), sim, max_bytes="1MiB")
-    agent = start(cfg, log)
+    agent = start_agent(cfg, log)
     try:
         wait_until(lambda: (tmp_path / "state" / "buffer.db").exists() and status(cfg)["evicted"]["normal"] > 0,
                    90, "evictions")
@@ -129,7 +102,7 @@ def test_a_full_buffer_evicts_oldest_normal_and_keeps_polling(tmp_path, sim):
         second = status(cfg)
         assert agent.poll() is None
     finally:
-        stop(agent)
+        stop_agent(agent, log)
     assert second["next_id"] > first["next_id"], "polling stopped while the buffer was full"
     assert second["evicted"]["normal"] >= first["evicted"]["normal"] > 0
     assert second["evicted"]["critical"] == 0
