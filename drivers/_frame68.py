@@ -13,18 +13,17 @@ Both are members of one family of serial meter frames::
 What differs (header layout, address size, DATA scrambling, replies) stays in the codecs, which
 pass their layout to ``split_frame`` and ``frame_length_needed``.
 
-Each codec has its own exception tree, made here by ``error_tree``: the classes have the same
-names and shape in both codecs, but ``except dlt645_codec.FrameError`` does not catch a CJ/T 188
-error (nor the reverse), and the classes carry the codec's module name. The leading underscore
-keeps ``edge_agent.registry`` from loading this module as a device family.
+The failure reasons they share are one exception tree, defined here and re-exported by each
+codec; a codec derives its own reasons (``MeterError``, ...) from ``FrameError``. The leading
+underscore keeps ``edge_agent.registry`` from loading this module as a device family.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
 
 __all__ = [
-    "WAKE", "START", "END", "FrameErrors", "error_tree",
+    "WAKE", "START", "END", "FrameError", "ShortFrame", "BadStartOrEnd", "BadLength", "BadChecksum",
+    "BadBCD", "WrongAddress", "WrongControl", "WrongDI",
     "skip_wake", "checksum", "wake_bytes", "seal", "split_frame", "frame_length_needed",
     "decode_bcd", "encode_bcd", "address_bytes", "address_text", "address_matches",
 ]
@@ -34,43 +33,40 @@ WAKE, START, END = 0xFE, 0x68, 0x16
 
 # -- errors ------------------------------------------------------------------------------------
 
-class FrameErrors(NamedTuple):
-    """One codec's exception tree (the root, then the failure reasons both codecs share)."""
-
-    FrameError: type[ValueError]
-    ShortFrame: type[ValueError]     # fewer bytes than the header or L says
-    BadStartOrEnd: type[ValueError]  # no 68 where a start byte belongs, or no 16 at the end
-    BadLength: type[ValueError]      # bytes after the end byte, or a field of the wrong size
-    BadChecksum: type[ValueError]    # CS does not match
-    BadBCD: type[ValueError]         # a nibble > 9 in a BCD value or address
-    WrongAddress: type[ValueError]   # the reply comes from another meter
-    WrongControl: type[ValueError]   # not the reply we asked for
-    WrongDI: type[ValueError]        # the reply carries another DI than the request
+class FrameError(ValueError):
+    """A frame or reply that cannot be trusted; the subclass names the reason."""
 
 
-def error_tree(module: str) -> FrameErrors:
-    """A fresh exception tree for the codec ``module`` (its ``__name__``): ``FrameError``, a
-    ``ValueError``, and one subclass per shared reason. The codec binds each class to its own
-    name and derives its specific reasons (MeterError, ...) from its ``FrameError``."""
+class ShortFrame(FrameError):
+    """Fewer bytes than the header or L says."""
 
-    class FrameError(ValueError):
-        """A frame or reply that cannot be trusted; the subclass names the reason (see the tree)."""
 
-    class ShortFrame(FrameError): pass  # noqa: E701
-    class BadStartOrEnd(FrameError): pass  # noqa: E701
-    class BadLength(FrameError): pass  # noqa: E701
-    class BadChecksum(FrameError): pass  # noqa: E701
-    class BadBCD(FrameError): pass  # noqa: E701
-    class WrongAddress(FrameError): pass  # noqa: E701
-    class WrongControl(FrameError): pass  # noqa: E701
-    class WrongDI(FrameError): pass  # noqa: E701
+class BadStartOrEnd(FrameError):
+    """No 68 where a start byte belongs, or no 16 at the end."""
 
-    tree = FrameErrors(FrameError, ShortFrame, BadStartOrEnd, BadLength, BadChecksum, BadBCD,
-                       WrongAddress, WrongControl, WrongDI)
-    for cls in tree:  # named as if defined in the codec: tracebacks, repr and pickle find them there
-        cls.__module__ = module
-        cls.__qualname__ = cls.__name__
-    return tree
+
+class BadLength(FrameError):
+    """Bytes after the end byte, or a field of the wrong size."""
+
+
+class BadChecksum(FrameError):
+    """CS does not match."""
+
+
+class BadBCD(FrameError):
+    """A nibble > 9 in a BCD value or address."""
+
+
+class WrongAddress(FrameError):
+    """The reply comes from another meter."""
+
+
+class WrongControl(FrameError):
+    """Not the reply we asked for (e.g. our own request echoed on the RS-485 line)."""
+
+
+class WrongDI(FrameError):
+    """The reply carries another DI than the request."""
 
 
 # -- framing -----------------------------------------------------------------------------------
@@ -100,53 +96,51 @@ def seal(body: bytes) -> bytes:
     return body + bytes([checksum(body), END])
 
 
-def _check_starts(frame: bytes, offset: int, second_start_at: int | None, errors: FrameErrors) -> None:
+def _check_starts(frame: bytes, offset: int, second_start_at: int | None) -> None:
     """Raise BadStartOrEnd if the bytes there are so far cannot start a frame. ``frame`` starts
     after the wake-up bytes, which were ``offset`` bytes."""
     if frame and frame[0] != START:
-        raise errors.BadStartOrEnd(f"expected start byte 68 at offset {offset}, got {frame[0]:02X}")
+        raise BadStartOrEnd(f"expected start byte 68 at offset {offset}, got {frame[0]:02X}")
     if second_start_at is not None and len(frame) > second_start_at and frame[second_start_at] != START:
-        raise errors.BadStartOrEnd(f"expected second start byte 68 at offset {offset + second_start_at}, "
+        raise BadStartOrEnd(f"expected second start byte 68 at offset {offset + second_start_at}, "
                                    f"got {frame[second_start_at]:02X}")
 
 
-def split_frame(data: bytes, *, header_len: int, length_at: int, second_start_at: int | None = None,
-                errors: FrameErrors) -> bytes:
+def split_frame(data: bytes, *, header_len: int, length_at: int, second_start_at: int | None = None) -> bytes:
     """The frame in ``data``, from its first 68 to its end byte 16, wake-up bytes skipped, after
     checking the start byte(s), the length, the end byte and the checksum.
 
     ``header_len``: bytes from the first 68 to L included; ``length_at``: the offset of L from
     the first 68; ``second_start_at``: the offset of a second 68, if the layout has one.
-    ``errors``: the codec's exception tree, whose classes are raised.
     """
     data = bytes(data)
     i = skip_wake(data)
     frame = data[i:]
     if not frame:
-        raise errors.ShortFrame(f"no frame: {len(data)} bytes, all wake-up (FE)")
-    _check_starts(frame, i, second_start_at, errors)
+        raise ShortFrame(f"no frame: {len(data)} bytes, all wake-up (FE)")
+    _check_starts(frame, i, second_start_at)
     if len(frame) < header_len + 2:
-        raise errors.ShortFrame(f"{len(frame)} bytes; the shortest frame has {header_len + 2}")
+        raise ShortFrame(f"{len(frame)} bytes; the shortest frame has {header_len + 2}")
     need = header_len + frame[length_at] + 2
     if len(frame) < need:
-        raise errors.ShortFrame(f"L={frame[length_at]} needs {need} bytes, got {len(frame)}")
+        raise ShortFrame(f"L={frame[length_at]} needs {need} bytes, got {len(frame)}")
     if len(frame) > need:
-        raise errors.BadLength(f"{len(frame) - need} bytes after the end of a frame with L={frame[length_at]}")
+        raise BadLength(f"{len(frame) - need} bytes after the end of a frame with L={frame[length_at]}")
     if frame[-1] != END:
-        raise errors.BadStartOrEnd(f"expected end byte 16, got {frame[-1]:02X}")
+        raise BadStartOrEnd(f"expected end byte 16, got {frame[-1]:02X}")
     cs = checksum(frame[:-2])
     if cs != frame[-2]:
-        raise errors.BadChecksum(f"checksum {frame[-2]:02X}, computed {cs:02X}")
+        raise BadChecksum(f"checksum {frame[-2]:02X}, computed {cs:02X}")
     return frame
 
 
 def frame_length_needed(buffer: bytes, *, header_len: int, length_at: int,
-                        second_start_at: int | None = None, errors: FrameErrors) -> int | None:
+                        second_start_at: int | None = None) -> int | None:
     """Total bytes (wake-up bytes included) the frame at the start of ``buffer`` needs, or None
     while its header is incomplete; the layout arguments are those of ``split_frame``. Raises
     BadStartOrEnd as soon as the buffer cannot be the start of a frame."""
     i = skip_wake(buffer)
-    _check_starts(buffer[i:], i, second_start_at, errors)
+    _check_starts(buffer[i:], i, second_start_at)
     if len(buffer) - i < header_len:
         return None
     return i + header_len + buffer[i + length_at] + 2
@@ -154,7 +148,7 @@ def frame_length_needed(buffer: bytes, *, header_len: int, length_at: int,
 
 # -- BCD ---------------------------------------------------------------------------------------
 
-def decode_bcd(raw: bytes, what: str, *, errors: FrameErrors, signed: bool = False) -> int:
+def decode_bcd(raw: bytes, what: str, *, signed: bool = False) -> int:
     """The number in BCD bytes ``raw``, least significant byte first. ``signed``: the top bit of
     the most significant (last) byte is a minus sign. Raises BadBCD naming ``what``."""
     digits = bytearray(raw[::-1])
@@ -163,7 +157,7 @@ def decode_bcd(raw: bytes, what: str, *, errors: FrameErrors, signed: bool = Fal
         digits[0] &= 0x7F
     text = digits.hex()
     if not text.isdigit():
-        raise errors.BadBCD(f"{what}: {bytes(raw).hex(' ').upper()} is not BCD")
+        raise BadBCD(f"{what}: {bytes(raw).hex(' ').upper()} is not BCD")
     return -int(text) if negative else int(text)
 
 

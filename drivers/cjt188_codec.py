@@ -65,6 +65,8 @@ from datetime import datetime
 from decimal import Decimal
 
 from . import _frame68
+from ._frame68 import (BadBCD, BadChecksum, BadLength, BadStartOrEnd, FrameError,  # re-exported
+                       ShortFrame, WrongAddress, WrongControl, WrongDI)
 
 __all__ = [
     "Frame", "WaterReading", "HeatReading", "UNITS", "WILDCARD",
@@ -80,10 +82,7 @@ _START, _HEADER = _frame68.START, 11  # header: 68 T A*7 C L
 _DI_ORDERS = {"90 1F": b"\x90\x1f", "1F 90": b"\x1f\x90"}
 _WATER_LEN, _HEAT_LEN = 22, 46
 
-_ERRORS = _frame68.error_tree(__name__)  # this codec's own classes, named here
-(FrameError, ShortFrame, BadStartOrEnd, BadLength, BadChecksum, BadBCD,
- WrongAddress, WrongControl, WrongDI) = _ERRORS
-_LAYOUT = {"header_len": _HEADER, "length_at": 10, "errors": _ERRORS}
+_LAYOUT = {"header_len": _HEADER, "length_at": 10}
 
 
 class UnknownUnit(FrameError): pass  # noqa: E701
@@ -168,7 +167,7 @@ def _valve(st1: int) -> str:
 
 
 def _bcd(raw: bytes, what: str) -> int:
-    return _frame68.decode_bcd(raw, what, errors=_ERRORS)
+    return _frame68.decode_bcd(raw, what)
 
 
 def _quantity(raw: bytes, unit: int, want: str, what: str) -> tuple[float, str]:

@@ -59,6 +59,8 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from . import _frame68
+from ._frame68 import (BadBCD, BadChecksum, BadLength, BadStartOrEnd, FrameError,  # re-exported
+                       ShortFrame, WrongAddress, WrongControl, WrongDI)
 
 __all__ = [
     "Frame", "Reply", "Format", "DI_TABLE", "WILDCARD", "BROADCAST",
@@ -74,10 +76,7 @@ WILDCARD = "AAAAAAAAAAAA"
 BROADCAST = "999999999999"
 _START, _HEADER = _frame68.START, 10  # header: 68 A*6 68 C L
 
-_ERRORS = _frame68.error_tree(__name__)  # this codec's own classes, named here
-(FrameError, ShortFrame, BadStartOrEnd, BadLength, BadChecksum, BadBCD,
- WrongAddress, WrongControl, WrongDI) = _ERRORS
-_LAYOUT = {"header_len": _HEADER, "length_at": 9, "second_start_at": 7, "errors": _ERRORS}
+_LAYOUT = {"header_len": _HEADER, "length_at": 9, "second_start_at": 7}
 
 
 class UnknownDI(FrameError): pass  # noqa: E701
@@ -264,7 +263,7 @@ def decode_value(di: int, payload: bytes) -> float:
     fmt = _format(di)
     if len(payload) != fmt.size:
         raise BadLength(f"{fmt.point} (DI {di:08X}) has {fmt.size} bytes, got {len(payload)}")
-    n = _frame68.decode_bcd(payload, f"{fmt.point} (DI {di:08X})", errors=_ERRORS, signed=fmt.signed)
+    n = _frame68.decode_bcd(payload, f"{fmt.point} (DI {di:08X})", signed=fmt.signed)
     return n / 10 ** fmt.decimals
 
 
