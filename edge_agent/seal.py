@@ -57,10 +57,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # cryptography costs ~7 MB of RSS: loaded only by a gateway that seals
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 __all__ = ["SealError", "PlatformKey", "seal", "is_sealed", "kid_of", "derive_key", "INFO",
            "PUB_BYTES", "NONCE_BYTES", "TAG_BYTES"]
@@ -80,6 +80,9 @@ def kid_of(public_raw: bytes) -> str:
 
 def derive_key(shared: bytes, ephemeral_raw: bytes, recipient_raw: bytes) -> bytes:
     """The AES-256 key: HKDF-SHA256(shared, salt = E || R, info = INFO), 32 bytes."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=ephemeral_raw + recipient_raw, info=INFO).derive(shared)
 
 
@@ -91,6 +94,8 @@ class PlatformKey:
 
     @property
     def raw(self) -> bytes:
+        from cryptography.hazmat.primitives import serialization
+
         return self.public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
     @property
@@ -100,6 +105,9 @@ class PlatformKey:
     @classmethod
     def from_text(cls, text: str, source: str = "platform key") -> "PlatformKey":
         """Parse base64 of the raw 32 bytes (one line) or a PEM SubjectPublicKeyInfo."""
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+
         text = text.strip()
         if text.startswith("-----BEGIN"):
             try:
@@ -136,6 +144,10 @@ class PlatformKey:
 
 def seal(value: Any, key: PlatformKey) -> dict[str, str]:
     """``{"sealed": ..., "kid": ...}`` of ``value`` (any JSON value) for ``key``; fresh randomness each call."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     plaintext = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     ephemeral = X25519PrivateKey.generate()
     eph_raw = ephemeral.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)

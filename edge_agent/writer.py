@@ -4,7 +4,9 @@ A transaction per reading costs ~10x one per thousand (FACTS.md: 22k vs 240k row
 producers (one per bus) hand items to ``put`` and this thread commits them together: it waits
 up to ``commit_interval_s`` after the first item to gather more, and commits at most
 ``commit_max`` per transaction. ``commit_interval_s`` is thus the longest a reading waits to
-become durable.
+become durable. A critical event (SOS, fall, flood alarm) is the exception: it is committed,
+with whatever is queued, at once, because its latency to the platform matters more than one
+more transaction.
 
 The queue is bounded (``queue_max`` items) and ``put`` blocks when it is full: backpressure,
 never a silent drop. Items are checked and serialised in ``put`` (TypeError to the caller), so
@@ -32,7 +34,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from .buffer import Buffer, BufferFull, EncodedRow, encode_items
-from .model import Event, Reading
+from .model import Event, Priority, Reading
 
 __all__ = ["BufferWriter", "WriterStats"]
 
@@ -61,6 +63,7 @@ class BufferWriter:
         self._queue_max = max(1, queue_max)
         self._on_commit = on_commit
         self._cond = threading.Condition()
+        self._urgent = False  # a critical event is queued: commit now, not at the interval
         self._queue: deque[EncodedRow] = deque()
         self._first_at: float | None = None  # when the oldest uncommitted item was queued
         self._retry_at = 0.0
@@ -94,6 +97,8 @@ class BufferWriter:
                     self._cond.wait()
                     continue
                 self._queue.extend(rows[done:done + chunk])
+                if any(row[0] >= Priority.CRITICAL for row in rows[done:done + chunk]):
+                    self._urgent = True  # an SOS or a flood alarm does not wait for the group
                 done += chunk
                 self._accepted += chunk
                 if self._first_at is None:
@@ -170,7 +175,8 @@ class BufferWriter:
                     continue
                 due = (self._first_at or now) + self._interval
                 if (len(self._queue) >= self._commit_max or self._stopping or self._flushers
-                        or now >= due):
+                        or self._urgent or now >= due):
+                    self._urgent = False
                     return list(itertools.islice(self._queue, self._commit_max))
                 self._cond.wait(due - now)
 
