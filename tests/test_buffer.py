@@ -469,3 +469,21 @@ def test_the_writer_survives_a_failing_on_commit_callback(path: Path) -> None:
         assert writer.flush()
         assert writer.stop()
         assert calls == [[1], [2]] and buf.stats().pending == 2  # committed once each
+
+
+def test_a_critical_event_is_committed_at_once_not_at_the_interval(path: Path) -> None:
+    committed: list[list[int]] = []
+    with Buffer(path) as buf:
+        writer = BufferWriter(buf, commit_interval_s=30.0, on_commit=committed.append)
+        writer.start()
+        try:
+            writer.put([reading(1), Event("hub-1", "sos", Priority.HIGH, 1732380000000)])
+            time.sleep(0.3)
+            assert committed == []  # normal and high wait for the group
+            writer.put([Event("hub-1", "sos", Priority.CRITICAL, 1732380000001)])
+            deadline = time.monotonic() + 5
+            while not committed and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert committed == [[1, 2, 3]]  # the SOS and whatever was queued, in one commit
+        finally:
+            writer.stop()
