@@ -28,6 +28,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from edge_agent.model import Priority
 from edge_agent.settings import GatewaySettings, MqttSettings
 from edge_agent.uplink import POLL_S, Topics, Uplink, UplinkError, encode
+from edge_agent.buffer import OutRow
 from support.broker import Mosquitto, Subscriber
 
 GW = "gw-001"
@@ -37,16 +38,7 @@ T = Topics.of("edge/v1", SITE, GW)
 SENT_S = 1732380000.123  # the fixed clock: "sent" is 1732380000123
 
 
-# -- a buffer with the real one's interface ----------------------------------------------------
-@dataclass(frozen=True)
-class OutRow:
-    id: int
-    kind: str
-    prio: Priority
-    ts: int
-    body: dict[str, Any]
-
-
+# -- a buffer with the real one's interface (and its OutRow rows) -----------------------------
 @dataclass(frozen=True)
 class Stats:
     """The ``BufferStats`` fields the state message uses."""
