@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .config_alarms import ALARM_KEYS, read_alarm_config
 from .model import DataClass, DType, Driver, Point, Reg
 from .registry import DriverError, drivers, point_problems
 from .settings import (BufferSettings, BusSettings, DeviceSettings, GatewaySettings, MqttSettings,
@@ -266,7 +267,7 @@ class _Reader:
         for i, node in enumerate(items):
             s = Section.of(self.report, node, f"devices[{i}]", node.line,
                            ("name", "bus", "driver", "address", "interval", "timeout", "retries", "max_block",
-                            "merge_gap", "enabled", "points", "privacy"))
+                            "merge_gap", "enabled", "points", "privacy", *ALARM_KEYS))
             if s is None:
                 continue
             name = s.get("name", identifier())
@@ -301,12 +302,16 @@ class _Reader:
         points = self.points(s, driver, max_block) if driver else ()
         known = _published(driver, points) if driver and not self.report.since(mark) else None
         overrides = self.device_privacy(s, driver, points, known)
+        declared = driver.points if driver and not driver.points_from_config else points
+        internal = [q.name for q in declared if q.internal]
+        rules, report, offline_after = read_alarm_config(self.report, s, known, internal)
         interval = s.get("interval", duration(0.01, 86400), driver.default_interval_s if driver else None)
         return DeviceSettings(
             name=name or "", bus=bus_name or "", driver=driver_id or "", address=address, interval_s=interval,
             timeout_s=s.get("timeout", duration(0.01, 60), None), retries=s.get("retries", integer(0, 10), 1),
             max_block=max_block, merge_gap=s.get("merge_gap", integer(0, 125), 8), points=points,
-            enabled=s.get("enabled", boolean, True), privacy=overrides)
+            enabled=s.get("enabled", boolean, True), privacy=overrides, alarms=rules, report=report,
+            offline_after=offline_after)
 
     def device_privacy(self, s: Section, driver: Driver | None, points: tuple[Point, ...],
                        known: list[str] | None) -> dict[str, str]:

@@ -19,6 +19,7 @@ import time
 from typing import Callable, Iterable
 
 from . import __version__
+from .alarms import DeviceAlarms
 from .buffer import Buffer
 from .writer import BufferWriter
 from .bus import ModbusBus
@@ -28,7 +29,7 @@ from .poll import DeviceReader
 from .privacy import Privacy
 from .registry import get_driver
 from .scheduler import BusWorker, Schedule
-from .settings import Settings
+from .settings import DeviceSettings, Settings
 from .uplink import Uplink
 
 __all__ = ["Agent", "run"]
@@ -71,12 +72,23 @@ class Agent:
                 continue
             bus = ModbusBus(bus_settings)
             self.buses[bus_settings.name] = bus
-            schedules = [Schedule(d.name, DeviceReader(d, get_driver(d.driver), bus), d.interval_s) for d in devices]
-            self.workers.append(BusWorker(bus_settings.name, schedules, self.accept, self.health))
+            schedules = [Schedule(d.name, DeviceReader(d, get_driver(d.driver), bus), d.interval_s,
+                                  alarms=self._alarms(d)) for d in devices]
+            self.workers.append(BusWorker(bus_settings.name, schedules, self.accept, self.health,
+                                          events_sink=self.accept_events))
         for worker in self.workers:
             worker.start()
         log.info("edge-agent %s started: gateway %s, %d device(s) on %d bus(es), buffer %s",
                  __version__, s.gateway.id, sum(d.enabled for d in s.devices), len(self.workers), s.buffer.path)
+
+    @staticmethod
+    def _alarms(device: DeviceSettings) -> DeviceAlarms | None:
+        """The device's alarms, built from its settings; None for a device that configures none of
+        alarms, report and offline_after (it sends every reading and no online/offline events)."""
+        if not device.watched:
+            return None
+        return DeviceAlarms(device.name, device.interval_s, device.alarms, device.report,
+                            offline_after=device.offline_after or 3)
 
     def _extra_state(self) -> dict:
         """What the state message adds to the uplink's own figures: failed buffer commits."""

@@ -4,6 +4,11 @@ An RS-485 line carries one transaction at a time, so the bus is the unit of conc
 slow or dead bus never holds up another. A poll that overruns its slot is never stacked
 (queued polls would only produce late readings and a growing lag); the slots it missed are
 skipped and counted in the device's ``overruns``.
+
+A device with alarms (``Schedule.alarms``) has its poll results passed through its
+``DeviceAlarms`` first: the readings it keeps go to ``sink``, the events it raises to
+``events_sink``; between polls the loop (awake at least once a second) calls its ``tick``, so a
+device whose polls stopped still goes stale. An alarms failure is logged and never ends the bus.
 """
 
 from __future__ import annotations
@@ -12,10 +17,11 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Iterable, Protocol, Sequence
 
+from .alarms import DeviceAlarms
 from .health import FailureLog, HealthBoard
-from .model import Quality, Reading
+from .model import Event, Quality, Reading
 
 __all__ = ["Schedule", "BusWorker", "next_due"]
 
@@ -34,6 +40,7 @@ class Schedule:
     reader: Reader
     interval_s: float
     due: float = 0.0
+    alarms: DeviceAlarms | None = None
 
 
 def next_due(due: float, interval: float, now: float) -> tuple[float, int]:
@@ -49,12 +56,13 @@ class BusWorker(threading.Thread):
     """Polls the devices of one bus in due order and hands readings to ``sink``."""
 
     def __init__(self, bus: str, schedules: Sequence[Schedule], sink: Callable[[list[Reading]], None],
-                 health: HealthBoard, *, monotonic: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], float] = time.time) -> None:
+                 health: HealthBoard, *, events_sink: Callable[[list[Event]], None] | None = None,
+                 monotonic: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
         super().__init__(name=f"bus-{bus}", daemon=True)
         self.bus = bus
         self._schedules = list(schedules)
         self._sink = sink
+        self._events_sink = events_sink
         self._health = health
         self._monotonic = monotonic
         self._wall = wall
@@ -62,6 +70,8 @@ class BusWorker(threading.Thread):
         self._poll_now: set[str] = set()
         self._poll_now_lock = threading.Lock()
         self._failures = {s.name: FailureLog(log, f"device {s.name}") for s in self._schedules}
+        self._alarm_failures = {s.name: FailureLog(log, f"device {s.name}: alarms") for s in self._schedules}
+        self._events_failed = False  # events_sink failures are logged once per failure streak
         self.heartbeat = monotonic()  # last time the loop went round: the watchdog reads it
         for schedule in self._schedules:
             health.add(schedule.name, bus)
@@ -81,6 +91,7 @@ class BusWorker(threading.Thread):
             schedule.due = start + i * min(0.05, schedule.interval_s / 10)
         while not self._stop_event.is_set():
             self.heartbeat = self._monotonic()
+            self._tick_alarms()
             if not self._schedules:
                 self._stop_event.wait(1.0)
                 continue
@@ -100,6 +111,44 @@ class BusWorker(threading.Thread):
                     return schedule
         return None
 
+    def _tick_alarms(self) -> None:
+        """``tick`` every device's alarms: a device whose polls stopped still goes stale."""
+        now_ms = int(self._wall() * 1000)
+        for schedule in self._schedules:
+            if schedule.alarms is None:
+                continue
+            try:
+                events = schedule.alarms.tick(now_ms)
+            except Exception as exc:  # an alarms bug must not end the bus worker
+                self._alarm_failures[schedule.name].failed(f"tick failed unexpectedly ({type(exc).__name__})")
+                continue
+            self._send_events(schedule.name, events)
+
+    def _send_events(self, name: str, events: Iterable[Event]) -> None:
+        events = list(events)
+        if not events or self._events_sink is None:
+            return
+        try:
+            self._events_sink(events)
+            self._events_failed = False
+        except Exception as exc:  # never take the bus down; the reason names no value
+            if not self._events_failed:
+                log.error("device %s: %d event(s) could not be buffered: %s", name, len(events), type(exc).__name__)
+            self._events_failed = True
+
+    def _apply_alarms(self, schedule: Schedule, result, now_ms: int) -> list[Reading]:
+        """The readings to buffer; the events the poll raised go to ``events_sink``."""
+        if schedule.alarms is None:
+            return result.readings
+        try:
+            readings, events = schedule.alarms.on_poll(result.readings, result.answered, now_ms)
+        except Exception as exc:  # an alarms bug must not end the bus worker nor lose the readings
+            self._alarm_failures[schedule.name].failed(f"on_poll failed unexpectedly ({type(exc).__name__})")
+            return result.readings
+        self._alarm_failures[schedule.name].recovered()
+        self._send_events(schedule.name, events)
+        return readings
+
     def _poll(self, schedule: Schedule) -> None:
         name = schedule.name
         try:
@@ -109,13 +158,14 @@ class BusWorker(threading.Thread):
             self._health.bump(name, polls=1, errors=1, consecutive_failures=1)
             schedule.due, _ = next_due(schedule.due, schedule.interval_s, self._monotonic())
             return
-        if result.readings:
-            try:
-                self._sink(result.readings)
-            except Exception as exc:  # never take the bus down; the reason names no value
-                log.error("device %s: %d reading(s) could not be buffered: %s", name, len(result.readings),
-                          type(exc).__name__)
         now_ms = int(self._wall() * 1000)
+        readings = self._apply_alarms(schedule, result, now_ms)
+        if readings:
+            try:
+                self._sink(readings)
+            except Exception as exc:  # never take the bus down; the reason names no value
+                log.error("device %s: %d reading(s) could not be buffered: %s", name, len(readings),
+                          type(exc).__name__)
         self._health.bump(name, polls=1, errors=len(result.errors), readings=len(result.readings))
         changes: dict = {"requests_per_poll": result.requests}
         if result.answered:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from .alarms import RateOfRise, Report, Stale, Threshold
 from .model import DataClass, Point
 
 __all__ = [
@@ -106,6 +107,15 @@ class DeviceSettings:
     points: tuple[Point, ...] = ()  # modbus_generic only
     enabled: bool = True
     privacy: dict[str, str] = field(default_factory=dict)  # point name -> action, over its class's
+    alarms: tuple[Threshold | RateOfRise | Stale, ...] = ()  # rules for alarms.DeviceAlarms
+    report: Report = field(default_factory=Report)  # every_poll, or on_change with deadband/heartbeat
+    offline_after: int | None = None  # unanswered polls in a row before an offline event; None: not set (3)
+
+    @property
+    def watched(self) -> bool:
+        """Whether the device has alarms, a report filter or offline_after configured: only such a
+        device gets a ``DeviceAlarms`` (and with it online/offline events)."""
+        return bool(self.alarms) or self.report != Report() or self.offline_after is not None
 
 
 @dataclass(frozen=True)

@@ -116,3 +116,42 @@ def test_repeated_failure_logged_once_at_error(caplog):
     errors = [r for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and "device dead" in errors[0].getMessage()
     assert sum(r.levelname == "DEBUG" for r in caplog.records) >= 3
+
+
+def test_alarms_filter_readings_and_send_events_and_ticks_raise_stale():
+    from edge_agent.alarms import DeviceAlarms, Stale, Threshold
+
+    readings, events = [], []
+    reader = FakeReader("dev-a")
+    alarms = DeviceAlarms("dev-a", 0.05, [Threshold("x", above=0.5), Stale(2)])
+    worker = BusWorker("bus-c", [Schedule("dev-a", reader, 0.05, alarms=alarms)], readings.extend, HealthBoard(),
+                       events_sink=events.extend)
+    worker.start()
+    time.sleep(0.4)
+    reader.fail = True  # no more good readings: stale (ticks) and offline (polls)
+    time.sleep(0.5)
+    worker.stop()
+    worker.join(timeout=5)
+    types = [e.type for e in events]
+    assert readings and types[:2] == ["online", "alarm"] and "stale" in types and "offline" in types
+
+
+def test_an_alarms_bug_never_ends_the_bus_and_readings_still_flow(caplog):
+    class Broken:
+        def on_poll(self, *a):
+            raise RuntimeError("bug")
+
+        def tick(self, *a):
+            raise RuntimeError("bug")
+
+    readings: list = []
+    worker = BusWorker("bus-d", [Schedule("dev-b", FakeReader("dev-b"), 0.05, alarms=Broken())], readings.extend,
+                       HealthBoard(), events_sink=lambda e: None)
+    worker.start()
+    time.sleep(0.4)
+    assert worker.is_alive()
+    worker.stop()
+    worker.join(timeout=5)
+    assert len(readings) >= 3
+    errors = [r for r in caplog.records if "alarms" in r.getMessage() and r.levelname == "ERROR"]
+    assert 1 <= len(errors) <= 2  # once for on_poll, once for tick: not once per poll
