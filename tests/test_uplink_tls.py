@@ -155,7 +155,9 @@ def test_without_a_client_certificate_the_broker_refuses_and_nothing_is_sent(
     assert "certificate required" in errors[0] and "mqtt.tls.cert_file" in errors[0], errors
     assert not up.connected and "certificate required" in (up.stats().last_error or "")
     assert not agent_connected(broker), broker.log_tail()
-    assert "peer did not return a certificate" in broker.log_path.read_text()
+    # mosquitto writes its log asynchronously to us: wait for the line rather than race it
+    wait_until(lambda: "peer did not return a certificate" in broker.log_path.read_text(),
+               what="the broker to log the missing certificate")
     assert buffer.stats().pending == N and up.stats().published_messages == 0
 
 
