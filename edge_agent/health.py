@@ -9,10 +9,20 @@ from __future__ import annotations
 
 import logging
 import threading
+import traceback
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["DeviceHealth", "HealthBoard", "FailureLog"]
+__all__ = ["DeviceHealth", "HealthBoard", "FailureLog", "bug_location"]
+
+
+def bug_location(exc: BaseException) -> str:
+    """``ExcType at file.py:LINE`` of the innermost frame: enough to find the bug, no values."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return type(exc).__name__
+    last = frames[-1]
+    return f"{type(exc).__name__} at {last.filename.rsplit('/', 1)[-1]}:{last.lineno}"
 
 
 class FailureLog:

@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import math
 import time
-import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .bus import DeviceFault, LinkError, NoResponse
+from .health import bug_location
 from .model import DataClass, Driver, Point, Quality, Reading
 from .plan import ReadRequest, plan_reads
 from .registers import decode_value
@@ -55,15 +55,6 @@ def _judge(value: Any, valid: tuple[float, float] | None) -> tuple[Any, Quality]
         if not valid[0] <= value <= valid[1]:
             return value, Quality.BAD
     return value, Quality.GOOD
-
-
-def _where(exc: BaseException) -> str:
-    """``ExcType at file.py:LINE`` of the innermost frame: enough to find the bug, no values."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    if not frames:
-        return type(exc).__name__
-    last = frames[-1]
-    return f"{type(exc).__name__} at {last.filename.rsplit('/', 1)[-1]}:{last.lineno}"
 
 
 class DeviceReader:
@@ -128,7 +119,7 @@ class DeviceReader:
                 result.errors.append(f"{self._label(request)}: {exc} ({tries} attempt{'s' if tries > 1 else ''})")
                 continue
             except Exception as exc:  # a bug, not the device: report it and carry on with the round
-                result.errors.append(f"{self._label(request)}: unexpected {_where(exc)}")
+                result.errors.append(f"{self._label(request)}: unexpected {bug_location(exc)}")
                 continue
             result.answered = True
             ts = int(self.clock() * 1000)
@@ -137,7 +128,7 @@ class DeviceReader:
                 try:
                     values[point.name] = decode_value(point, raw[offset:offset + point.count])
                 except Exception as exc:  # a declaration bug must not stop the other points
-                    result.errors.append(f"{self._label(request)}: cannot decode {point.name}: {_where(exc)}")
+                    result.errors.append(f"{self._label(request)}: cannot decode {point.name}: {bug_location(exc)}")
                     continue
                 stamps[point.name] = ts
         published = self._publish(result, values, stamps)
@@ -160,7 +151,7 @@ class DeviceReader:
             if not isinstance(outputs, dict):
                 raise TypeError("decode hook must return a dict")
         except Exception as exc:
-            result.errors.append(f"{self.device.name}: decode hook of driver {self.driver.id} failed: {_where(exc)}")
+            result.errors.append(f"{self.device.name}: decode hook of driver {self.driver.id} failed: {bug_location(exc)}")
             return set()
         ts = max(stamps.values())
         internal = {p.name for p in self.points if p.internal}

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Protocol, Sequence
 
 from .alarms import DeviceAlarms
-from .health import FailureLog, HealthBoard
+from .health import FailureLog, HealthBoard, bug_location
 from .model import Event, Quality, Reading
 
 __all__ = ["Schedule", "BusWorker", "next_due"]
@@ -154,7 +154,9 @@ class BusWorker(threading.Thread):
         try:
             result = schedule.reader.poll()
         except Exception as exc:  # a driver bug must not end the bus worker
-            log.exception("device %s: poll failed unexpectedly (%s); the bus keeps running", name, type(exc).__name__)
+            # the location, never the message or the traceback's locals: a driver bug's message
+            # can carry the value it choked on; logged once per failure streak like any failure
+            self._failures[name].failed(f"poll failed unexpectedly ({bug_location(exc)}); the bus keeps running")
             self._health.bump(name, polls=1, errors=1, consecutive_failures=1)
             schedule.due, _ = next_due(schedule.due, schedule.interval_s, self._monotonic())
             return
