@@ -1,14 +1,8 @@
 """One Modbus link (RS-485 port, Modbus TCP, or RTU frames over TCP): the project's only
 pymodbus user, so its API churn between minor versions stops here.
 
-Exceptions (everything else in the project catches these, never pymodbus')::
-
-    BusError
-     +-- LinkError      the link itself cannot be used: port absent or not permitted, TCP
-     |                  refused/unreachable, connection lost; retried on the next call
-     +-- NoResponse     the device stayed silent within its timeout, or answered garbage
-     |                  (bad CRC, short or foreign frame, wrong unit id)
-     +-- DeviceFault    the device answered with a Modbus exception; ``.code`` is its number
+Errors are ``edge_agent.errors``' (re-exported here); everything else in the project catches
+those, never pymodbus'. ``DeviceFault.code`` is the Modbus exception number.
 
 pymodbus facts this module relies on (3.16, read from its source):
 
@@ -39,6 +33,7 @@ from pymodbus.exceptions import ConnectionException, ModbusIOException
 from pymodbus.framer import FramerType
 from pymodbus.pdu import ExceptionResponse
 
+from .errors import EXCEPTION_NAMES, BusError, DeviceFault, LinkError, NoResponse
 from .model import DType, Point, Reg
 from .registers import encode_value
 from .settings import BusSettings
@@ -50,35 +45,7 @@ if _pymodbus_log.level == logging.NOTSET:
     _pymodbus_log.setLevel(logging.CRITICAL + 1)
 
 RETRY_LINK_AFTER_S = 1.0  # a failed connect is not retried sooner: no busy loop on a dead link
-
-EXCEPTION_NAMES = {
-    1: "illegal function", 2: "illegal data address", 3: "illegal data value",
-    4: "server device failure", 5: "acknowledge", 6: "server device busy",
-    7: "negative acknowledge", 8: "memory parity error", 10: "gateway path unavailable",
-    11: "gateway target device failed to respond",
-}
 _READ_FC = {Reg.COIL: 1, Reg.DISCRETE: 2, Reg.HOLDING: 3, Reg.INPUT: 4}
-
-
-class BusError(Exception):
-    """Base of the bus exceptions."""
-
-
-class LinkError(BusError):
-    """The link cannot be used (one line naming the bus and the port or host)."""
-
-
-class NoResponse(BusError):
-    """The device was silent within its timeout or answered something unusable."""
-
-
-class DeviceFault(BusError):
-    """The device answered with Modbus exception ``code``."""
-
-    def __init__(self, code: int, message: str | None = None) -> None:
-        self.code = code
-        name = EXCEPTION_NAMES.get(code, "unknown exception")
-        super().__init__(message or f"exception {code} ({name})")
 
 
 class ModbusBus:

@@ -21,6 +21,8 @@ from . import __version__
 
 __all__ = ["main"]
 
+READ_LISTEN_S = 5.0  # how long 'read' listens to a talking device (hub, gate) for something to show
+
 
 class CliFailure(Exception):
     """An expected failure: printed as one line, exit 1."""
@@ -228,8 +230,8 @@ def _follow(path, args: argparse.Namespace, wanted) -> int:
 
 
 def cmd_read(args: argparse.Namespace) -> int:
-    from .bus import LinkError, ModbusBus
-    from .poll import DeviceReader
+    from .errors import LinkError
+    from .readers import make_reader, open_link
     from .registry import get_driver
 
     settings = _load(args.config)
@@ -239,24 +241,44 @@ def cmd_read(args: argparse.Namespace) -> int:
         raise CliFailure(f"unknown device {args.device!r}" + (f" (did you mean {hint[0]!r}?)" if hint else
                          f"; the config has: {', '.join(names) or 'none'}"))
     device = settings.device(args.device)
+    driver = get_driver(device.driver)
     privacy = _privacy(settings, args.config)  # before the bus: no value is read that cannot be protected
     setup_logging("warning")  # whatever a library logs is scrubbed too
-    bus = ModbusBus(settings.bus(device.bus))
+    link = open_link(settings.bus(device.bus))
     try:
-        result = DeviceReader(device, get_driver(device.driver), bus).poll()
+        reader = make_reader(device, driver, link)
+        result = reader.poll()
+        # a talking device (hub, gate) may be quiet for a moment: listen up to READ_LISTEN_S
+        deadline = time.monotonic() + READ_LISTEN_S
+        while driver.streaming and not (result.readings or result.events) and time.monotonic() < deadline:
+            more = reader.poll()
+            result.readings += more.readings
+            result.events += more.events
+            result.errors += more.errors
+            result.bad_frames += more.bad_frames
+            result.answered = result.answered or more.answered
     except LinkError as exc:
         raise CliFailure(str(exc)) from None
     finally:
-        bus.close()
+        link.close()
+    return _print_read(device, result, privacy)
+
+
+def _print_read(device: Any, result: Any, privacy: Any) -> int:
     readings = privacy.apply_readings(result.readings)
-    print(f"{device.name} ({device.driver}) on bus {device.bus}, address {device.address}: "
-          f"{result.requests} request(s)")
+    where = f", address {device.address}" if device.address is not None else ""
+    print(f"{device.name} ({device.driver}) on bus {device.bus}{where}: {result.requests} request(s)")
     if readings:
-        width = max(len(r.pt) for r in readings)
+        names = [r.pt if r.sub is None else f"{r.pt} [{r.sub}]" for r in readings]
+        width = max(map(len, names))
         print(f"{'point':<{width}}  {'value':>14}  quality")
-        for r in readings:
-            value = _shown(r.val)
-            print(f"{r.pt:<{width}}  {value:>14}  {r.q}")
+        for name, r in zip(names, readings):
+            print(f"{name:<{width}}  {_shown(r.val):>14}  {r.q}")
+    for event in result.events:
+        wire = privacy.apply_event(event).to_wire()
+        print(f"event {wire['type']} ({wire['prio']}): {json.dumps(wire['data'], ensure_ascii=False)}")
+    if result.bad_frames:
+        print(f"{result.bad_frames} bad frame(s) skipped", file=sys.stderr)
     for error in result.errors:
         print(f"error: {error}", file=sys.stderr)
     return 0 if result.answered and not result.errors else 1

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from .config_alarms import ALARM_KEYS, read_alarm_config
-from .model import DataClass, DType, Driver, Point, Reg
+from .model import DRIVER_PROTOCOLS, PROTOCOLS, DataClass, DType, Driver, Point, Reg
 from .registry import DriverError, drivers, point_problems
 from .settings import (BufferSettings, BusSettings, DeviceSettings, GatewaySettings, MqttSettings,
                        PrivacySettings, Settings, TlsSettings)
-from .yamlsource import (Node, Problem, Report, Section, boolean, choice, compose, did_you_mean,
+from .yamlsource import (Convert, Node, Problem, Report, Section, boolean, choice, compose, did_you_mean,
                          duration, identifier, integer, number, number_pair, path, size, string)
 
 __all__ = ["Problem", "ConfigError", "load_settings", "check_file", "parse_settings"]
@@ -25,6 +25,10 @@ __all__ = ["Problem", "ConfigError", "load_settings", "check_file", "parse_setti
 DEFAULT_STATE_DIR = Path("/var/lib/edge-agent")
 PRIVACY_ACTIONS = ("keep", "pseudonymize", "mask", "generalize", "drop", "seal")
 BAUDS = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
+METER_DIGITS = {"dlt645": 12, "cjt188": 14}  # address digits per meter protocol
+# serial settings of a bus when the config leaves them out: the standards' (DL/T 645 and CJ/T 188
+# are 2400 8E1 by default on the meters sold), Modbus RTU and the line protocols 9600 8N1
+SERIAL_DEFAULTS = {"dlt645": {"baud": 2400, "parity": "E"}, "cjt188": {"baud": 2400, "parity": "E"}}
 _TOPIC_SAFE = "it becomes part of MQTT topics"
 
 
@@ -224,7 +228,7 @@ class _Reader:
         return found
 
     def bus(self, s: Section, name: str | None) -> BusSettings | None:
-        protocol = s.get("protocol", choice(("modbus-tcp", "modbus-rtu"), "protocol"))
+        protocol = s.get("protocol", choice(PROTOCOLS, "protocol"))
         serial, host = s.get("serial", string, None), s.get("host", _host, None)
         port = None
         if s.given("serial") and s.given("host"):
@@ -239,10 +243,10 @@ class _Reader:
             if s.given("port"):
                 self.report.add(s.line_of("port"), s.sub("port"), "only applies to host links, not serial")
         else:
-            if protocol == "modbus-rtu" and not s.given("port"):
-                self.report.add(s.line, s.sub("port"), "required for modbus-rtu over host (the converter's TCP port)")
+            if protocol not in ("modbus-tcp", None) and not s.given("port"):
+                self.report.add(s.line, s.sub("port"), f"required for {protocol} over host (the converter's TCP port)")
             port = s.get("port", integer(1, 65535), 502)
-        serial_opts: dict[str, Any] = {}
+        serial_opts: dict[str, Any] = dict(SERIAL_DEFAULTS.get(protocol or "", {}))
         for key, convert in (("baud", choice(BAUDS, "baud rate")), ("parity", choice(("N", "E", "O"), "parity")),
                              ("data_bits", choice((7, 8), "data_bits")), ("stop_bits", choice((1, 2), "stop_bits"))):
             if s.given(key) and not s.given("serial"):
@@ -264,10 +268,11 @@ class _Reader:
             self.report.add(None, "devices", f"the installed drivers are unsound: {exc}")
             return None
         out, first = [], {}
+        line_users: dict[str, list[tuple[Section, str]]] = {}  # json-lines bus -> its devices
         for i, node in enumerate(items):
             s = Section.of(self.report, node, f"devices[{i}]", node.line,
                            ("name", "bus", "driver", "address", "interval", "timeout", "retries", "max_block",
-                            "merge_gap", "enabled", "points", "privacy", *ALARM_KEYS))
+                            "merge_gap", "enabled", "points", "privacy", "options", *ALARM_KEYS))
             if s is None:
                 continue
             name = s.get("name", identifier())
@@ -277,6 +282,13 @@ class _Reader:
             elif name is not None:
                 first[name] = s.line_of("name")
             out.append(self.device(s, name, buses, known))
+            bus = buses.get(out[-1].bus) if buses else None
+            if bus is not None and bus.protocol == "json-lines":
+                line_users.setdefault(out[-1].bus, []).append((s, out[-1].name))
+        for bus_name, users in line_users.items():
+            for s, dev in users[1:]:
+                self.report.add(s.line_of("bus"), s.sub("bus"), f"bus '{bus_name}' already carries device "
+                                f"'{users[0][1]}': a json-lines bus has one device (each would take the other's lines)")
         return tuple(out)
 
     def device(self, s: Section, name: str | None, buses: dict[str, BusSettings | None] | None,
@@ -291,12 +303,11 @@ class _Reader:
         driver_id = s.get("driver", choice(sorted(known), "driver"))
         driver = known.get(driver_id) if driver_id else None
         bus = buses.get(bus_name) if bus_name else None
-        if bus is None:  # unknown or broken bus: only what holds on every link, no false alarm
-            address = s.get("address", integer(0, 255, "a Modbus unit id"))
-        elif bus.link == "tcp":
-            address = s.get("address", integer(0, 255, "the unit id on a modbus-tcp link"))
-        else:
-            address = s.get("address", integer(1, 247, "Modbus device ids on a serial line; 0 is broadcast"))
+        if driver is not None and bus is not None and bus.protocol not in DRIVER_PROTOCOLS[driver.protocol]:
+            wanted = " or ".join(DRIVER_PROTOCOLS[driver.protocol])
+            self.report.add(s.line_of("driver"), s.sub("driver"), f"driver '{driver.id}' speaks {driver.protocol}, "
+                            f"but bus '{bus_name}' is {bus.protocol}: put it on a {wanted} bus")
+        address = self.address(s, bus, driver)
         max_block = s.get("max_block", integer(1, 125), None)
         mark = self.report.mark()
         points = self.points(s, driver, max_block) if driver else ()
@@ -311,7 +322,43 @@ class _Reader:
             timeout_s=s.get("timeout", duration(0.01, 60), None), retries=s.get("retries", integer(0, 10), 1),
             max_block=max_block, merge_gap=s.get("merge_gap", integer(0, 125), 8), points=points,
             enabled=s.get("enabled", boolean, True), privacy=overrides, alarms=rules, report=report,
-            offline_after=offline_after)
+            offline_after=offline_after, options=self.options(s, driver))
+
+    def address(self, s: Section, bus: BusSettings | None, driver: Driver | None) -> int | str | None:
+        """The device's address in its bus's protocol: a Modbus unit id, a meter's BCD digits
+        (a quoted string: YAML reads unquoted leading zeros as an octal number), or none."""
+        protocol = bus.protocol if bus is not None else None
+        if protocol is None and driver is not None and driver.protocol != "modbus":
+            protocol = DRIVER_PROTOCOLS[driver.protocol][0]
+        if protocol in METER_DIGITS:
+            return s.get("address", meter_address(METER_DIGITS[protocol], protocol))
+        if protocol == "json-lines":
+            if s.given("address"):
+                self.report.add(s.line_of("address"), s.sub("address"), "a json-lines device has no address: "
+                                "it is alone on its line; remove address")
+            return None
+        if bus is None:  # unknown or broken bus: only what holds on every link, no false alarm
+            return s.get("address", integer(0, 255, "a Modbus unit id"))
+        if bus.link == "tcp":
+            return s.get("address", integer(0, 255, "the unit id on a modbus-tcp link"))
+        return s.get("address", integer(1, 247, "Modbus device ids on a serial line; 0 is broadcast"))
+
+    def options(self, s: Section, driver: Driver | None) -> dict[str, object]:
+        """The driver's options, defaults filled in; unknown names and values outside choices reported."""
+        declared = {o.name: o for o in driver.options} if driver else {}
+        if not s.given("options"):
+            return {name: o.default for name, o in declared.items()}
+        if driver is not None and not declared:
+            self.report.add(s.line_of("options"), s.sub("options"), f"driver '{driver.id}' takes no options")
+            return {}
+        o = s.section("options", list(declared), noun="option")
+        out = {name: opt.default for name, opt in declared.items()}
+        for name, opt in declared.items():
+            if o is not None and o.given(name):
+                value = o.get(name, choice(opt.choices, name.replace("_", " ")) if opt.choices else _plain, None)
+                if value is not None:
+                    out[name] = value
+        return out
 
     def device_privacy(self, s: Section, driver: Driver | None, points: tuple[Point, ...],
                        known: list[str] | None) -> dict[str, str]:
@@ -404,6 +451,25 @@ def _published(driver: Driver, points: tuple[Point, ...]) -> list[str]:
     """The names a device's readings can carry: its non-internal points and the driver's outputs."""
     declared = points if driver.points_from_config else driver.points
     return [p.name for p in declared if not p.internal] + [o.name for o in driver.outputs]
+
+
+def meter_address(digits: int, protocol: str) -> Convert:
+    """A meter address: a quoted string of up to ``digits`` decimal digits, zero-filled."""
+    def convert(value: Any) -> str:
+        if not isinstance(value, str):
+            raise ValueError(f"write the {protocol} meter address as a quoted string of {digits} digits, "
+                             f"e.g. \"{'0' * (digits - 6)}123456\" (unquoted, YAML reads leading zeros as an octal "
+                             "number)")
+        text = value.strip()
+        if not text.isdigit() or not text.isascii() or len(text) > digits:
+            raise ValueError(f"{value!r} is not a {protocol} meter address: up to {digits} digits, as printed "
+                             "on the meter's name plate")
+        return text.zfill(digits)
+    return convert
+
+
+def _plain(value: Any) -> Any:
+    return value
 
 
 def _host(value: Any) -> str:

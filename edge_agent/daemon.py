@@ -22,11 +22,10 @@ from . import __version__
 from .alarms import DeviceAlarms
 from .buffer import Buffer
 from .writer import BufferWriter
-from .bus import ModbusBus
 from .health import HealthBoard
 from .model import Event, Reading
-from .poll import DeviceReader
 from .privacy import Privacy
+from .readers import make_reader, open_link
 from .registry import get_driver
 from .scheduler import BusWorker, Schedule
 from .settings import DeviceSettings, Settings
@@ -51,7 +50,8 @@ class Agent:
                              retain_sent_s=settings.buffer.retain_sent_s)
         self.uplink: Uplink | None = None
         self.writer: BufferWriter | None = None
-        self.buses: dict[str, ModbusBus] = {}
+        self.buses: dict[str, object] = {}  # bus name -> ModbusBus or ByteLink
+        self.readers: dict[str, object] = {}  # device name -> its reader (write() for issue 6's commands)
         self.workers: list[BusWorker] = []
         self.started_ms = int(time.time() * 1000)
 
@@ -70,10 +70,14 @@ class Agent:
             devices = [d for d in s.devices if d.bus == bus_settings.name and d.enabled]
             if not devices:
                 continue
-            bus = ModbusBus(bus_settings)
+            bus = open_link(bus_settings)
             self.buses[bus_settings.name] = bus
-            schedules = [Schedule(d.name, DeviceReader(d, get_driver(d.driver), bus), d.interval_s,
-                                  alarms=self._alarms(d)) for d in devices]
+            schedules = []
+            for d in devices:
+                driver = get_driver(d.driver)
+                self.readers[d.name] = make_reader(d, driver, bus)
+                schedules.append(Schedule(d.name, self.readers[d.name], d.interval_s, alarms=self._alarms(d),
+                                          stream=driver.streaming))
             self.workers.append(BusWorker(bus_settings.name, schedules, self.accept, self.health,
                                           events_sink=self.accept_events))
         for worker in self.workers:

@@ -58,6 +58,7 @@ class DeviceHealth:
     overruns: int = 0
     readings: int = 0
     requests_per_poll: int = 0
+    bad_frames: int = 0
     last_good_ms: int | None = None
     last_error: str | None = None
     last_error_ms: int | None = None

@@ -14,7 +14,8 @@ from typing import Any, Callable, Literal
 from .units import parse_duration
 
 __all__ = [
-    "Reg", "DType", "DataClass", "Quality", "Priority", "Point", "Output", "Driver", "Reading", "Event",
+    "Reg", "DType", "DataClass", "Quality", "Priority", "Point", "Output", "Option", "Driver", "Reading", "Event",
+    "PROTOCOLS",
     "REGISTER_WIDTH", "MAX_READ_REGISTERS", "MAX_READ_BITS",
 ]
 
@@ -177,6 +178,23 @@ class Output:
 
 DecodeHook = Callable[[dict[str, Any]], dict[str, Any]]
 
+# Bus protocols, and which of them a driver's ``protocol`` runs on: a Modbus driver runs on
+# either Modbus link; every other driver needs a bus of exactly its protocol.
+PROTOCOLS = ("modbus-tcp", "modbus-rtu", "dlt645", "cjt188", "json-lines")
+DRIVER_PROTOCOLS = {"modbus": ("modbus-tcp", "modbus-rtu"), "dlt645": ("dlt645",), "cjt188": ("cjt188",),
+                    "json-lines": ("json-lines",)}
+
+
+@dataclass(frozen=True)
+class Option:
+    """A per-device setting a driver accepts under ``options:`` in the config (e.g. CJ/T 188's DI
+    byte order). ``choices`` limits the value; ``default`` applies when the option is absent."""
+
+    name: str
+    default: Any
+    choices: tuple[Any, ...] = ()
+    help: str = ""
+
 
 @dataclass(frozen=True)
 class Driver:
@@ -186,6 +204,14 @@ class Driver:
     values to publish; it is where a value that depends on another register is computed.
     Every value ``decode`` returns must be a non-internal point or a declared ``outputs`` entry.
     ``points_from_config`` marks the generic driver, whose points come from the device entry.
+
+    A driver for another protocol than Modbus sets ``protocol`` and ``reader``: a factory
+    ``reader(device: DeviceSettings, link: ByteLink, clock) -> object`` whose ``poll()`` returns
+    a ``poll.PollResult``, publishing only ``outputs`` names. ``streaming`` marks a device that
+    talks unprompted (hub, gate): its reader's ``poll()`` waits up to about a second for lines
+    and is called again at once; the device ``interval`` does not apply to it. A reader may offer
+    ``write(point, value, **args)``, raising ``errors.DeviceFault``/``NoResponse`` when refused
+    or unanswered, and ValueError when the value or point is not writable.
     """
 
     id: str
@@ -196,6 +222,11 @@ class Driver:
     outputs: tuple[Output, ...] = ()
     points_from_config: bool = False
     summary: str = ""
+    protocol: str = "modbus"  # a key of DRIVER_PROTOCOLS
+    reader: Callable[..., Any] | None = None  # non-Modbus drivers: (device, link, clock) -> reader
+    streaming: bool = False
+    options: tuple[Option, ...] = ()
+    writable: tuple[str, ...] = ()  # non-Modbus points a reader's write() accepts
 
     @property
     def default_interval_s(self) -> float:
@@ -213,10 +244,15 @@ class Reading:
     q: Quality = Quality.GOOD
     clk_synced: bool = True
     data_class: DataClass = DataClass.TELEMETRY
+    # the unit inside a multi-unit device this value belongs to: a band on a wearables hub, a
+    # lane of a gate; on the wire as "sub", absent when None
+    sub: str | None = None
 
     def to_wire(self) -> dict[str, Any]:
         """The contract's reading object, without the ``id`` that the buffer assigns."""
         out: dict[str, Any] = {"dev": self.dev, "pt": self.pt, "val": self.val, "ts": self.ts, "q": str(self.q)}
+        if self.sub is not None:
+            out["sub"] = self.sub
         if not self.clk_synced:
             out["clk"] = "unsynced"
         return out

@@ -151,6 +151,10 @@ class Privacy:
             val = self.apply_value(r.val, r.data_class, field=r.pt, action=action)
             if val is DROP:
                 continue
+            if r.sub is not None:  # a band or lane label is a string like any other: scanned
+                sub = self.apply_value(r.sub, DataClass.FREE_TEXT, field="sub")
+                if sub is not r.sub:
+                    r = replace(r, sub=None if sub is DROP else sub)
             out.append(r if val is r.val else replace(r, val=val))
         return out
 

@@ -12,7 +12,7 @@ import pkgutil
 from functools import lru_cache
 from typing import Iterable
 
-from .model import DType, Driver, Point
+from .model import DRIVER_PROTOCOLS, DType, Driver, Point
 
 __all__ = ["drivers", "get_driver", "point_problems", "DriverError"]
 
@@ -49,6 +49,10 @@ def _check(driver: Driver, module: str) -> Driver:
     if not isinstance(driver, Driver):
         raise DriverError(f"{module}: DRIVER must be an edge_agent.model.Driver")
     problems = point_problems(driver.points, driver.max_block)
+    if driver.protocol not in DRIVER_PROTOCOLS:
+        problems.append(f"protocol {driver.protocol!r} is not one of {', '.join(DRIVER_PROTOCOLS)}")
+    elif driver.protocol != "modbus" and (driver.reader is None or driver.points or not driver.outputs):
+        problems.append("a non-Modbus driver needs a reader and outputs, and declares no register points")
     if problems:
         raise DriverError(f"driver {driver.id} ({module}): " + "; ".join(problems))
     return driver

@@ -9,6 +9,11 @@ A device with alarms (``Schedule.alarms``) has its poll results passed through i
 ``DeviceAlarms`` first: the readings it keeps go to ``sink``, the events it raises to
 ``events_sink``; between polls the loop (awake at least once a second) calls its ``tick``, so a
 device whose polls stopped still goes stale. An alarms failure is logged and never ends the bus.
+
+A streaming device (a hub or gate that talks unprompted, ``Schedule.stream``) has its reader's
+``poll()`` (which waits for lines itself) called again as soon as it returns: no interval, no
+overruns. The events a device reports itself (``PollResult.events``: SOS, passages) go to
+``events_sink`` with the alarms' events.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ class Schedule:
     interval_s: float
     due: float = 0.0
     alarms: DeviceAlarms | None = None
+    stream: bool = False  # the reader waits for data itself: poll again at once
 
 
 def next_due(due: float, interval: float, now: float) -> tuple[float, int]:
@@ -162,6 +168,11 @@ class BusWorker(threading.Thread):
             return
         now_ms = int(self._wall() * 1000)
         readings = self._apply_alarms(schedule, result, now_ms)
+        own_events = getattr(result, "events", ())  # readers of register devices report none
+        if own_events:
+            self._send_events(name, own_events)
+        if getattr(result, "bad_frames", 0):
+            self._health.bump(name, bad_frames=result.bad_frames)
         if readings:
             try:
                 self._sink(readings)
@@ -183,6 +194,9 @@ class BusWorker(threading.Thread):
         else:
             self._failures[name].recovered()
         self._health.update(name, **changes)
+        if schedule.stream:
+            schedule.due = self._monotonic()
+            return
         schedule.due, skipped = next_due(schedule.due, schedule.interval_s, self._monotonic())
         if skipped:
             self._health.bump(name, overruns=skipped)

@@ -75,7 +75,7 @@ class BusSettings:
     for protocol ``modbus-rtu`` that means RTU frames through a serial-to-Ethernet converter."""
 
     name: str
-    protocol: Literal["modbus-tcp", "modbus-rtu"]
+    protocol: Literal["modbus-tcp", "modbus-rtu", "dlt645", "cjt188", "json-lines"]
     host: str | None = None
     port: int | None = None
     serial: str | None = None
@@ -87,10 +87,16 @@ class BusSettings:
     gap_s: float = 0.0  # silence between requests on this bus
 
     @property
-    def link(self) -> Literal["tcp", "serial", "rtu-over-tcp"]:
+    def link(self) -> Literal["tcp", "serial", "rtu-over-tcp", "bytes-over-tcp"]:
         if self.serial:
             return "serial"
-        return "tcp" if self.protocol == "modbus-tcp" else "rtu-over-tcp"
+        if self.protocol == "modbus-tcp":
+            return "tcp"
+        return "rtu-over-tcp" if self.protocol == "modbus-rtu" else "bytes-over-tcp"
+
+    @property
+    def is_modbus(self) -> bool:
+        return self.protocol in ("modbus-tcp", "modbus-rtu")
 
 
 @dataclass(frozen=True)
@@ -98,7 +104,7 @@ class DeviceSettings:
     name: str
     bus: str
     driver: str
-    address: int  # Modbus device_id (unit id)
+    address: int | str | None  # Modbus unit id; DL/T 645 / CJ/T 188 meter address (digits); None for json-lines
     interval_s: float
     timeout_s: float | None = None  # None: the bus timeout
     retries: int = 1
@@ -110,6 +116,7 @@ class DeviceSettings:
     alarms: tuple[Threshold | RateOfRise | Stale, ...] = ()  # rules for alarms.DeviceAlarms
     report: Report = field(default_factory=Report)  # every_poll, or on_change with deadband/heartbeat
     offline_after: int | None = None  # unanswered polls in a row before an offline event; None: not set (3)
+    options: dict[str, object] = field(default_factory=dict)  # the driver's Option values, defaults filled in
 
     @property
     def watched(self) -> bool:
