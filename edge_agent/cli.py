@@ -400,8 +400,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", required=True, metavar="FILE", help="the platform's private key (PEM)")
     p.add_argument("file", nargs="?", metavar="PAYLOAD_FILE", help="JSON payload (default: stdin)")
     p.set_defaults(func=cmd_platform_unseal)
+    from . import scan
     from .sim import cli as sim_cli
 
+    scan.register(sub)
     sim_cli.register(sub)
     return parser
 

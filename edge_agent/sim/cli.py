@@ -151,6 +151,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     modbus.add_argument("--fault", type=parse_fault, action="append", default=[], metavar="UNIT:FAULT",
                         help="silence, garbage, bad_crc, exception=N or delay=SECONDS (comma-separated)")
     modbus.set_defaults(func=run_modbus, _parser=modbus)
+    from . import cli_lines, cli_meters  # the other families: dlt645, cjt188, hub, gate
+
+    cli_meters.register(kinds)
+    cli_lines.register(kinds)
     return simulate
 
 
