@@ -103,10 +103,13 @@ class ByteLink:
     def close(self) -> None:
         with self.lock:
             if self._port is not None:
+                sock = getattr(self._port, "_socket", None)  # socket:// ports
                 try:
                     self._port.close()
                 except (serial.SerialException, OSError):
                     pass
+                if sock is not None:  # pyserial skips close() when shutdown() fails (peer gone)
+                    sock.close()
             self._port = None
 
     def _lost(self, during: str) -> LinkError:
@@ -115,13 +118,13 @@ class ByteLink:
 
     def _read_some(self, port: serial.SerialBase, wait_s: float) -> bytes:
         """What arrives within ``wait_s`` (at least one byte unless it times out)."""
-        port.timeout = max(0.0, wait_s)
         try:
+            port.timeout = max(0.0, wait_s)
             first = port.read(1)
             if not first:
                 return b""
-            waiting = port.in_waiting
-            return first + (port.read(min(waiting, _CHUNK)) if waiting else b"")
+            port.timeout = 0  # then whatever else is already there (in_waiting is 0/1 on socket://)
+            return first + port.read(_CHUNK)
         except (serial.SerialException, OSError):
             raise self._lost("while reading") from None
 
