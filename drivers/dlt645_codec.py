@@ -63,10 +63,10 @@ from ._frame68 import (BadBCD, BadChecksum, BadLength, BadStartOrEnd, FrameError
                        ShortFrame, WrongAddress, WrongControl, WrongDI)
 
 __all__ = [
-    "Frame", "Reply", "Format", "DI_TABLE", "WILDCARD", "BROADCAST",
+    "Frame", "Reply", "ReadData", "Format", "DI_TABLE", "WILDCARD", "BROADCAST",
     "encode_frame", "encode_read", "encode_read_next", "encode_read_address",
     "encode_reply", "encode_error_reply", "encode_address_reply",
-    "decode_frame", "decode_read_reply", "read_address_reply", "frame_length_needed",
+    "decode_frame", "decode_read_data", "decode_read_reply", "read_address_reply", "frame_length_needed",
     "decode_value", "encode_value",
     "FrameError", "ShortFrame", "BadStartOrEnd", "BadLength", "BadChecksum", "BadBCD",
     "WrongAddress", "WrongControl", "WrongDI", "UnknownDI", "MeterError",
@@ -277,9 +277,22 @@ def _check_reply(frame: Frame, expect_address: str, version: int) -> None:
         raise MeterError(frame.data[0] if frame.data else 0, version)
 
 
-def decode_read_reply(frame_bytes: bytes, *, expect_address: str, expect_di: int,
-                      version: int = 2007) -> Reply:
-    """The value in a read reply, or the specific reason there is none."""
+@dataclass(frozen=True, slots=True)
+class ReadData:
+    """One frame of a read reply with its value bytes undecoded: a B1 reply's value is split
+    over several frames, and only their joined ``payload`` decodes."""
+
+    address: str
+    di: int
+    payload: bytes      # the bytes after the DI (0x33 taken off), without a 92/B2 sequence byte
+    more_follows: bool
+    seq: int | None = None  # sequence byte of a 92/B2 reply
+
+
+def decode_read_data(frame_bytes: bytes, *, expect_address: str, expect_di: int,
+                     version: int = 2007) -> ReadData:
+    """Check a read reply (address, reply bit, error reply, function, DI) and return its
+    payload undecoded; raises the specific reason there is none (MeterError for an error reply)."""
     frame = decode_frame(frame_bytes)
     _check_reply(frame, expect_address, _check_version(version))
     function = frame.control & 0x1F
@@ -297,9 +310,16 @@ def decode_read_reply(frame_bytes: bytes, *, expect_address: str, expect_di: int
         if not payload:
             raise BadLength("a 92/B2 reply must end with its sequence byte")
         payload, seq = payload[:-1], payload[-1]
-    fmt = _format(di)
-    return Reply(address=frame.address, di=di, value=decode_value(di, payload), unit=fmt.unit,
-                 point=fmt.point, more_follows=frame.more_follows, seq=seq)
+    return ReadData(address=frame.address, di=di, payload=payload, more_follows=frame.more_follows, seq=seq)
+
+
+def decode_read_reply(frame_bytes: bytes, *, expect_address: str, expect_di: int,
+                      version: int = 2007) -> Reply:
+    """The value in a read reply, or the specific reason there is none."""
+    data = decode_read_data(frame_bytes, expect_address=expect_address, expect_di=expect_di, version=version)
+    fmt = _format(data.di)
+    return Reply(address=data.address, di=data.di, value=decode_value(data.di, data.payload), unit=fmt.unit,
+                 point=fmt.point, more_follows=data.more_follows, seq=data.seq)
 
 
 def read_address_reply(data: bytes) -> str:

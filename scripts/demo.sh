@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# The demo, end to end on one machine: a real Mosquitto broker, simulated Modbus devices (a
-# meter over Modbus TCP, a water level sensor over RTU on a pseudo-terminal serial line),
-# the agent, and the platform's view of what arrives. Run as root on Debian/Raspberry Pi OS.
-# DEMO_SECONDS (default 30) sets how long the platform view watches.
+# The demo, end to end on one machine: a small residential community. A real Mosquitto broker;
+# simulated devices (a water level sensor rising into a flood alarm on Modbus RTU, two DL/T 645
+# electricity meters sharing one RS-485 line, a CJ/T 188 water meter behind a TCP converter, a
+# wearables hub whose residents send vitals and one SOS, a gate controller with car passages);
+# the agent; and the platform's view of what arrives, identities masked. Serial lines are
+# pseudo-terminal pairs. Run as root on Debian/Raspberry Pi OS.
+# DEMO_SECONDS (default 40) sets how long the platform view watches.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 
-seconds="${DEMO_SECONDS:-30}"
+seconds="${DEMO_SECONDS:-40}"
 work="$(mktemp -d /tmp/edge-agent-demo.XXXXXX)"
 pids=()
 cleanup() {
@@ -24,7 +27,8 @@ wait_for() {  # wait_for FILE PATTERN: until the file has a line matching PATTER
 }
 
 broker_port="$(free_port)"
-modbus_port="$(free_port)"
+water_port="$(free_port)"
+gate_port="$(free_port)"
 cat > "$work/mosquitto.conf" <<CONF
 listener $broker_port 127.0.0.1
 allow_anonymous true
@@ -35,24 +39,35 @@ CONF
 mosquitto -c "$work/mosquitto.conf" & pids+=($!)
 echo "demo: mosquitto on 127.0.0.1:$broker_port"
 
-.venv/bin/edge-agent simulate modbus --tcp "127.0.0.1:$modbus_port" --device 2:eastron_meter \
-  > "$work/sim-tcp.log" 2>&1 & pids+=($!)
-.venv/bin/edge-agent simulate modbus --pty --baud 9600 --device 1:qdy_level:rise_m_per_min=0.6 \
-  > "$work/sim-rtu.log" 2>&1 & pids+=($!)
-wait_for "$work/sim-tcp.log" "modbus TCP on"
-wait_for "$work/sim-rtu.log" "/dev/pts/"
-serial_path="$(grep -o '/dev/pts/[0-9]*' "$work/sim-rtu.log" | head -1)"
-echo "demo: simulated meter on 127.0.0.1:$modbus_port, level sensor on serial $serial_path"
+sim() {  # sim NAME ARGS...: start 'edge-agent simulate ARGS' with its output in $work/sim-NAME.log
+  local name="$1"; shift
+  .venv/bin/edge-agent simulate "$@" > "$work/sim-$name.log" 2>&1 & pids+=($!)
+}
+pty_of() { wait_for "$work/sim-$1.log" "/dev/pts/"; grep -o '/dev/pts/[0-9]*' "$work/sim-$1.log" | head -1; }
+sim river modbus --pty --baud 9600 --device 1:qdy_level:level_m=2.4,rise_m_per_min=1.5
+sim elec dlt645 --pty --baud 2400 --meter 000000000101 --meter 000000000102
+sim water cjt188 --tcp "127.0.0.1:$water_port" --meter 00000000000101
+sim hub hub --pty --baud 115200 --residents 6 --seed 7 --vitals-every 5s --sos-after 12s
+sim gate gate --tcp "127.0.0.1:$gate_port" --passage-every 4s
+river_path="$(pty_of river)"; elec_path="$(pty_of elec)"; hub_path="$(pty_of hub)"
+wait_for "$work/sim-water.log" "TCP on"
+wait_for "$work/sim-gate.log" "TCP on"
+echo "demo: level sensor on $river_path, meters on $elec_path, hub on $hub_path," \
+     "water meter on 127.0.0.1:$water_port, gate on 127.0.0.1:$gate_port"
 
-.venv/bin/python - "$work" "$broker_port" "$modbus_port" "$serial_path" <<'PY'
+.venv/bin/python - "$work" "$broker_port" "$river_path" "$elec_path" "$water_port" "$hub_path" "$gate_port" <<'PY'
 import sys, yaml
-work, broker, modbus, serial = sys.argv[1:]
+work, broker, river, elec, water, hub, gate = sys.argv[1:]
 cfg = yaml.safe_load(open("config/demo.yaml"))
 cfg["gateway"]["state_dir"] = f"{work}/state"
 cfg["mqtt"]["port"] = int(broker)
-cfg["buses"][0]["port"] = int(modbus)
-cfg["buses"][1]["serial"] = serial
-yaml.safe_dump(cfg, open(f"{work}/gateway.yaml", "w"), sort_keys=False)
+buses = {b["name"]: b for b in cfg["buses"]}
+buses["river-rs485"]["serial"] = river
+buses["meters-rs485"]["serial"] = elec
+buses["water-tcp"]["port"] = int(water)
+buses["hub-serial"]["serial"] = hub
+buses["gate-tcp"]["port"] = int(gate)
+yaml.safe_dump(cfg, open(f"{work}/gateway.yaml", "w"), sort_keys=False, allow_unicode=True)
 PY
 .venv/bin/edge-agent check -c "$work/gateway.yaml"
 .venv/bin/edge-agent keys init -c "$work/gateway.yaml"   # the site pseudonym key: run refuses to start without it
@@ -69,5 +84,5 @@ sleep 0.5
 kill "$tail_pid" 2>/dev/null || true
 echo
 echo "demo: a technician's view of the gateway:"
-.venv/bin/edge-agent read -c "$work/gateway.yaml" meter-1 || true
+.venv/bin/edge-agent read -c "$work/gateway.yaml" water-101 || true
 .venv/bin/edge-agent status -c "$work/gateway.yaml"

@@ -1,7 +1,9 @@
 """What the platform sees: subscribes to a gateway's topics and prints what arrives.
 
-Used by scripts/demo.sh. Prints each telemetry/event message as a short table and, at the
-end, a summary: messages, readings, the id range and any gap in it, readings per second.
+Used by scripts/demo.sh. Prints each telemetry message as a short table and every event in
+full (its data as it arrived: pseudonyms, geohashes), and at the end a summary: messages,
+readings, events by type, the id range and any gap in it, readings per second, and the
+identities the platform received (pseudonyms only: the raw values never leave the gateway).
 """
 
 import argparse
@@ -9,8 +11,11 @@ import json
 import sys
 import threading
 import time
+from collections import Counter
 
 import paho.mqtt.client as mqtt
+
+IDENTITY_KEYS = ("wearer", "wearer_phone", "plate", "card")
 
 
 def main() -> int:
@@ -24,6 +29,8 @@ def main() -> int:
     ids: set[int] = set()
     counts = {"messages": 0, "readings": 0, "events": 0}
     first_at: list[float] = []
+    types: Counter = Counter()
+    identities: dict[str, set] = {}
     lock = threading.Lock()
 
     def on_message(client, userdata, msg):
@@ -39,12 +46,21 @@ def main() -> int:
                 counts["readings" if kind == "telemetry" else "events"] += len(items)
                 ids.update(i["id"] for i in items)
                 print(f"[{msg.topic}] {len(items)} item(s)")
-                for i in items[:6]:
-                    value = i.get("val", i.get("data"))
-                    print(f"    id {i['id']:>6}  {i.get('dev', ''):<10} {i.get('pt', i.get('type', '')):<20} "
-                          f"{value!s:>12}  {i.get('q', i.get('prio', ''))}")
-                if len(items) > 6:
-                    print(f"    ... {len(items) - 6} more")
+                if kind == "events":
+                    for e in items:
+                        types[e["type"]] += 1
+                        _note_identities(e.get("data", {}), identities)
+                        print(f"    id {e['id']:>6}  {e['dev']:<10} {e['type']:<12} {e['prio']:<8} "
+                              f"{json.dumps(e.get('data', {}), ensure_ascii=False)}")
+                else:
+                    for r in items:
+                        if r["pt"] in IDENTITY_KEYS and isinstance(r.get("val"), str):
+                            identities.setdefault(r["pt"], set()).add(r["val"])
+                    for i in items[:6]:
+                        where = f"{i['dev']}" + (f"[{i['sub']}]" if "sub" in i else "")
+                        print(f"    id {i['id']:>6}  {where:<18} {i['pt']:<20} {i.get('val')!s:>14}  {i['q']}")
+                    if len(items) > 6:
+                        print(f"    ... {len(items) - 6} more")
             else:
                 print(f"[{msg.topic}]{' (retained)' if msg.retain else ''} {text}")
         sys.stdout.flush()
@@ -66,7 +82,18 @@ def main() -> int:
             print(f"ids {lo}..{hi}, {len(ids)} distinct, {gaps} missing in between")
         if span > 0:
             print(f"readings/s over {span:.1f}s: {counts['readings'] / span:.1f}")
+        if types:
+            print("events: " + ", ".join(f"{t} {n}" for t, n in sorted(types.items())))
+        for key, values in sorted(identities.items()):
+            sample = ", ".join(sorted(values)[:3])
+            print(f"identities as received, {key}: {len(values)} distinct, e.g. {sample}")
     return 0
+
+
+def _note_identities(data: dict, identities: dict[str, set]) -> None:
+    for key in IDENTITY_KEYS:
+        if isinstance(data.get(key), str):
+            identities.setdefault(key, set()).add(data[key])
 
 
 if __name__ == "__main__":
