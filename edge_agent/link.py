@@ -20,6 +20,7 @@ Two ways to use it, both under ``lock`` (reentrant; one transaction at a time on
 from __future__ import annotations
 
 import os
+import termios
 import threading
 import time
 from typing import Callable
@@ -34,6 +35,7 @@ __all__ = ["ByteLink", "LineTooLong", "RETRY_LINK_AFTER_S", "MAX_LINE"]
 RETRY_LINK_AFTER_S = 1.0
 MAX_LINE = 4096  # CONTRACT section 7: a hub or gate line is at most 4096 bytes
 _CHUNK = 512
+_READ_STEP_S = 0.05  # a serial port's read timeout: how often a wait looks at its deadline
 
 
 class LineTooLong(ValueError):
@@ -52,6 +54,7 @@ class ByteLink:
         self.lock = threading.RLock()
         self.max_line = max_line
         self._port: serial.SerialBase | None = None
+        self._tty = True  # a serial port (else socket://): decides how _read_some waits
         self._failed_at: float | None = None
         self._failure = ""
         self._last_end = 0.0
@@ -86,13 +89,14 @@ class ByteLink:
             url = path
         else:
             url = f"socket://{s.host}:{s.port}"
+        self._tty = not url.startswith("socket://")
         try:
-            port = serial.serial_for_url(url, do_not_open=True, timeout=0.05, write_timeout=5)
+            port = serial.serial_for_url(url, do_not_open=True, timeout=_READ_STEP_S, write_timeout=5)
             if s.serial and "://" not in s.serial:
                 port.baudrate, port.parity = s.baud, s.parity
                 port.bytesize, port.stopbits = s.data_bits, s.stop_bits
             port.open()
-        except (serial.SerialException, OSError, ValueError) as exc:
+        except (serial.SerialException, OSError, ValueError, termios.error) as exc:
             why = str(exc).split(":", 1)[-1].strip() or type(exc).__name__
             raise self._link_error(f"bus {self.name}: cannot open {self.where}: {why}") from None
         self._port, self._failed_at = port, None
@@ -119,13 +123,21 @@ class ByteLink:
     def _read_some(self, port: serial.SerialBase, wait_s: float) -> bytes:
         """What arrives within ``wait_s`` (at least one byte unless it times out)."""
         try:
+            if self._tty:
+                # the timeout stays as opened: setting it re-applies every line setting, and a
+                # pty that silently dropped parity refuses that (termios.error EINVAL)
+                first = port.read(1)
+                if not first:
+                    return b""
+                waiting = port.in_waiting
+                return first + (port.read(min(waiting, _CHUNK)) if waiting else b"")
             port.timeout = max(0.0, wait_s)
             first = port.read(1)
             if not first:
                 return b""
             port.timeout = 0  # then whatever else is already there (in_waiting is 0/1 on socket://)
             return first + port.read(_CHUNK)
-        except (serial.SerialException, OSError):
+        except (serial.SerialException, OSError, termios.error):
             raise self._lost("while reading") from None
 
     def send(self, data: bytes) -> None:
@@ -135,7 +147,7 @@ class ByteLink:
             try:
                 port.write(data)
                 port.flush()
-            except (serial.SerialException, OSError):
+            except (serial.SerialException, OSError, termios.error):
                 raise self._lost("while writing") from None
 
     # -- request/response -----------------------------------------------------------------
@@ -154,7 +166,7 @@ class ByteLink:
                     time.sleep(wait)
             try:
                 port.reset_input_buffer()
-            except (serial.SerialException, OSError):
+            except (serial.SerialException, OSError, termios.error):
                 raise self._lost("while clearing input") from None
             self._pending.clear()
             try:
@@ -171,7 +183,7 @@ class ByteLink:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            chunk = self._read_some(port, min(left, 0.05))
+            chunk = self._read_some(port, min(left, _READ_STEP_S))
             if not chunk:
                 continue
             got += chunk
@@ -203,7 +215,7 @@ class ByteLink:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return None
-                chunk = self._read_some(port, min(left, 0.05))
+                chunk = self._read_some(port, min(left, _READ_STEP_S))
                 if chunk:
                     self._pending += chunk
 

@@ -56,7 +56,19 @@ def echo_pty():
         server.stop()
 
 
-@pytest.mark.parametrize("kind", ["echo_tcp", "echo_pty"])
+@pytest.fixture
+def echo_pty_8e1():
+    """8E1, as DL/T 645 and CJ/T 188 run: a pty drops the parity setting silently, and pyserial
+    re-applying it (on a timeout change) fails; the link must not trip over that."""
+    handler = Echo()
+    server = ByteServer(handler)
+    with PtyPair(baud=2400, bits_per_byte=11) as pair:
+        server.serve_serial(pair.b, baud=2400, parity="E")
+        yield handler, BusSettings("e", "dlt645", serial=pair.a, baud=2400, parity="E", timeout_s=0.5)
+        server.stop()
+
+
+@pytest.mark.parametrize("kind", ["echo_tcp", "echo_pty", "echo_pty_8e1"])
 def test_transact_returns_the_complete_answer(kind, request):
     _, settings = request.getfixturevalue(kind)
     link = ByteLink(settings)

@@ -18,4 +18,6 @@ def test_regular_install_ships_the_drivers(tmp_path):
     out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env={"PYTHONPATH": str(target)},
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert "'eastron_meter', 'modbus_generic', 'qdy_level'" in out.stdout
+    for driver in ("cjt188_meter", "dlt645_meter", "eastron_meter", "gate_controller", "modbus_generic",
+                   "qdy_level", "wearables_hub"):
+        assert f"'{driver}'" in out.stdout
