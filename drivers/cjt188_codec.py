@@ -53,6 +53,8 @@ Failure reasons (all ``FrameError``, a ``ValueError``)::
 
 Outputs: WaterReading(flow_m3, settlement_flow_m3, clock, valve, battery_low, unit, ...) for
 water and gas; HeatReading(heat_kWh, settlement_heat_kWh, clock, unit, ...) for heat.
+Encoders for simulators and tests: ``encode_reply`` (water, gas), ``encode_heat_reply``,
+``encode_error_reply``.
 
 The frame skeleton (wake-up bytes, start and end bytes, L, CS, BCD) and the shared failure
 reasons are in ``_frame68``, with DL/T 645; each codec has its own classes (see there).
@@ -70,7 +72,7 @@ from ._frame68 import (BadBCD, BadChecksum, BadLength, BadStartOrEnd, FrameError
 
 __all__ = [
     "Frame", "WaterReading", "HeatReading", "UNITS", "WILDCARD",
-    "encode_frame", "encode_read", "encode_reply", "encode_error_reply",
+    "encode_frame", "encode_read", "encode_reply", "encode_heat_reply", "encode_error_reply",
     "decode_frame", "decode_read_reply", "frame_length_needed",
     "FrameError", "ShortFrame", "BadStartOrEnd", "BadLength", "BadChecksum", "BadBCD",
     "UnknownUnit", "WrongAddress", "WrongMeterType", "WrongControl", "WrongDI",
@@ -247,6 +249,21 @@ def encode_reply(address: str, meter_type: int = 0x10, *, flow: float,
     data = (_di(di_order, ser) + _encode_bcd(flow, "flow") + bytes([code])
             + _encode_bcd(flow if settlement_flow is None else settlement_flow, "settlement flow")
             + bytes([code]) + _encode_clock(clock) + bytes([st1, 0]))
+    return encode_frame(address, meter_type, 0x81, data, wake=wake)
+
+
+def encode_heat_reply(address: str, meter_type: int = 0x20, *, heat_kwh: float,
+                      settlement_heat_kwh: float | None = None, clock: datetime | None = None,
+                      status: int = 0, ser: int = 0, di_order: str = "90 1F", wake: int = 0) -> bytes:
+    """A heat meter's read-data reply (C=81, L=46), for simulators and tests. The heats go in kWh;
+    thermal power, flow rate, volume, temperatures and hours, which this codec does not decode,
+    are sent as zeros with their units (kW, m3/h, m3)."""
+    settlement = heat_kwh if settlement_heat_kwh is None else settlement_heat_kwh
+    kwh, zero = _UNIT_CODES["kWh"], _encode_bcd(0, "unused")
+    data = (_di(di_order, ser) + _encode_bcd(settlement, "settlement heat") + bytes([kwh])
+            + _encode_bcd(heat_kwh, "heat") + bytes([kwh]) + zero + bytes([_UNIT_CODES["kW"]])
+            + zero + bytes([_UNIT_CODES["m3/h"]]) + zero + bytes([_UNIT_CODES["m3"]])
+            + bytes(9) + _encode_clock(clock) + status.to_bytes(2, "little"))
     return encode_frame(address, meter_type, 0x81, data, wake=wake)
 
 

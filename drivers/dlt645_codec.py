@@ -25,6 +25,10 @@ Datasheet facts (DL/T 645-2007, serial 8E1 at 1200/2400/4800/9600 baud)::
 The frame skeleton (wake-up bytes, start and end bytes, L, CS, BCD) and the shared failure
 reasons are in ``_frame68``, with CJ/T 188; each codec has its own classes (see there).
 
+``decode_read_reply`` decodes one frame's value; a reader that follows B1 replies uses
+``decode_read_data`` (the same checks, the payload left undecoded), joins the payloads of the
+frames and decodes the whole with ``decode_value``.
+
 Failure reasons, one class each (all ``FrameError``, a ``ValueError``)::
 
     FrameError

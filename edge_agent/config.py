@@ -348,6 +348,8 @@ class _Reader:
         declared = {o.name: o for o in driver.options} if driver else {}
         if not s.given("options"):
             return {name: o.default for name, o in declared.items()}
+        if driver is None:  # an unknown or missing driver is reported already: its options cannot be checked
+            return {}
         if driver is not None and not declared:
             self.report.add(s.line_of("options"), s.sub("options"), f"driver '{driver.id}' takes no options")
             return {}

@@ -19,6 +19,7 @@ Two ways to use it, both under ``lock`` (reentrant; one transaction at a time on
 
 from __future__ import annotations
 
+import logging
 import os
 import termios
 import threading
@@ -32,10 +33,16 @@ from .settings import BusSettings
 
 __all__ = ["ByteLink", "LineTooLong", "RETRY_LINK_AFTER_S", "MAX_LINE"]
 
+log = logging.getLogger("edge_agent.link")
+
 RETRY_LINK_AFTER_S = 1.0
 MAX_LINE = 4096  # CONTRACT section 7: a hub or gate line is at most 4096 bytes
 _CHUNK = 512
 _READ_STEP_S = 0.05  # a serial port's read timeout: how often a wait looks at its deadline
+
+
+def _is_pty(path: str) -> bool:
+    return os.path.realpath(path).startswith("/dev/pts/")
 
 
 class LineTooLong(ValueError):
@@ -55,6 +62,7 @@ class ByteLink:
         self.max_line = max_line
         self._port: serial.SerialBase | None = None
         self._tty = True  # a serial port (else socket://): decides how _read_some waits
+        self._pty_noted = False
         self._failed_at: float | None = None
         self._failure = ""
         self._last_end = 0.0
@@ -91,17 +99,33 @@ class ByteLink:
             url = f"socket://{s.host}:{s.port}"
         self._tty = not url.startswith("socket://")
         try:
-            port = serial.serial_for_url(url, do_not_open=True, timeout=_READ_STEP_S, write_timeout=5)
-            if s.serial and "://" not in s.serial:
-                port.baudrate, port.parity = s.baud, s.parity
-                port.bytesize, port.stopbits = s.data_bits, s.stop_bits
-            port.open()
+            try:
+                port = self._open_url(url, s.parity)
+            except (serial.SerialException, termios.error):
+                if s.parity == "N" or not _is_pty(url):
+                    raise
+                # A pseudo-terminal (a simulator's line) carries no parity bit: Linux drops the
+                # setting the first time and refuses it (EINVAL) once the pty has been set up.
+                port = self._open_url(url, "N")
+                if not self._pty_noted:
+                    log.info("bus %s: %s is a pseudo-terminal, which carries no parity bits: opened it "
+                             "without parity", self.name, s.serial)
+                    self._pty_noted = True
         except (serial.SerialException, OSError, ValueError, termios.error) as exc:
             why = str(exc).split(":", 1)[-1].strip() or type(exc).__name__
             raise self._link_error(f"bus {self.name}: cannot open {self.where}: {why}") from None
         self._port, self._failed_at = port, None
         self._pending.clear()
         self._skipping = False
+        return port
+
+    def _open_url(self, url: str, parity: str) -> serial.SerialBase:
+        s = self.settings
+        port = serial.serial_for_url(url, do_not_open=True, timeout=_READ_STEP_S, write_timeout=5)
+        if self._tty and "://" not in url:
+            port.baudrate, port.parity = s.baud, parity
+            port.bytesize, port.stopbits = s.data_bits, s.stop_bits
+        port.open()
         return port
 
     def close(self) -> None:

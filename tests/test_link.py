@@ -79,6 +79,18 @@ def test_transact_returns_the_complete_answer(kind, request):
         link.close()
 
 
+def test_an_8e1_pty_reopens(echo_pty_8e1):
+    """The second open of a pty with parity E fails with EINVAL on Linux; the link opens it
+    without parity instead (a pty carries none), so a restarted agent still reaches a simulator."""
+    _, settings = echo_pty_8e1
+    for _ in range(3):
+        link = ByteLink(settings)
+        try:
+            assert link.transact(b"again\n", _line_done) == b"re:again\n"
+        finally:
+            link.close()
+
+
 def test_silence_is_no_response_within_the_timeout(echo_tcp):
     _, settings = echo_tcp
     link = ByteLink(settings)

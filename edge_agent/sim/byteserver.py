@@ -108,9 +108,13 @@ class ByteServer:
         """Listen on ``host:port`` (0: a free port); returns the address bound."""
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         listener = socket.socket(family, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((host, port))
-        listener.listen(8)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((host, port))
+            listener.listen(8)
+        except OSError:
+            listener.close()
+            raise
         listener.settimeout(_POLL_S)
         self._closers.append(listener.close)
         self._start(self._accept, "sim-tcp", listener, baud, bits_per_byte)
