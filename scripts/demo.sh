@@ -13,9 +13,11 @@ bash scripts/setup.sh
 seconds="${DEMO_SECONDS:-40}"
 work="$(mktemp -d /tmp/edge-agent-demo.XXXXXX)"
 pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+cleanup() {  # newest first: the agent stops (and drains) before its devices and broker go
+  for ((i=${#pids[@]}-1; i>=0; i--)); do
+    kill "${pids[i]}" 2>/dev/null || true
+    wait "${pids[i]}" 2>/dev/null || true
+  done
   echo "demo: logs and state kept in $work" >&2
 }
 trap cleanup EXIT
