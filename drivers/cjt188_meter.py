@@ -11,7 +11,7 @@ reply, so a late answer to an earlier attempt is never taken for the current one
 Options: ``meter_type`` cold_water | hot_water | gas | heat, ``di_order`` "90 1F" | "1F 90",
 ``wake`` 0..4 FE bytes before the request (battery meters sleep: the preamble wakes them).
 
-Behaviour, as ``dlt645_meter`` (whose reply scanning and retry loop this module uses): retries
+Behaviour, as ``dlt645_meter`` (both use ``_meter``'s reply scanning and retry loop): retries
 on silence or an unusable answer (the error names the last frame skipped: the echo of our
 request, another meter's reply, a bad checksum, another meter type); a C1 error reply marks every
 output ``val=None, q=bad`` with an error string; a value the codec cannot decode (not BCD, an
@@ -34,7 +34,7 @@ from edge_agent.model import Driver, Option, Output, Reading
 from edge_agent.poll import PollResult
 
 from . import cjt188_codec as cjt
-from .dlt645_meter import ReplyScanner, ask, attempts_text, make_reading, reason_for
+from ._meter import ReplyScanner, ask, attempts_text, make_reading, reason_for
 
 __all__ = ["DRIVER", "OUTPUTS", "METER_TYPES", "Cjt188Reader", "reader"]
 

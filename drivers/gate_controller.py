@@ -14,7 +14,7 @@ passed on as ``gate_ts`` in ms; events carry the gateway's receive time. ``lane`
 case a controller uses.
 
 Bad frames (counted and skipped, named by line number and reason, never content): those of
-the hub (``wearables_hub.decode_line``), an unknown ``t``, a passage or state without a
+the hub (``_jsonlines.decode_line``), an unknown ``t``, a passage or state without a
 usable lane, an ack without a seq or with a non-boolean ``ok``. An ack nobody waits for (its
 write already timed out) is dropped without complaint.
 
@@ -36,7 +36,7 @@ from edge_agent.errors import DeviceFault, NoResponse
 from edge_agent.link import LineTooLong
 from edge_agent.model import DataClass, Driver, Event, Output, Priority, Quality, Reading
 
-from .wearables_hub import BadFrame, JsonLineReader, clock_ms, decode_line
+from ._jsonlines import BadFrame, JsonLineReader, clock_ms, decode_line
 
 __all__ = ["DRIVER", "GateReader", "encode_command", "reader"]
 

@@ -22,195 +22,29 @@ Outputs, per band (``sub``): ``hr_bpm``, ``spo2_pct``, ``sbp_mmHg``, ``dbp_mmHg`
 ``wearer_name``, ``lat``/``lon`` (location), ``hub_ts``, ``hr_bpm`` (the band's last good heart
 rate, when known).
 
-``JsonLineReader`` below is the streaming half every JSON-line device shares (the gate
-controller builds on it too): the wait for lines, bad-frame accounting, and a result that
-collects what any thread read until the next ``poll()`` hands it over.
+The streaming half (the wait for lines, bad-frame accounting, and a result that collects what
+any thread read until the next ``poll()`` hands it over) is ``_jsonlines.JsonLineReader``,
+which the gate controller builds on too.
 """
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 from collections import OrderedDict
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
-from edge_agent.errors import LinkError
-from edge_agent.link import MAX_LINE, LineTooLong
 from edge_agent.model import DataClass, Driver, Event, Output, Priority, Quality, Reading
-from edge_agent.poll import PollResult
 
-__all__ = ["DRIVER", "OUTPUTS", "HubReader", "JsonLineReader", "BadFrame", "decode_line", "clock_ms", "reader"]
+from ._jsonlines import BadFrame, JsonLineReader, clock_ms, number
 
-WAIT_S = 0.5  # how long one poll waits for lines; the bus worker calls poll() again at once
-SLICE_S = 0.1  # the link is held at most this long per read, so a write gets its turn quickly
-MAX_LINES_PER_POLL = 500  # a flooding device still hands its lines on in bounded batches
-MAX_ERRORS_PER_POLL = 5  # bad lines named one by one in a poll's errors; the rest are counted
+__all__ = ["DRIVER", "OUTPUTS", "HubReader", "reader"]
+
 MAX_BANDS = 1000  # bands whose last heart rate is remembered; the least recently heard is forgotten
-_MS_THRESHOLD = 1e11  # a device clock above this is in ms already (1e11 s is the year 5138)
 _EVENT_TYPES = ("sos", "fall", "off_wrist")
-_MAX_NUMBER = 2**53
 
 
-class BadFrame(ValueError):
-    """A line that cannot be used; the message is the reason, never the line's content."""
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError("NaN and Infinity are not JSON")
-
-
-def decode_line(line: bytes) -> dict[str, Any]:
-    """The JSON object on ``line``; BadFrame saying why there is none."""
-    try:
-        text = line.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadFrame("not UTF-8") from None
-    try:
-        obj = json.loads(text, parse_constant=_reject_constant)
-    except (ValueError, RecursionError):  # RecursionError: brackets nested past Python's limit
-        raise BadFrame("not JSON") from None
-    if not isinstance(obj, dict):
-        raise BadFrame("not a JSON object")
-    return obj
-
-
-def number(value: Any) -> int | float | None:
-    """``value`` if it is a JSON number (not a bool) that every JSON reader holds exactly (below
-    2^53 in size: a 4000-digit integer is garbage, not a measurement), else None."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) < _MAX_NUMBER:
-        return value
-    return None
-
-
-def clock_ms(value: Any) -> int | None:
-    """A device clock (seconds, or ms when implausibly large for seconds) as integer ms; None
-    when it is not a number."""
-    n = number(value)
-    if n is None:
-        return None
-    return int(n) if abs(n) > _MS_THRESHOLD else int(round(n * 1000))
-
-
-class JsonLineReader:
-    """Reads a JSON-line device that talks unprompted; subclasses say what a line means.
-
-    ``handle(obj, ts_ms)`` turns one decoded object into readings and events (``add``), raises
-    BadFrame for an unusable one, and returns True when what it found is urgent (an SOS): the
-    poll then returns at once rather than waiting out its ``WAIT_S``.
-
-    Everything read goes into one pending result, under its own lock, whoever read it: a write
-    waiting for its ack on another thread files the passages it reads there, and the next
-    ``poll()`` hands them on. ``answered`` is False only when the link failed: a quiet device is
-    not an offline one (staleness is configured with alarms).
-    """
-
-    def __init__(self, device: Any, link: Any, clock: Callable[[], float] = time.time) -> None:
-        self.device, self.link, self.clock = device, link, clock
-        self.name: str = device.name
-        self.lines = 0  # lines received since start: bad ones are named by this number
-        self._pending = PollResult(answered=True)
-        self._pending_lock = threading.Lock()
-        self._writers = 0  # writes in progress: poll steps aside so they get the link at once
-
-    # -- what subclasses call --------------------------------------------------------------
-    def handle(self, obj: dict[str, Any], ts_ms: int) -> bool:
-        raise NotImplementedError
-
-    def add(self, readings: Iterable[Reading] = (), events: Iterable[Event] = ()) -> None:
-        with self._pending_lock:
-            self._pending.readings.extend(readings)
-            self._pending.events.extend(events)
-
-    def bad(self, reason: str) -> None:
-        """Count a bad frame; the first few of a poll are named by line number and reason."""
-        with self._pending_lock:
-            self._pending.bad_frames += 1
-            if self._pending.bad_frames <= MAX_ERRORS_PER_POLL:
-                self._pending.errors.append(f"{self.name}: line {self.lines} skipped: {reason}")
-
-    def take(self, line: bytes) -> bool:
-        """Decode and handle one line; True when it was urgent. A line past the protocol's limit
-        is refused here too, whatever link delivered it."""
-        if len(line) > MAX_LINE:
-            self.too_long()
-            return False
-        self.lines += 1
-        ts = int(self.clock() * 1000)
-        try:
-            return self.take_object(decode_line(line), ts)
-        except BadFrame as exc:
-            self.bad(str(exc))
-            return False
-
-    def take_object(self, obj: dict[str, Any], ts_ms: int) -> bool:
-        try:
-            return bool(self.handle(obj, ts_ms))
-        except BadFrame as exc:
-            self.bad(str(exc))
-            return False
-
-    def too_long(self) -> None:
-        self.lines += 1
-        self.bad(f"longer than {MAX_LINE} bytes")
-
-    # -- the streaming poll ----------------------------------------------------------------
-    def poll(self) -> PollResult:
-        """Up to ``WAIT_S`` of lines (less after something urgent); never raises for the device."""
-        deadline = time.monotonic() + WAIT_S
-        taken = 0
-        while taken < MAX_LINES_PER_POLL:
-            left = deadline - time.monotonic()
-            if self._writers:  # a write holds or wants the link: let it have it
-                if left <= 0:
-                    break
-                time.sleep(min(left, 0.01))
-                continue
-            try:
-                line, urgent = self._read_one(max(0.0, min(left, SLICE_S)))
-            except LinkError as exc:
-                self._link_failed(exc, deadline)
-                break
-            if line is None:
-                if left <= 0:
-                    break
-                continue
-            taken += 1
-            if urgent:
-                break
-        return self.collect()
-
-    def _read_one(self, wait_s: float) -> tuple[bytes | None, bool]:
-        """One line read and handled under the link's lock (a write does the same, so lines are
-        handled one at a time whichever thread reads them): (the line, None on timeout or b""
-        for an over-long line already counted; whether it was urgent)."""
-        with self.link.lock:
-            try:
-                line = self.link.read_line(wait_s)
-            except LineTooLong:
-                self.too_long()
-                return b"", False
-            return line, line is not None and self.take(line)
-
-    def _link_failed(self, exc: LinkError, deadline: float) -> None:
-        with self._pending_lock:
-            self._pending.answered = False
-            self._pending.errors.append(f"{self.name}: {exc}")
-        left = deadline - time.monotonic()
-        if left > 0:  # the worker calls again at once: do not spin on a dead port
-            time.sleep(left)
-
-    def collect(self) -> PollResult:
-        """What was read since the last poll (by any thread), handed over once."""
-        with self._pending_lock:
-            result, self._pending = self._pending, PollResult(answered=True)
-        extra = result.bad_frames - MAX_ERRORS_PER_POLL
-        if extra > 0:
-            result.errors.append(f"{self.name}: {extra} more bad line(s) skipped")
-        return result
-
-
-# -- the hub -----------------------------------------------------------------------------------
 OUTPUTS = (
     Output("hr_bpm", valid=(20, 250), data_class=DataClass.HEALTH),
     Output("spo2_pct", valid=(50, 100), data_class=DataClass.HEALTH),

@@ -15,7 +15,8 @@ import pytest
 
 from edge_agent.config import ConfigError, parse_settings
 from edge_agent.drivers import dlt645_codec as dlt
-from edge_agent.drivers.dlt645_meter import DRIVER, ReplyScanner, select_dis
+from edge_agent.drivers._meter import ReplyScanner
+from edge_agent.drivers.dlt645_meter import DRIVER, select_dis
 from edge_agent.model import Quality
 from edge_agent.readers import make_reader, open_link
 from edge_agent.registry import get_driver

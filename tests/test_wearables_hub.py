@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from edge_agent import geohash
 from edge_agent.config import parse_settings
+from edge_agent.drivers import _jsonlines
 from edge_agent.drivers import wearables_hub as hub
 from edge_agent.keys import KeyRing
 from edge_agent.model import DataClass, Priority, Quality
@@ -179,7 +180,8 @@ def test_bad_lines_are_counted_and_named_without_content(raw, reason):
 def test_a_flood_of_bad_lines_names_the_first_few_and_counts_the_rest():
     _, result = take(*[b"x"] * 12)
     assert result.bad_frames == 12
-    assert len(result.errors) == hub.MAX_ERRORS_PER_POLL + 1 and result.errors[-1] == "hub-1: 7 more bad line(s) skipped"
+    assert len(result.errors) == _jsonlines.MAX_ERRORS_PER_POLL + 1
+    assert result.errors[-1] == "hub-1: 7 more bad line(s) skipped"
 
 
 JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
@@ -296,7 +298,7 @@ def test_an_absent_port_is_not_answered_and_not_spun_on(tmp_path):
     r = make_reader(device, get_driver(device.driver), open_link(s.bus("wb")))
     start = time.monotonic()
     results = [r.poll() for _ in range(3)]
-    assert time.monotonic() - start >= 3 * hub.WAIT_S * 0.9  # waits out its poll: the worker calls again at once
+    assert time.monotonic() - start >= 3 * _jsonlines.WAIT_S * 0.9  # waits out its poll: the worker calls again at once
     assert all(not x.answered for x in results)
     assert "not found" in results[0].errors[0] and results[0].errors[0].startswith("hub-1: bus wb")
 
