@@ -15,8 +15,11 @@ from .model import DataClass, Point
 
 __all__ = [
     "GatewaySettings", "TlsSettings", "MqttSettings", "BufferSettings", "PrivacySettings",
-    "BusSettings", "DeviceSettings", "Settings",
+    "BusSettings", "DeviceSettings", "Settings", "TrustedKey", "CommandSettings", "WriteRule", "OPS",
 ]
+
+# CONTRACT section 6: the ops a platform command may name
+OPS = ("agent.ping", "device.poll", "device.write", "config.apply", "buffer.replay")
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,53 @@ class PrivacySettings:
 
 
 @dataclass(frozen=True)
+class TrustedKey:
+    """A platform key the gateway accepts command signatures from (Ed25519 public key, PEM)."""
+
+    id: str  # the command's optional "kid" names it; also who signed, in the audit log
+    public_key_file: Path
+
+
+@dataclass(frozen=True)
+class CommandSettings:
+    """``commands:``: whether the gateway listens on ``R/cmd`` and what it lets commands do.
+
+    Off unless keys are configured: with no trusted key every command would be refused anyway.
+    ``ops``: the ops enabled at all; ``config.apply`` is off unless listed. Device writes are
+    further limited per device (``DeviceSettings.writable``): nothing is writable by default.
+    """
+
+    keys: tuple[TrustedKey, ...] = ()
+    ops: tuple[str, ...] = ("agent.ping", "device.poll", "device.write", "buffer.replay")
+    max_bytes: int = 16 * 1024  # a larger payload is refused before it is parsed
+    max_skew_s: float = 300.0  # how far in our future "iat" may be
+    max_lifetime_s: float = 3600.0  # "exp" - "iat" at most: bounds the replay cache
+    rollback_after_s: float = 120.0  # config.apply: the uplink must be back within this
+    config_backups: int = 5  # previous config files kept beside the config
+    replay_rate: int = 2000  # buffer.replay: rows per second at most, so live data keeps flowing
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.keys)
+
+
+@dataclass(frozen=True)
+class WriteRule:
+    """What a command may write to one point: one of ``values``, or a number in ``[min, max]``."""
+
+    values: tuple[object, ...] | None = None
+    min: float | None = None
+    max: float | None = None
+
+    def allows(self, value: object) -> bool:
+        if self.values is not None:
+            return any(value == v and type(value) is type(v) for v in self.values)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        return (self.min is None or value >= self.min) and (self.max is None or value <= self.max)
+
+
+@dataclass(frozen=True)
 class BusSettings:
     """One physical link. ``serial`` set: RS-485 through a local port. ``host`` set: TCP;
     for protocol ``modbus-rtu`` that means RTU frames through a serial-to-Ethernet converter."""
@@ -117,6 +167,7 @@ class DeviceSettings:
     report: Report = field(default_factory=Report)  # every_poll, or on_change with deadband/heartbeat
     offline_after: int | None = None  # unanswered polls in a row before an offline event; None: not set (3)
     options: dict[str, object] = field(default_factory=dict)  # the driver's Option values, defaults filled in
+    writable: dict[str, WriteRule] = field(default_factory=dict)  # point -> what commands may write there
 
     @property
     def watched(self) -> bool:
@@ -134,6 +185,7 @@ class Settings:
     buses: tuple[BusSettings, ...]
     devices: tuple[DeviceSettings, ...]
     source: Path | None = None
+    commands: CommandSettings = field(default_factory=CommandSettings)
 
     @property
     def root_topic(self) -> str:
