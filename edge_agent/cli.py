@@ -332,6 +332,11 @@ def cmd_keys_init(args: argparse.Namespace) -> int:
         print(f"site key v{version} {fp}" + (" (active)" if version == ring.active else ""))
     for line in platform:
         print(line)
+    from .cli_commands import audit_cli_action
+
+    warning = audit_cli_action(settings.gateway.state_dir, "keys rotate" if args.rotate else "keys init")
+    if warning:
+        print(warning, file=sys.stderr)
     return 0
 
 
@@ -390,8 +395,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("init", "create the site pseudonym key where the config points; print fingerprints", keys_sub)
     p.add_argument("--rotate", action="store_true", help="add a new key version; new data uses it")
     p.set_defaults(func=cmd_keys_init)
-    platform = sub.add_parser("platform", help="the platform's side of seal (not for gateways)",
-                              description="The platform's side of seal: its key pair, and opening sealed values.")
+    platform = sub.add_parser("platform", help="the platform's side of seal and of signed commands (not for gateways)",
+                              description="The platform's side: its seal key pair and opening sealed values; "
+                                          "its command signing key and signing commands.")
     platform_sub = platform.add_subparsers(dest="platform_verb", required=True, metavar="VERB")
     p = platform_sub.add_parser("keygen", help="write DIR/platform.key (0600) and DIR/platform.pub")
     p.add_argument("dir", metavar="DIR")
@@ -400,8 +406,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", required=True, metavar="FILE", help="the platform's private key (PEM)")
     p.add_argument("file", nargs="?", metavar="PAYLOAD_FILE", help="JSON payload (default: stdin)")
     p.set_defaults(func=cmd_platform_unseal)
-    from . import scan
+    from . import cli_commands, scan
     from .sim import cli as sim_cli
+
+    cli_commands.register(sub, platform_sub, _load)  # audit, platform signkey, platform sign
 
     scan.register(sub)
     sim_cli.register(sub)
