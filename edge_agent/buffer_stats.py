@@ -8,10 +8,16 @@ O(pending rows): ~0.4 s per million here. Fine for status; not for a hot loop.
 
 ``Buffer.stats`` (the live next id) and ``Buffer.read_stats`` (a path, no open buffer) are
 the ways in; the rest of the code imports ``BufferStats`` from ``buffer.py``.
+
+Rows, read the same way: ``read_rows`` (what ``edge-agent tail`` follows) and, for the
+``buffer.replay`` command, ``replay_span`` (how many rows a range holds) and ``read_range``
+(those rows, a page at a time by id, so no read transaction stays open during a slow replay
+and the WAL can still be checkpointed).
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +26,7 @@ from . import evict
 from .buffer_file import BufferError, open_or_error, read_meta
 from .model import Priority
 
-__all__ = ["BufferStats", "read_stats", "read_rows"]
+__all__ = ["BufferStats", "read_stats", "read_rows", "replay_span", "read_range", "Span"]
 
 
 @dataclass(frozen=True)
@@ -95,8 +101,6 @@ def read_rows(path: Path | str, *, after_id: int = 0, limit: int = 1000,
 
     Bodies are stored after the privacy stage, so they are exactly what the wire carries.
     """
-    import json
-
     path = Path(path)
     if not path.is_file():
         raise BufferError(f"{path}: no buffer database here (has the daemon run yet?)")
@@ -112,4 +116,54 @@ def read_rows(path: Path | str, *, after_id: int = 0, limit: int = 1000,
         raise BufferError(f"{path}: not an edge-agent buffer or unreadable: {exc}") from exc
     finally:
         conn.close()
+    return [(rid, kind, {"id": rid, **json.loads(body)}) for rid, kind, body in rows]
+
+
+@dataclass(frozen=True)
+class Span:
+    """The rows of a replay range: how many, and the lowest and highest id among them."""
+
+    rows: int
+    first_id: int | None
+    last_id: int | None
+
+
+def _range_sql(from_ts: int | None, to_ts: int | None) -> tuple[str, list[int]]:
+    if from_ts is None and to_ts is None:
+        return "", []
+    return " AND ts >= ? AND ts <= ?", [from_ts if from_ts is not None else 0,
+                                        to_ts if to_ts is not None else (1 << 63) - 1]
+
+
+def _read(path: Path | str, sql: str, args: list[int]) -> list[tuple]:
+    path = Path(path)
+    if not path.is_file():
+        raise BufferError(f"{path}: no buffer database here (has the daemon run yet?)")
+    conn = open_or_error(path, readonly=True)
+    try:
+        return conn.execute(sql, args).fetchall()
+    except sqlite3.Error as exc:
+        raise BufferError(f"{path}: not an edge-agent buffer or unreadable: {exc}") from exc
+    finally:
+        conn.close()
+
+
+def replay_span(path: Path | str, *, from_id: int = 0, to_id: int = (1 << 63) - 1,
+                from_ts: int | None = None, to_ts: int | None = None) -> Span:
+    """The rows with ``from_id <= id <= to_id`` (and ``from_ts <= ts <= to_ts`` when given),
+    sent or not, still in the buffer. One scan when a time range is given (ts has no index)."""
+    extra, args = _range_sql(from_ts, to_ts)
+    ((rows, first, last),) = _read(path, "SELECT count(*), min(id), max(id) FROM outbox WHERE id >= ? AND id <= ?"
+                                   + extra, [from_id, to_id, *args])
+    return Span(rows, first, last)
+
+
+def read_range(path: Path | str, *, after_id: int, to_id: int, from_ts: int | None = None,
+               to_ts: int | None = None, limit: int = 500) -> list[tuple[int, str, dict]]:
+    """Rows (id, kind, wire body) with ``after_id < id <= to_id`` (and the ts range when given),
+    oldest first, at most ``limit``: one page of a replay. The body is byte for byte what was
+    published, ``id`` included (as ``Buffer.pending`` makes it)."""
+    extra, args = _range_sql(from_ts, to_ts)
+    rows = _read(path, "SELECT id, kind, body FROM outbox WHERE id > ? AND id <= ?" + extra
+                 + " ORDER BY id LIMIT ?", [after_id, to_id, *args, max(1, limit)])
     return [(rid, kind, {"id": rid, **json.loads(body)}) for rid, kind, body in rows]

@@ -73,8 +73,10 @@ def _privacy(settings: Any, config: str) -> Any:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .buffer import BufferError
+    from .command_verify import VerifierError
     from .daemon import run
     from .keys import KeyFileError
+    from .ledger import LedgerError
     from .seal import SealError
     from .uplink import UplinkError
 
@@ -82,7 +84,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
     try:
         return run(settings)
-    except (BufferError, UplinkError) as exc:  # a file the agent cannot use: nothing to retry
+    except (BufferError, UplinkError, LedgerError, VerifierError) as exc:  # a file the agent cannot use
         raise CliFailure(str(exc)) from None
     except (KeyFileError, SealError) as exc:  # missing or loosely permitted key: fix it, then start
         raise _key_failure(exc, args.config) from None

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .config_alarms import ALARM_KEYS, read_alarm_config
+from .config_commands import read_commands, read_writable
 from .model import DRIVER_PROTOCOLS, PROTOCOLS, DataClass, DType, Driver, Point, Reg
 from .registry import DriverError, drivers, point_problems
 from .settings import (BufferSettings, BusSettings, DeviceSettings, GatewaySettings, MqttSettings,
@@ -20,7 +21,7 @@ from .settings import (BufferSettings, BusSettings, DeviceSettings, GatewaySetti
 from .yamlsource import (Convert, Node, Problem, Report, Section, boolean, choice, compose, did_you_mean,
                          duration, identifier, integer, number, number_pair, path, size, string)
 
-__all__ = ["Problem", "ConfigError", "load_settings", "check_file", "parse_settings"]
+__all__ = ["Problem", "ConfigError", "load_settings", "check_file", "check_text", "parse_settings"]
 
 DEFAULT_STATE_DIR = Path("/var/lib/edge-agent")
 PRIVACY_ACTIONS = ("keep", "pseudonymize", "mask", "generalize", "drop", "seal")
@@ -54,6 +55,14 @@ def load_settings(path: str | Path) -> Settings:
 def check_file(path: str | Path) -> list[Problem]:
     """Every problem of ``path`` (``[]`` when it is valid); bad content never raises."""
     return _load(path)[1]
+
+
+def check_text(text: str, path: str | Path, *, shown_as: str | None = None) -> tuple[Settings | None, list[Problem]]:
+    """Check ``text`` exactly as ``check_file`` would if it were the file at ``path`` (relative paths
+    from its directory; ``Settings.source`` is ``path``); problems name ``shown_as`` (default: the
+    path). For ``config.apply``, which checks a config before it is written. Never raises."""
+    where = Path(path).absolute()
+    return _parse(text, shown_as or str(path), where.parent, where)
 
 
 def parse_settings(text: str, source: str = "<string>", base_dir: Path | None = None) -> Settings:
@@ -103,17 +112,18 @@ class _Reader:
                             "(gateway, mqtt, buffer, privacy, buses, devices)")
             return None
         top = Section(self.report, root, "", None,
-                      ("gateway", "mqtt", "buffer", "privacy", "buses", "devices"))
+                      ("gateway", "mqtt", "buffer", "privacy", "buses", "devices", "commands"))
         gateway = self.gateway(top)
         mqtt = self.mqtt(top)
         buffer = self.buffer(top, gateway.state_dir if gateway else DEFAULT_STATE_DIR)
         privacy = self.privacy(top, gateway.state_dir if gateway else DEFAULT_STATE_DIR)
         buses = self.buses(top)
         devices = self.devices(top, buses)
+        commands = read_commands(self.report, top, self.base)
         if self.report.problems or gateway is None or mqtt is None or buses is None or devices is None:
             return None
         return Settings(gateway, mqtt, buffer, privacy, tuple(b for b in buses.values() if b),
-                        devices, self.source)
+                        devices, self.source, commands)
 
     def gateway(self, top: Section) -> GatewaySettings | None:
         s = top.section("gateway", ("id", "site", "state_dir"), required=True)
@@ -272,7 +282,7 @@ class _Reader:
         for i, node in enumerate(items):
             s = Section.of(self.report, node, f"devices[{i}]", node.line,
                            ("name", "bus", "driver", "address", "interval", "timeout", "retries", "max_block",
-                            "merge_gap", "enabled", "points", "privacy", "options", *ALARM_KEYS))
+                            "merge_gap", "enabled", "points", "privacy", "options", "writable", *ALARM_KEYS))
             if s is None:
                 continue
             name = s.get("name", identifier())
@@ -316,13 +326,14 @@ class _Reader:
         declared = driver.points if driver and not driver.points_from_config else points
         internal = [q.name for q in declared if q.internal]
         rules, report, offline_after = read_alarm_config(self.report, s, known, internal)
+        writable = read_writable(self.report, s, driver, points, known, internal)
         interval = s.get("interval", duration(0.01, 86400), driver.default_interval_s if driver else None)
         return DeviceSettings(
             name=name or "", bus=bus_name or "", driver=driver_id or "", address=address, interval_s=interval,
             timeout_s=s.get("timeout", duration(0.01, 60), None), retries=s.get("retries", integer(0, 10), 1),
             max_block=max_block, merge_gap=s.get("merge_gap", integer(0, 125), 8), points=points,
             enabled=s.get("enabled", boolean, True), privacy=overrides, alarms=rules, report=report,
-            offline_after=offline_after, options=self.options(s, driver))
+            offline_after=offline_after, options=self.options(s, driver), writable=writable)
 
     def address(self, s: Section, bus: BusSettings | None, driver: Driver | None) -> int | str | None:
         """The device's address in its bus's protocol: a Modbus unit id, a meter's BCD digits

@@ -5,9 +5,19 @@ its key files are the one thing that may stop the agent at start (``KeyFileError
 ``SealError``), and every reading (``accept``) and event (``accept_events``) passes it before
 it is queued for the buffer.
 
-Start order follows the data: the buffer opens first (nothing polled may be lost), then the
-uplink (it drains what a previous run left), then the bus workers. Stop order is the reverse,
-so every reading already polled is committed before the process ends.
+Start order follows the data: the command service first when ``commands`` has keys (its key
+files are checked before anything opens), the buffer (nothing polled may be lost), then the
+uplink (it drains what a previous run left; ``R/cmd`` goes to the service), then the bus
+workers. Stop order is the reverse, so every reading already polled is committed before the
+process ends, and no command acts on a device that is being closed.
+
+``run()`` supervises one ``Agent`` at a time (``Supervisor``): a ``config.apply`` stops the
+running agent (its buffer committed and closed: nothing is lost) and starts one with the new
+settings. When the new uplink has not connected within ``commands.rollback_after`` (or the new
+agent fails to start), the previous config file is put back and an agent runs with it again.
+The command's result is published once, by the agent that runs at the end: ``ok`` once the new
+uplink is connected, or ``rolled_back``. The file work and the pending-apply record that makes
+a crash mid-apply roll back at the next start are ``config_apply``'s.
 """
 
 from __future__ import annotations
@@ -16,11 +26,14 @@ import logging
 import signal
 import threading
 import time
-from typing import Callable, Iterable
+from pathlib import Path
+from typing import Any, Callable, Iterable
 
 from . import __version__
 from .alarms import DeviceAlarms
 from .buffer import Buffer
+from .command_types import Command, CommandRejected, result
+from . import config_apply
 from .writer import BufferWriter
 from .health import HealthBoard
 from .model import Event, Reading
@@ -31,19 +44,29 @@ from .scheduler import BusWorker, Schedule
 from .settings import DeviceSettings, Settings
 from .uplink import Uplink
 
-__all__ = ["Agent", "run"]
+__all__ = ["Agent", "Supervisor", "run"]
 
 log = logging.getLogger("edge_agent")
 
 PRUNE_EVERY_S = 5.0  # sent rows past retention go within this (tail follows them until then)
 FINAL_DRAIN_S = 3.0  # on stop, how long to keep publishing what the last polls buffered
+TRIAL_POLL_S = 0.05  # during a config.apply trial: how often the new uplink is looked at
+IDLE_POLL_S = 0.25  # otherwise: how soon an apply request is taken up
+LEDGER_NAME = "commands.db"  # in state_dir; the command service's ledger, for the apply's final audit row
+
+ApplyConfig = Callable[[Command], "dict[str, Any] | None"]
+BuildService = Callable[[Settings, "Agent", ApplyConfig | None], Any]
 
 
 class Agent:
     """The running gateway. ``start()`` returns once polling and the buffer are up."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, apply_config: ApplyConfig | None = None,
+                 build_service: BuildService | None = None) -> None:
         self.settings = settings
+        self._apply_config = apply_config
+        self._build_service = build_service or _command_service
+        self.commands: Any = None  # commands.CommandService when settings.commands has keys
         self.health = HealthBoard()
         self.privacy = Privacy.load(settings.privacy, overrides=settings.privacy_overrides)
         self.buffer = Buffer(settings.buffer.path, max_bytes=settings.buffer.max_bytes,
@@ -59,9 +82,14 @@ class Agent:
         s = self.settings
         for warning in self.privacy.warnings:
             log.warning("privacy: %s", warning)
+        if s.commands.enabled:
+            self.commands = self._build_service(s, self, self._apply_config)
         self.buffer.open()
         self.uplink = Uplink(s.mqtt, s.gateway, self.buffer, version=__version__, started_at_ms=self.started_ms,
-                             extra_state=self._extra_state)
+                             extra_state=self._extra_state,
+                             on_command=self.commands.submit if self.commands is not None else None)
+        if self.commands is not None:
+            self.commands.start(self.uplink.publish_result)
         self.writer = BufferWriter(self.buffer, commit_interval_s=s.buffer.commit_interval_s,
                                    commit_max=s.buffer.commit_max, on_commit=lambda ids: self.uplink.wake())
         self.writer.start()
@@ -129,6 +157,8 @@ class Agent:
             time.sleep(0.05)
 
     def stop(self) -> None:
+        if self.commands is not None:
+            self.commands.stop()
         for worker in self.workers:
             worker.stop()
         for worker in self.workers:
@@ -144,20 +174,193 @@ class Agent:
         log.info("edge-agent stopped")
 
 
+def _command_service(settings: Settings, agent: Agent, apply_config: ApplyConfig | None) -> Any:
+    from .commands import CommandService
+
+    return CommandService.build(settings, agent, apply_config)
+
+
 def run(settings: Settings, *, stop_event: threading.Event | None = None,
-        on_started: Callable[[Agent], None] | None = None) -> int:
+        on_started: Callable[[Agent], None] | None = None, build_service: BuildService | None = None) -> int:
     """Run until SIGTERM/SIGINT (or ``stop_event``); returns the process exit code."""
     stop_event = stop_event or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop_event.set())
-    agent = Agent(settings)
-    agent.start()
-    if on_started:
-        on_started(agent)
+    return Supervisor(settings, stop_event, on_started=on_started, build_service=build_service).run()
+
+
+class Supervisor:
+    """One ``Agent`` at a time; a ``config.apply`` swaps it for one with the new settings, and a
+    swap whose uplink does not connect in time is undone (module docstring)."""
+
+    def __init__(self, settings: Settings, stop_event: threading.Event, *,
+                 on_started: Callable[[Agent], None] | None = None, build_service: BuildService | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.stop_event = stop_event
+        self.on_started = on_started
+        self.build_service = build_service
+        self.clock = clock
+        self.agent: Agent | None = None
+        self._lock = threading.Lock()
+        self._request: tuple[config_apply.PendingApply, Settings] | None = None  # set by the command worker
+        self._busy: str | None = None  # the id of the apply under way (requested, or on trial)
+        self._trial: config_apply.PendingApply | None = None
+        self._trial_started = 0.0  # monotonic
+        self._trial_until = 0.0
+
+    # -- the command worker's side -------------------------------------------------------------
+    def apply_config(self, command: Command) -> dict[str, Any] | None:
+        """``config.apply``, called on the command worker thread: check and write the new config,
+        then leave the swap to ``run``'s thread (None: the result comes later, from here)."""
+        with self._lock:
+            if self._busy is not None:
+                raise CommandRejected("not_allowed", f"config.apply {self._busy} is still under way; "
+                                      "send again after its result", cmd_id=command.id, signer=command.signer)
+            self._busy = command.id
+        try:
+            current = self.settings
+            text, new = config_apply.prepare(command, current)
+            if current.source is not None and config_apply.sha256_file(current.source) == \
+                    config_apply.sha256_text(text):
+                with self._lock:
+                    self._busy = None
+                return {"changed": False, "config": current.source.name}
+            pending = config_apply.install(command, current, text, now_ms=int(self.clock() * 1000))
+        except BaseException:
+            with self._lock:
+                self._busy = None
+            raise
+        with self._lock:
+            self._request = (pending, new)
+        return None
+
+    # -- run's thread ----------------------------------------------------------------------------
+    def run(self) -> int:
+        resumed = self._resume()
+        self._start(self.settings)
+        if resumed is not None:
+            self._finish(resumed, ok=False, code="rolled_back",
+                         message="the agent stopped before the new config was confirmed; the previous config "
+                                 "is running again")
+        next_housekeeping = time.monotonic() + PRUNE_EVERY_S
+        try:
+            while not self.stop_event.wait(TRIAL_POLL_S if self._trial is not None else IDLE_POLL_S):
+                with self._lock:
+                    request, self._request = self._request, None
+                if request is not None:
+                    self._swap(*request)
+                if self._trial is not None:
+                    self._watch_trial()
+                if time.monotonic() >= next_housekeeping and self.agent is not None:
+                    self.agent.housekeeping()
+                    next_housekeeping = time.monotonic() + PRUNE_EVERY_S
+        finally:
+            self._stop_agent()
+        return 0
+
+    def _resume(self) -> config_apply.PendingApply | None:
+        """A record left by an apply that never finished: its new config is not trusted; the
+        previous file goes back (when the new one is in place) before anything starts."""
+        pending = config_apply.read_pending(self.settings.gateway.state_dir)
+        if pending is None:
+            return None
+        log.warning("config.apply %s did not finish before the agent stopped; rolling back", pending.cmd_id)
+        with self._lock:
+            self._busy = pending.cmd_id
+        if config_apply.restore(pending) and pending.config == self.settings.source:
+            from .config import load_settings
+
+            self.settings = load_settings(pending.config)
+        return pending
+
+    def _start(self, settings: Settings) -> None:
+        """An agent on ``settings``, started; on failure nothing of it stays open."""
+        agent = Agent(settings, apply_config=self.apply_config, build_service=self.build_service)
+        try:
+            agent.start()
+        except BaseException:
+            _quietly(agent.stop)
+            raise
+        self.agent, self.settings = agent, settings
+        if self.on_started:
+            self.on_started(agent)
+
+    def _stop_agent(self) -> None:
+        agent, self.agent = self.agent, None
+        if agent is not None:
+            agent.stop()
+
+    def _swap(self, pending: config_apply.PendingApply, new: Settings) -> None:
+        log.info("config.apply %s: restarting with the new config (rollback after %.0f s without the uplink)",
+                 pending.cmd_id, pending.rollback_after_s)
+        self._trial, self._trial_started = pending, time.monotonic()
+        self._trial_until = self._trial_started + pending.rollback_after_s
+        self._stop_agent()
+        try:
+            self._start(new)
+        except Exception as exc:
+            log.error("config.apply %s: the new config does not start: %s", pending.cmd_id, exc)
+            self._rollback(f"the new config failed to start ({_clip(exc)})")
+
+    def _watch_trial(self) -> None:
+        pending = self._trial
+        assert pending is not None
+        uplink = self.agent.uplink if self.agent is not None else None
+        if uplink is not None and uplink.connected:
+            took_ms = int((time.monotonic() - self._trial_started) * 1000)
+            log.info("config.apply %s: applied; the uplink connected %d ms after the restart", pending.cmd_id, took_ms)
+            self._finish(pending, ok=True, data={**config_apply.describe(pending), "connected_after_ms": took_ms})
+        elif time.monotonic() >= self._trial_until:
+            log.error("config.apply %s: the uplink did not connect within %.0f s; rolling back",
+                      pending.cmd_id, pending.rollback_after_s)
+            self._rollback(f"the uplink did not connect within {pending.rollback_after_s:g} s with the new config")
+
+    def _rollback(self, why: str) -> None:
+        """The previous file back, an agent on it, and the result saying so."""
+        from .config import load_settings
+
+        pending = self._trial
+        assert pending is not None
+        self._stop_agent()
+        config_apply.restore(pending)
+        self._start(load_settings(pending.config))  # it ran before the apply; a failure here ends the run
+        self._finish(pending, ok=False, code="rolled_back", message=f"{why}; the previous config is running again",
+                     data={"restored": pending.backup.name})
+
+    def _finish(self, pending: config_apply.PendingApply, *, ok: bool, code: str | None = None,
+                message: str = "", data: dict[str, Any] | None = None) -> None:
+        """The apply's one result, its audit row, and the record gone: the apply is over."""
+        answer = result(pending.cmd_id, ok, int(self.clock() * 1000), code=code, message=message, data=data)
+        if self.agent is not None and self.agent.uplink is not None:
+            self.agent.uplink.publish_result(answer)
+        self._audit(pending, ok, code, message if not ok else f"applied; uplink connected after "
+                    f"{(data or {}).get('connected_after_ms')} ms")
+        config_apply.clear_pending(self.settings.gateway.state_dir)
+        self._trial = None
+        with self._lock:
+            self._busy = None
+
+    def _audit(self, pending: config_apply.PendingApply, ok: bool, code: str | None, detail: str) -> None:
+        from .ledger import Ledger
+
+        try:
+            with Ledger(Path(self.settings.gateway.state_dir) / LEDGER_NAME) as ledger:
+                ledger.audit("command", actor=pending.signer, cmd_id=pending.cmd_id, op="config.apply",
+                             outcome="done" if ok else "failed", code=code, detail=detail)
+        except Exception as exc:  # the result is out already; the missing row is logged
+            log.error("config.apply %s: cannot write the audit log (%s: %s)", pending.cmd_id,
+                      type(exc).__name__, exc)
+
+
+def _quietly(action: Callable[[], None]) -> None:
     try:
-        while not stop_event.wait(PRUNE_EVERY_S):
-            agent.housekeeping()
-    finally:
-        agent.stop()
-    return 0
+        action()
+    except Exception as exc:
+        log.debug("cleanup after a failed start: %s: %s", type(exc).__name__, exc)
+
+
+def _clip(exc: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[:limit - 1] + "…"

@@ -14,6 +14,10 @@ State: the retained ``R/state`` birth on connect, re-published every ``state_int
 when the buffer's evicted counts change (``uplink_state``); the Last Will says offline.
 Connection logging (log once, recovery once) is ``mqtt_client.ConnectionLog``.
 
+Commands (issue 6): with ``on_command``, ``R/cmd`` is subscribed on every connect and its
+payloads handed on; ``publish_result`` and ``publish_replay`` send results and replays. All of
+it is ``uplink_commands.CommandChannel``, which this class calls from its callbacks.
+
 At least once: on a disconnect the cursors and the in-flight map are reset, and paho's own
 copies of unacked messages are dropped at the next CONNACK, so every unacked row is fetched
 and published again by us, once, with a byte-identical body (the platform de-duplicates on
@@ -38,7 +42,6 @@ paho facts relied on (2.2):
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import threading
@@ -54,6 +57,7 @@ from .lanes import KINDS, Batch, Cursors, Outbox as LaneOutbox, select
 from .mqtt_client import (ConnectionLog, ErrorTap, MqttConfigError, build_client, client_id_for,
                           describe_error, describe_rc, describe_socket_error, keepalive_s)
 from .settings import GatewaySettings, MqttSettings
+from .uplink_commands import CommandChannel, encode
 from .uplink_state import StateReporter, StatsLike
 
 __all__ = ["Uplink", "UplinkStats", "UplinkError", "Outbox", "Topics", "topics", "encode"]
@@ -97,11 +101,6 @@ def topics(mqtt: MqttSettings, gateway: GatewaySettings) -> Topics:
     return Topics.of(mqtt.topic_prefix, gateway.site, gateway.id)
 
 
-def encode(obj: Any) -> bytes:
-    """Compact UTF-8 JSON, as on the wire."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
 @dataclass(frozen=True)
 class UplinkStats:
     """Counters since construction; published_* count re-sends after a reconnect too."""
@@ -121,12 +120,15 @@ class Uplink:
     ``state_interval_s``: how often the retained state is published again while connected.
     ``extra_state``: called (on the state thread) for further keys of the state message, e.g.
     ``{"write_errors": n}``; it cannot replace the uplink's own keys.
+    ``on_command``: called on paho's network thread with the payload of every message on
+    ``R/cmd`` (subscribed only when given); it must return at once (queue, never block).
     """
 
     def __init__(self, mqtt: MqttSettings, gateway: GatewaySettings, buffer: Outbox, *,
                  version: str = __version__, clock: Callable[[], float] = time.time,
                  started_at_ms: int | None = None, state_interval_s: float = 60.0,
-                 extra_state: Callable[[], Mapping[str, Any]] | None = None) -> None:
+                 extra_state: Callable[[], Mapping[str, Any]] | None = None,
+                 on_command: Callable[[bytes], None] | None = None) -> None:
         self._mqtt = mqtt
         self._gw = gateway.id
         self._gateway = gateway
@@ -144,6 +146,9 @@ class Uplink:
             started_ms=started_at_ms if started_at_ms is not None else self._now_ms(),
             stats=buffer.stats, publish=self._publish_state, interval_s=state_interval_s, extra=extra_state)
         self._conn_log = ConnectionLog(self.address, client_id_for(mqtt, gateway), log)
+        self._commands = CommandChannel(gw=self._gw, topics=self.topics, client=lambda: self._client,
+                                        connected=lambda: self.connected, now_ms=self._now_ms,
+                                        on_command=on_command)
         self._errors = ErrorTap()  # paho's error lines (network thread)
         self._lock = threading.Lock()
         # shared with the network thread, under _lock
@@ -191,6 +196,7 @@ class Uplink:
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        self._commands.attach(client)
         self._state.refresh()  # the first birth carries the backlog
         self._client = client
         self._stopping.clear()
@@ -205,6 +211,18 @@ class Uplink:
         """New rows are buffered: drain now rather than at the next poll tick."""
         self._wake.set()
 
+    def publish_result(self, result: Mapping[str, Any]) -> None:
+        """Queue a command result for ``R/cmd/result`` (QoS 1, not retained); returns at once.
+        Sent in order, each until acknowledged; while offline the newest 100 wait."""
+        self._commands.results.put(dict(result))
+
+    def publish_replay(self, kind: str, bodies: list[dict[str, Any]], cmd_id: str, *,
+                       timeout_s: float = 10.0) -> bool:
+        """Publish buffered rows of one ``kind`` ('reading' or 'event') again, ids and bodies as
+        they were, in one message marked ``"replay": cmd_id``, and wait for its PUBACK. False when
+        not connected, stopping, or not acknowledged within ``timeout_s``. Any thread."""
+        return self._commands.publish_replay(kind, bodies, cmd_id, timeout_s=timeout_s)
+
     def stop(self, timeout: float = 5.0) -> None:
         """Let in-flight messages be acked (half of ``timeout`` at most), publish the retained
         offline state, disconnect cleanly (so the broker discards the Last Will)."""
@@ -213,6 +231,7 @@ class Uplink:
             return
         deadline = time.monotonic() + timeout
         self._grace_until = time.monotonic() + timeout / 2
+        self._commands.closing(timeout / 2)  # the last results go out while the drain finishes
         self._stopping.set()
         self._wake.set()
         self._state.stop(max(0.1, timeout / 4))  # no online state after the offline one
@@ -220,6 +239,7 @@ class Uplink:
             self._thread.join(max(0.0, deadline - time.monotonic()))
             if self._thread.is_alive():
                 log.warning("uplink: the drain thread did not stop within %.1f s", timeout)
+        self._commands.detach(max(0.1, self._grace_until - time.monotonic()))
         if self.connected:
             offline = encode({"online": False, "gw": self._gw, "stopped": self._now_ms()})
             info = client.publish(self.topics.state, offline, qos=1, retain=True)
@@ -267,6 +287,7 @@ class Uplink:
                 self._reconnects += 1
         self._conn_log.connected()
         self._wake.set()
+        self._commands.on_connect(client)  # subscribes R/cmd again: the session is clean
 
     def _on_connect_fail(self, client: Any, userdata: Any) -> None:
         # paho calls this inside its `except OSError`: the exception is the reason
@@ -277,6 +298,7 @@ class Uplink:
             was_connected = self._connected
             self._connected = False
             self._reset_locked()
+        self._commands.on_disconnect()  # results and replays in flight are sent again
         self._wake.set()
         paho_error = self._errors.take()
         refused, self._refused = self._refused, False

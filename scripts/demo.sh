@@ -69,18 +69,33 @@ buses["meters-rs485"]["serial"] = elec
 buses["water-tcp"]["port"] = int(water)
 buses["hub-serial"]["serial"] = hub
 buses["gate-tcp"]["port"] = int(gate)
+cfg["commands"]["keys"][0]["public_key_file"] = f"{work}/platform/command.pub"
 yaml.safe_dump(cfg, open(f"{work}/gateway.yaml", "w"), sort_keys=False, allow_unicode=True)
 PY
+# the platform's command-signing key pair (the gateway trusts its public half), and a stranger's
+.venv/bin/edge-agent platform signkey "$work/platform" > /dev/null
+.venv/bin/edge-agent platform signkey "$work/stranger" > /dev/null
 .venv/bin/edge-agent check -c "$work/gateway.yaml"
 .venv/bin/edge-agent keys init -c "$work/gateway.yaml"   # the site pseudonym key: run refuses to start without it
 
-.venv/bin/python scripts/platform_view.py --port "$broker_port" --seconds "$seconds" > "$work/platform.log" &
+.venv/bin/python scripts/platform_view.py --port "$broker_port" --seconds "$seconds" >> "$work/platform.log" &
 view_pid=$!
 sleep 1
 .venv/bin/edge-agent run -c "$work/gateway.yaml" > "$work/agent.log" 2>&1 & pids+=($!)
 echo "demo: agent running; the platform view follows for ${seconds}s"
 echo
 tail -n +1 -f "$work/platform.log" & tail_pid=$!
+send_command() {  # send_command KEY_DIR: a signed 'open lane 1' for gate-1, published on R/cmd
+  .venv/bin/edge-agent platform sign --key "$1/command.key" --kid platform-1 --op device.write \
+    --target gate-1 --args '{"point": "barrier", "value": "open", "lane": 1}' --ttl 60s |
+    mosquitto_pub -h 127.0.0.1 -p "$broker_port" -q 1 -t "edge/v1/demo-community/gw-demo/cmd" -s
+}
+sleep 15
+echo ">>> the platform opens the gate with a signed command" >> "$work/platform.log"
+send_command "$work/platform"
+sleep 2
+echo ">>> a forged command (signed by a key the gateway does not trust) is refused" >> "$work/platform.log"
+send_command "$work/stranger"
 wait "$view_pid" || true
 sleep 0.5
 kill "$tail_pid" 2>/dev/null || true

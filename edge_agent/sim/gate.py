@@ -5,6 +5,10 @@ synthetic plate (even vehicles an ordinary 7-character plate, odd ones an 8-char
 new-energy plate; ``residents.plate``) and a card UID of 8 upper-case hex digits. ``vehicles``
 lists them, so a test knows every raw value the gate can send.
 
+Everything the gate receives is recorded: ``received`` holds every line (bounded, the newest
+dropped past ``RECEIVED_MAX``) and ``received_bytes`` counts every byte, lines or not, so a
+test can prove that nothing at all reached the device.
+
 Commands: ``{"t":"cmd","seq":N,"op":"open"|"close","lane":L}`` is answered with
 ``{"t":"ack","seq":N,"ok":true}`` and, when the barrier moves, a ``state`` line after the ack.
 An unknown op or lane gets ``ok:false`` with ``err`` ``bad_op``/``bad_lane``; anything that is
@@ -27,10 +31,11 @@ from typing import Any
 
 from .residents import plate
 
-__all__ = ["GateFaults", "GateSim", "Vehicle", "BARRIER_STATES"]
+__all__ = ["GateFaults", "GateSim", "Vehicle", "BARRIER_STATES", "RECEIVED_MAX"]
 
 BARRIER_STATES = ("open", "closed", "fault")
 _MAX_PENDING = 4096  # an unterminated command longer than this is dropped
+RECEIVED_MAX = 1000  # lines kept in GateSim.received
 _TARGET = {"open": "open", "close": "closed"}
 
 
@@ -70,6 +75,9 @@ class GateSim:
         self.barriers = {lane: "closed" for lane in range(1, lanes + 1)}
         self.faults = GateFaults()
         self.commands: list[dict[str, Any]] = []  # the commands received (bounded), for tests
+        self.received: list[bytes] = []  # every line received, command or not (bounded), for tests
+        self.received_bytes = 0  # every byte received, in lines or not
+        self._seen: dict[int, int] = {}  # id of a connection's pending buffer -> bytes of it counted
         self.passages = 0
         self._queued: list[tuple[str, Any]] = []  # ("state", lane) / ("passage", None) for the next tick
         self._due: float | None = None
@@ -94,13 +102,19 @@ class GateSim:
 
     # -- the handler ------------------------------------------------------------------------
     def feed(self, pending: bytearray) -> bytes:
+        key = id(pending)
+        self.received_bytes += max(0, len(pending) - self._seen.pop(key, 0))
         out = bytearray()
         while (end := pending.find(b"\n")) >= 0:
             line = bytes(pending[:end])
             del pending[:end + 1]
+            if len(self.received) < RECEIVED_MAX:
+                self.received.append(line)
             out += self._command(line)
         if len(pending) > _MAX_PENDING:
             pending.clear()
+        if pending:
+            self._seen[key] = len(pending)
         return bytes(out)
 
     def tick(self, now: float) -> bytes:

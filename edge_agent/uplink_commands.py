@@ -1,0 +1,291 @@
+"""The uplink's command channel: ``R/cmd`` in, results on ``R/cmd/result`` and replays out.
+
+A part of the uplink (``uplink.py`` owns the paho client and the connection; it calls in here
+from its callbacks). Issue 6, ``docs/commands.md``.
+
+``CommandChannel``:
+
+- ``R/cmd`` is subscribed at QoS 1 on every connect (the session is clean: a reconnect must
+  subscribe again); a refused subscription is logged as an error (a broker ACL).
+- Each message on exactly ``R/cmd`` is handed, as bytes, to ``on_command`` on paho's network
+  thread. paho sends the PUBACK when the callback returns, so ``on_command`` must only queue
+  (``commands.CommandService.submit``); whatever it raises is logged, never passed to paho.
+- ``publish_replay`` publishes buffered rows again for ``buffer.replay``, marked
+  ``"replay": "<command id>"``, and waits for the PUBACK; the caller paces it on its own thread.
+
+``ResultSender``: command results, few but each awaited by the platform, are kept until the
+broker has acknowledged them:
+
+- ``put`` only appends to a bounded queue (``max_pending``, 100 by default) and returns at once.
+  When the queue is full the *oldest* result is dropped and counted: the newest are the ones a
+  platform is still waiting for.
+- One thread (``uplink-results``) sends the head of the queue (QoS 1, not retained), waits for
+  its PUBACK, then takes the next. While the uplink is disconnected the results wait; ``wake()``
+  (called on every connect) sends them.
+- A result whose PUBACK does not come (the connection died meanwhile: the uplink drops paho's
+  unacked copies at the next CONNACK) is sent again. A result may therefore arrive twice; the
+  platform matches results to commands by ``id``.
+
+paho facts relied on (2.2): ``publish`` is thread-safe and returns an ``MQTTMessageInfo`` whose
+``wait_for_publish(timeout)`` returns when the PUBACK came (QoS 1) or the timeout passed, and
+raises for a message that was never queued. An ack on the uplink's own ``on_publish`` for a mid
+it does not know is ignored there, so these messages do not disturb the drain's accounting.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import deque
+from typing import Any, Callable
+
+from paho.mqtt.enums import MQTTErrorCode
+
+from .lanes import KINDS
+
+__all__ = ["CommandChannel", "ResultSender", "RESULTS_MAX", "encode"]
+
+log = logging.getLogger("edge_agent.uplink")
+
+RESULTS_MAX = 100  # results kept while the broker is away
+ACK_TIMEOUT_S = 10.0  # a result not acknowledged within this is sent again
+RETRY_S = 1.0  # after a failed send, while connected
+SLICE_S = 0.2  # waits are cut in slices so that stop() is honoured quickly
+REPLAY_ACK_S = 10.0  # publish_replay: how long to wait for the PUBACK of one message
+
+
+def encode(obj: Any) -> bytes:
+    """Compact UTF-8 JSON, as on the wire."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _acked(info: Any, until: float, keep_waiting: Callable[[], bool]) -> bool:
+    """Wait, in slices, for the PUBACK of ``info`` until ``until`` or ``keep_waiting()`` is False."""
+    while True:
+        try:
+            info.wait_for_publish(SLICE_S)
+            if info.is_published():
+                return True
+        except (ValueError, RuntimeError):  # never queued, or the connection went
+            return False
+        if time.monotonic() >= until or not keep_waiting():
+            return False
+
+
+class ResultSender:
+    """Sends queued results in order, each until acknowledged (module docstring)."""
+
+    def __init__(self, publish: Callable[[bytes], Any | None], *, session: Callable[[], int | None] = lambda: 0,
+                 max_pending: int = RESULTS_MAX, ack_timeout_s: float = ACK_TIMEOUT_S) -> None:
+        self._publish = publish
+        self._session = session
+        self._ack_timeout = ack_timeout_s
+        self._lock = threading.Lock()
+        self._queue: deque[bytes] = deque()
+        self._max = max(1, max_pending)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._deadline: float | None = None  # set by close(): flush until then, then end
+        self._thread: threading.Thread | None = None
+        self.sent = 0
+        self.dropped = 0
+        self._dropping = False
+
+    # -- what the uplink calls ----------------------------------------------------------------
+    def put(self, result: dict[str, Any]) -> None:
+        """Queue one result (compact UTF-8 JSON on the wire); never blocks."""
+        payload = encode(result)
+        with self._lock:
+            dropped = None
+            if len(self._queue) >= self._max:
+                self._queue.popleft()
+                self.dropped += 1
+                dropped, self._dropping = not self._dropping, True
+            self._queue.append(payload)
+        if dropped is not None:
+            log.log(logging.WARNING if dropped else logging.DEBUG,
+                    "uplink: %d command results wait for the broker; dropping the oldest (%d dropped so far)",
+                    self._max, self.dropped)
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Connected (again): send what waits."""
+        self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._queue)
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._deadline = None
+        self._thread = threading.Thread(target=self._run, name="uplink-results", daemon=True)
+        self._thread.start()
+
+    def close(self, grace_s: float) -> None:
+        """Keep sending for at most ``grace_s`` more (while there is something to send), then end."""
+        self._deadline = time.monotonic() + max(0.0, grace_s)
+        self._wake.set()
+
+    def join(self, timeout: float) -> None:
+        self._stop.set()  # after close()'s grace (or at once, without close())
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(max(0.0, timeout))
+            if self._thread.is_alive():
+                log.warning("uplink: the results thread did not stop within %.1f s", timeout)
+            self._thread = None
+        with self._lock:
+            left = len(self._queue)
+        if left:
+            log.warning("uplink: %d command result(s) not sent before the stop", left)
+
+    # -- the thread ---------------------------------------------------------------------------
+    def _ending(self) -> bool:
+        if self._stop.is_set():
+            return True
+        deadline = self._deadline
+        if deadline is None:
+            return False
+        with self._lock:
+            empty = not self._queue
+        return empty or time.monotonic() >= deadline
+
+    def _run(self) -> None:
+        while not self._ending():
+            with self._lock:
+                payload = self._queue[0] if self._queue else None
+            if payload is None:
+                self._wait(1.0)
+                continue
+            try:
+                acked = self._send(payload)
+            except Exception as exc:  # never let the thread die; the result stays queued
+                log.error("uplink: publishing a command result failed (%s: %s)", type(exc).__name__, exc)
+                acked = False
+            if acked:
+                with self._lock:
+                    if self._queue and self._queue[0] is payload:  # not dropped meanwhile
+                        self._queue.popleft()
+                    self.sent += 1
+                    if not self._queue:
+                        self._dropping = False
+            else:
+                self._wait(RETRY_S)
+
+    def _wait(self, seconds: float) -> None:
+        self._wake.wait(seconds)
+        self._wake.clear()
+
+    def _send(self, payload: bytes) -> bool:
+        session = self._session()
+        info = self._publish(payload) if session is not None else None
+        if info is None:
+            return False
+        until = time.monotonic() + self._ack_timeout
+        deadline = self._deadline
+        if deadline is not None:
+            until = min(until, deadline)
+        # paho's copy of an unacked message is dropped at the next CONNACK: once that connection is
+        # gone, stop waiting; the result is sent again on the next one
+        return _acked(info, until, lambda: self._session() == session and not self._stop.is_set())
+
+
+class CommandChannel:
+    """``R/cmd`` in, results and replays out, for one uplink (module docstring).
+
+    ``client()`` is the uplink's paho client (None when stopped), ``connected()`` its state,
+    ``now_ms()`` its clock; ``topics`` its ``Topics``. ``session()`` numbers the connections (None
+    while disconnected), so a wait for a PUBACK ends when the connection it was sent on is gone,
+    even when the next one came up meanwhile.
+    """
+
+    def __init__(self, *, gw: str, topics: Any, client: Callable[[], Any], connected: Callable[[], bool],
+                 now_ms: Callable[[], int], on_command: Callable[[bytes], None] | None) -> None:
+        self._gw, self._topics = gw, topics
+        self._client, self._connected, self._now_ms = client, connected, now_ms
+        self._on_command = on_command
+        self._sessions = 0  # connections ended so far (the network thread counts, others read)
+        self.results = ResultSender(self._send_result, session=self.session)
+        self.received = 0  # messages on R/cmd
+        self._failing = False  # on_command raised (network thread; logged once per streak)
+        self._stopping = threading.Event()
+
+    # -- lifecycle (the uplink's start and stop) ---------------------------------------------
+    def attach(self, client: Any) -> None:
+        """Set the callbacks on a new client; start the results thread."""
+        if self._on_command is not None:
+            client.on_message = self._on_message
+            client.on_subscribe = self._on_subscribe
+        self._stopping.clear()
+        self.results.start()
+
+    def closing(self, grace_s: float) -> None:
+        """The uplink is stopping: results still go out for ``grace_s``; replays end."""
+        self._stopping.set()
+        self.results.close(grace_s)
+
+    def detach(self, timeout: float) -> None:
+        self.results.join(timeout)
+
+    def session(self) -> int | None:
+        return self._sessions if self._connected() else None
+
+    # -- paho callbacks (network thread) ------------------------------------------------------
+    def on_connect(self, client: Any) -> None:
+        if self._on_command is not None:
+            client.subscribe(self._topics.cmd, qos=1)
+        self.results.wake()
+
+    def on_disconnect(self) -> None:
+        """After the uplink marked itself disconnected: what was sent on that connection and is
+        still unacknowledged will not be (paho drops it at the next CONNACK)."""
+        self._sessions += 1
+
+    def _on_subscribe(self, client: Any, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
+        refused = [rc for rc in reason_codes if getattr(rc, "is_failure", False)]
+        if refused:
+            log.error("mqtt: the broker refused the subscription to %s (%s): no commands will arrive; "
+                      "check the broker's ACL for this client", self._topics.cmd, refused[0])
+
+    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        if message.topic != self._topics.cmd or self._on_command is None:
+            return
+        self.received += 1
+        try:
+            self._on_command(bytes(message.payload))
+            if self._failing:
+                log.info("uplink: commands are taken again")
+            self._failing = False
+        except Exception as exc:  # paho's network thread must survive whatever the handler does
+            log.log(logging.DEBUG if self._failing else logging.ERROR,
+                    "uplink: the command handler failed (%s); that command is lost", type(exc).__name__)
+            self._failing = True
+
+    # -- out ----------------------------------------------------------------------------------
+    def _send_result(self, payload: bytes) -> Any | None:
+        client = self._client()
+        if client is None or not self._connected():
+            return None
+        info = client.publish(self._topics.cmd_result, payload, qos=1)
+        return info if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS else None
+
+    def publish_replay(self, kind: str, bodies: list[dict[str, Any]], cmd_id: str, *,
+                       timeout_s: float = REPLAY_ACK_S) -> bool:
+        topic_name, key = KINDS[kind]
+        client, session = self._client(), self.session()
+        if client is None or session is None or self._stopping.is_set():
+            return False
+        payload = encode({"v": 1, "gw": self._gw, "sent": self._now_ms(), "replay": cmd_id, key: bodies})
+        try:
+            info = client.publish(getattr(self._topics, topic_name), payload, qos=1)
+        except (ValueError, OSError) as exc:  # e.g. past the broker's message size limit
+            log.warning("mqtt: a replay message of %d %s(s) could not be published: %s", len(bodies), kind, exc)
+            return False
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            return False
+        return _acked(info, time.monotonic() + timeout_s,
+                      lambda: self.session() == session and not self._stopping.is_set())
