@@ -103,3 +103,6 @@ echo
 echo "demo: a technician's view of the gateway:"
 .venv/bin/edge-agent read -c "$work/gateway.yaml" water-101 || true
 .venv/bin/edge-agent status -c "$work/gateway.yaml"
+echo
+echo "demo: the gateway's audit log of the commands (hash-chained; 'audit --verify' checks it):"
+.venv/bin/edge-agent audit -c "$work/gateway.yaml" -n 6 || true

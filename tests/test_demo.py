@@ -2,7 +2,8 @@
 
 ``scripts/demo.sh`` starts Mosquitto, every simulator family, the agent and the platform view;
 this test runs it for 30 s and reads what the platform printed: the flood alarm and the SOS
-as critical events, gate passages, readings of every device, ids without a gap, identities
+as critical events, gate passages, readings of every device, the gate opened by a signed
+command and a forged one refused (bad_signature), ids without a gap, identities
 only as pseudonyms (the hub's synthetic residents are regenerated from the demo's seed and
 looked for in the output), and an agent log without errors.
 """
@@ -42,6 +43,10 @@ def test_demo_shows_the_community_end_to_end():
     for person in residents(6, seed=7):  # the demo's hub: --residents 6 --seed 7
         for raw in (person.id_no, person.mobile, person.name):
             assert raw not in text, "a raw identity reached the platform view"
+    results = [json.loads(line.split("] ", 1)[1]) for line in text.splitlines() if "/cmd/result] " in line]
+    assert [r["ok"] for r in results] == [True, False], results  # the signed open, then the forged one
+    assert results[0]["data"]["acked"] is True
+    assert results[1]["error"]["code"] == "bad_signature"
     work = Path(re.search(r"demo: logs and state kept in (\S+)", out.stderr).group(1))
     log = (work / "agent.log").read_text()
     assert "Traceback" not in log and " ERROR " not in log, log[-3000:]
