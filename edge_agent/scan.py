@@ -99,15 +99,12 @@ def parse_bauds(text: str) -> tuple[int, ...]:
 
 def parse_timeout(text: str) -> float:
     """Seconds from ``0.1`` or ``100ms``; UsageError outside 10 ms .. 10 s."""
-    from .units import parse_duration
+    from .units import parse_seconds
 
     try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            seconds = parse_duration(text)
-        except ValueError as exc:
-            raise UsageError(f"--timeout {text}: {exc}") from None
+        seconds = parse_seconds(text)
+    except ValueError as exc:
+        raise UsageError(f"--timeout {text}: {exc}") from None
     if not 0.01 <= seconds <= 10:
         raise UsageError(f"--timeout {text}: use 0.01 to 10 seconds")
     return seconds

@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from .crc16 import crc16, crc_ok
 from .drivers import dlt645_codec as dlt
 from .errors import EXCEPTION_NAMES, NoResponse
 from .link import ByteLink
@@ -64,18 +65,7 @@ class Found:
 
 # -- Modbus RTU -------------------------------------------------------------------------------
 
-def crc16(data: bytes) -> int:
-    """CRC-16/MODBUS (reflected 0xA001, init 0xFFFF); on the wire low byte first."""
-    crc = 0xFFFF
-    for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
-    return crc
-
-
-def _crc_ok(frame: bytes) -> bool:
-    return len(frame) >= 4 and crc16(frame[:-2]) == frame[-2] | frame[-1] << 8
+_crc_ok = crc_ok
 
 
 def modbus_request(unit: int) -> bytes:

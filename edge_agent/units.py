@@ -19,6 +19,15 @@ _SIZE_UNITS = {
 _NUMBER_UNIT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
 
 
+def parse_seconds(text: str) -> float:
+    """Seconds from a bare number (``0.1``) or a duration (``100ms``), as command-line flags take
+    them; ValueError naming the expected forms otherwise."""
+    try:
+        return float(text)
+    except ValueError:
+        return parse_duration(text)
+
+
 def parse_duration(text: object) -> float:
     """Return seconds for ``'500ms'``, ``'10s'``, ``'5m'``, ``'2h'``, ``'7d'``; ValueError otherwise."""
     if isinstance(text, bool) or not isinstance(text, (str, int, float)):

@@ -20,7 +20,7 @@ import sys
 import threading
 from typing import Any, Sequence
 
-from edge_agent.units import parse_duration
+from edge_agent.units import parse_seconds as seconds_of
 
 from .byteserver import ByteServer
 from .cli import _fmt, _one_line_error, _suggest, parse_hostport
@@ -38,12 +38,9 @@ _SIGNED = re.compile(r"\s*(-?)\s*(.*)")
 def parse_seconds(text: str) -> float:
     """``10``, ``2.5``, ``500ms``, ``10s``, ``2m`` -> seconds, not negative."""
     try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            seconds = parse_duration(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+        seconds = seconds_of(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
     if not 0 <= seconds < 10**7:
         raise argparse.ArgumentTypeError(f"{text!r} is not a duration from 0 to 10^7 s")
     return seconds

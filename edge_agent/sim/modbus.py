@@ -29,6 +29,7 @@ from typing import Callable, Iterable
 
 import serial
 
+from edge_agent.crc16 import crc16, crc_ok
 from edge_agent.model import MAX_READ_BITS, MAX_READ_REGISTERS, Reg
 
 from .devices import DeviceModel, ExceptionCode, Faults
@@ -45,25 +46,7 @@ _MBAP_IDLE_S = 0.5  # a partial MBAP frame left this long is dropped
 _POLL_S = 0.05  # how often threads look at the stop flag
 
 
-def _crc_entry(crc: int) -> int:
-    for _ in range(8):
-        crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
-    return crc
-
-
-_CRC_TABLE = [_crc_entry(byte) for byte in range(256)]
-
-
-def crc16(data: bytes) -> int:
-    """CRC-16/MODBUS of ``data``; on the wire it goes low byte first."""
-    crc = 0xFFFF
-    for byte in data:
-        crc = (crc >> 8) ^ _CRC_TABLE[(crc ^ byte) & 0xFF]
-    return crc
-
-
-def _crc_ok(frame: bytes) -> bool:
-    return len(frame) >= 4 and crc16(frame[:-2]) == struct.unpack("<H", frame[-2:])[0]
+_crc_ok = crc_ok
 
 
 def _garbage() -> bytes:

@@ -12,6 +12,7 @@ Undefined addresses answer exception 2; an absent unit id answers exception 4 (S
 KeyError and the request handler turns any datastore error into DEVICE_FAILURE).
 """
 
+from edge_agent.crc16 import crc16
 from __future__ import annotations
 
 import asyncio
@@ -135,16 +136,6 @@ class ModbusTestServer:
 
 
 # -- a scripted RTU device, for answers no honest server gives ------------------------------
-
-def crc16(data: bytes) -> int:
-    """Modbus CRC-16 (poly 0xA001, init 0xFFFF); sent low byte first."""
-    crc = 0xFFFF
-    for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
-    return crc
-
 
 def rtu_frame(body: bytes) -> bytes:
     return body + crc16(body).to_bytes(2, "little")
