@@ -12,7 +12,6 @@ Undefined addresses answer exception 2; an absent unit id answers exception 4 (S
 KeyError and the request handler turns any datastore error into DEVICE_FAILURE).
 """
 
-from edge_agent.crc16 import crc16
 from __future__ import annotations
 
 import asyncio
@@ -23,6 +22,7 @@ import threading
 import time
 from typing import Callable, Mapping, Sequence
 
+from edge_agent.crc16 import crc16
 from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
