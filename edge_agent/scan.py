@@ -143,33 +143,32 @@ def _cmdline(pid: int) -> str:
     return " ".join(words)
 
 
-def _same_device(fd_path: str, target: str, rdev: int | None) -> bool:
-    """Whether an open descriptor (``/proc/PID/fd/N``) is the port; the device number is
-    compared too, so an alias node (a udev symlink resolved elsewhere, a bind mount) counts."""
-    try:
-        link = os.readlink(fd_path)
-    except OSError:
-        return False
-    if link == target:
-        return True
-    if rdev is None or not link.startswith("/dev/"):
+_PTY_MAJORS = range(136, 144)  # Unix98 pty slaves: every devpts instance reuses these numbers
+
+
+def _same_device(fd_path: str, node: os.stat_result | None) -> bool:
+    """Whether an open descriptor (``/proc/PID/fd/N``) is the port: the same inode, or for a real
+    serial device the same device number (an alias node, a bind mount). Not the path, and not a
+    pty's number: a container's own devpts has a ``/dev/pts/0`` of the same path and number."""
+    if node is None:
         return False
     try:
         st = os.stat(fd_path)
     except OSError:
         return False
-    return stat.S_ISCHR(st.st_mode) and st.st_rdev == rdev
+    if (st.st_dev, st.st_ino) == (node.st_dev, node.st_ino):
+        return True
+    return (stat.S_ISCHR(st.st_mode) and stat.S_ISCHR(node.st_mode) and st.st_rdev == node.st_rdev
+            and os.major(st.st_rdev) not in _PTY_MAJORS)
 
 
 def holders(path: str) -> list[tuple[int, str]]:
     """Other processes holding ``path`` open: (PID, command line), from ``/proc/*/fd``. Only the
     processes we may look into are seen (all of them as root); ``_locked`` covers the rest."""
-    target = os.path.realpath(path)
     try:
-        st = os.stat(target)
-        rdev = st.st_rdev if stat.S_ISCHR(st.st_mode) else None
+        node: os.stat_result | None = os.stat(os.path.realpath(path))
     except OSError:
-        rdev = None
+        node = None
     me, found = os.getpid(), []
     for name in os.listdir("/proc"):
         if not name.isdigit() or int(name) == me:
@@ -178,7 +177,7 @@ def holders(path: str) -> list[tuple[int, str]]:
             fds = os.listdir(f"/proc/{name}/fd")
         except OSError:
             continue
-        if any(_same_device(f"/proc/{name}/fd/{fd}", target, rdev) for fd in fds):
+        if any(_same_device(f"/proc/{name}/fd/{fd}", node) for fd in fds):
             found.append((int(name), _cmdline(int(name))))
     return found
 
