@@ -309,6 +309,12 @@ def _systemctl(tool: str, verb: str) -> tuple[str, str]:
     return done.stdout.strip().splitlines()[0] if done.stdout.strip() else "", done.stderr.strip()
 
 
+def _substate(tool: str) -> str:
+    done = subprocess.run([tool, "show", "-p", "SubState", "--value", UNIT], capture_output=True, text=True,
+                          timeout=TIMEOUT_S - 1, stdin=subprocess.DEVNULL)
+    return done.stdout.strip()
+
+
 def check_systemd() -> Finding:
     tool = shutil.which("systemctl")
     if tool is None:
@@ -324,6 +330,9 @@ def check_systemd() -> Finding:
                                                         if running else active or "unknown")
     if enabled == "masked":
         return Finding(FAIL, "systemd", state, f"systemctl unmask {UNIT} && systemctl enable --now {UNIT}")
+    if active == "activating" and _substate(tool) == "auto-restart":  # the unit never gives up: no "failed"
+        return Finding(FAIL, "systemd", state + " (auto-restart: it keeps failing and restarting)",
+                       f"'journalctl -u {UNIT} -n 50' says why; fix that, then systemctl restart {UNIT}")
     if active == "failed":
         return Finding(FAIL, "systemd", state, f"'journalctl -u {UNIT} -n 50' says why; fix that, then "
                        f"systemctl restart {UNIT}")

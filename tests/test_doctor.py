@@ -434,3 +434,16 @@ def test_key_files_for_seal_and_commands(tmp_path, capsys) -> None:
     assert line(out, "platform key")[0].startswith("OK    platform key: ")
     assert line(out, "command key platform-1")[0].startswith("OK    command key platform-1: ")
     assert stat.S_IMODE((tmp_path / "p" / "command.key").stat().st_mode) == 0o600
+
+
+def test_a_crash_looping_unit_is_a_fail(host) -> None:
+    """The unit restarts forever (StartLimitIntervalSec=0), so a crashing agent is 'activating',
+    never 'failed': its SubState auto-restart is what tells."""
+    script = host.bin / "systemctl"
+    script.write_text("#!/bin/sh\n"
+                      "[ \"$1\" = is-enabled ] && { echo enabled; exit 0; }\n"
+                      "[ \"$1\" = show ] && { echo auto-restart; exit 0; }\n"
+                      "echo activating\n")
+    script.chmod(0o755)
+    found = doctor_checks.check_systemd()
+    assert found.status == "FAIL" and "auto-restart" in found.finding
