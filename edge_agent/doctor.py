@@ -1,7 +1,7 @@
 """``edge-agent doctor -c FILE [--json] [--user NAME]``: everything a technician checks by hand
 before blaming the agent, one line each, with the fix.
 
-    OK    config: /etc/edge-agent/config.yaml valid (2 bus(es), 3 device(s))
+    OK    config: /etc/edge-agent/gateway.yaml valid (2 bus(es), 3 device(s))
     FAIL  serial river-rs485: /dev/ttyUSB0 not found
           -> fix: plug the adapter in; 'ls -l /dev/serial/by-id/' lists the ports present ...
     WARN  clock: not synchronised (adjtimex: STA_UNSYNC): readings carry clk: "unsynced"

@@ -128,7 +128,7 @@ def make_plan(args: argparse.Namespace) -> ScanPlan:
 
 def _cmdline(pid: int) -> str:
     """The command line of ``pid``, with the interpreter and script shown by their names
-    (``python3 edge-agent run -c /etc/edge-agent/config.yaml``) so the line stays short."""
+    (``python3 edge-agent run -c /etc/edge-agent/gateway.yaml``) so the line stays short."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             words = [w.decode(errors="replace") for w in f.read().rstrip(b"\0").split(b"\0") if w]
