@@ -194,7 +194,7 @@ class ModbusBus:
         bit of a holding register is read-modify-write under the bus lock (the device itself
         offers no atomicity). ValueError when the value does not fit the point."""
         if point.reg in (Reg.INPUT, Reg.DISCRETE):
-            raise ValueError(f"{point.name}: {point.reg} tables are read-only in Modbus")
+            raise ValueError(f"{point.name}: reg: {point.reg} is read-only in Modbus")
         payload = encode_value(point, value)
         a = point.address
         with self.lock:

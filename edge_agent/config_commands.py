@@ -160,10 +160,10 @@ def _writable_names(driver: Driver | None, points: tuple[Point, ...]) -> list[st
 
 def _not_writable(name: str, driver: Driver, can_write: list[str], point: Point | None) -> str:
     if point is not None and point.reg in (Reg.INPUT, Reg.DISCRETE):
-        return f"'{name}' is in the {point.reg} table, which is read-only in Modbus"
+        return f"'{name}' has reg: {point.reg}, which is read-only in Modbus (only reg: coil or holding can be written)"
     if driver.points_from_config:
         return (f"point '{name}' is not declared writable: add writable: true to it under points "
-                "(coil or holding tables only)")
+                "(reg: coil or holding only)")
     others = f"; writable: {', '.join(can_write)}" if can_write else "; it has no writable points"
     return f"'{name}' is read-only in driver '{driver.id}'{others}"
 

@@ -157,7 +157,7 @@ class Point:
         if self.valid is not None and self.valid[0] > self.valid[1]:
             found.append(f"{self.name}: valid range {self.valid} has its low end above its high end")
         if self.writable and self.reg in (Reg.INPUT, Reg.DISCRETE):
-            found.append(f"{self.name}: {self.reg} tables are read-only in Modbus; use holding or coil to write")
+            found.append(f"{self.name}: reg: {self.reg} is read-only in Modbus; writable: true needs reg: holding or coil")
         if self.byte_order not in ("big", "little") or self.word_order not in ("big", "little"):
             found.append(f"{self.name}: byte_order and word_order are 'big' or 'little'")
         return found

@@ -138,4 +138,4 @@ def test_check_prints_writable_problem_with_line(tmp_path: Path) -> None:
     out = cli("check", "-c", str(path))
     assert out.returncode == 1
     assert out.stdout.splitlines() == [
-        f"{path}:17: devices[0].writable.temp_C: 'temp_C' is in the input table, which is read-only in Modbus"]
+        f"{path}:17: devices[0].writable.temp_C: 'temp_C' has reg: input, which is read-only in Modbus (only reg: coil or holding can be written)"]

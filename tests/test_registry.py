@@ -24,7 +24,7 @@ def test_shipped_drivers_are_found_and_sound():
     ((Point("n", Reg.HOLDING, 0, DType.INT16, length=2),), "n: length only applies to strings"),
     ((Point("c", Reg.COIL, 0, DType.INT16),), "c: a coil holds single bits"),
     ((Point("f", Reg.HOLDING, 0, DType.BOOL),), "f: a bool in a holding register needs bit"),
-    ((Point("w", Reg.INPUT, 0, DType.INT16, writable=True),), "w: input tables are read-only"),
+    ((Point("w", Reg.INPUT, 0, DType.INT16, writable=True),), "w: reg: input is read-only"),
     ((Point("big", Reg.HOLDING, 65535, DType.INT32),), "big: spans past address 65535"),
 ])
 def test_unsound_declarations_are_named(points, expected):
