@@ -22,6 +22,7 @@ from . import __version__
 __all__ = ["main"]
 
 READ_LISTEN_S = 5.0  # how long 'read' listens to a talking device (hub, gate) for something to show
+STATUS_ASK_S = 5.0  # how long 'status' waits for the daemon's answer before reading the buffer file
 
 
 class CliFailure(Exception):
@@ -39,19 +40,18 @@ def _load(path: str):
         raise CliFailure(f"{path}: {len(exc.problems)} problem(s); nothing was started") from None
 
 
-def setup_logging(level: str) -> None:
-    """stderr only; under systemd (JOURNAL_STREAM set) journald adds its own timestamps.
+def setup_logging(level: str, *, log_file: str | None = None, log_max: int | None = None,
+                  log_keep: int | None = None) -> None:
+    """stderr (journald's priority prefixes and no timestamps of ours when stderr is the journal
+    stream), and a rotated file when ``log_file`` is given (``logsetup``).
 
-    Every record is scrubbed of identifiers and byte runs on its way out (``logfilter``)."""
-    from . import logfilter
+    Every record is scrubbed of identifiers and byte runs on its way out (``logfilter``), and
+    repeated identical warnings and errors become one count a minute."""
+    from . import logsetup
 
-    if os.environ.get("JOURNAL_STREAM"):
-        fmt = "%(levelname)s %(name)s: %(message)s"
-    else:
-        fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    logging.basicConfig(level=getattr(logging, level.upper()), format=fmt, stream=sys.stderr)
-    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # its per-timeout noise; our bus layer reports
-    logfilter.install()
+    logsetup.setup(level, log_file=log_file,
+                   max_bytes=logsetup.DEFAULT_MAX_BYTES if log_max is None else log_max,
+                   keep=logsetup.DEFAULT_KEEP if log_keep is None else log_keep)
 
 
 def _key_failure(exc: Exception, config: str) -> CliFailure:
@@ -81,7 +81,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .uplink import UplinkError
 
     settings = _load(args.config)
-    setup_logging(args.log_level)
+    try:
+        setup_logging(args.log_level, log_file=args.log_file, log_max=args.log_max, log_keep=args.log_keep)
+    except OSError as exc:
+        raise CliFailure(f"--log-file {args.log_file}: {exc.strerror or exc}") from None
     try:
         return run(settings)
     except (BufferError, UplinkError, LedgerError, VerifierError) as exc:  # a file the agent cannot use
@@ -104,12 +107,6 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _age(ms: int | None, now_ms: int) -> str:
-    from .units import format_duration
-
-    return "never" if ms is None else f"{format_duration(max(0, now_ms - ms) / 1000)} ago"
-
-
 def _key_state(settings: Any, config: str) -> dict[str, Any]:
     """The pseudonym key as ``status`` reports it: active version and fingerprint, or why not."""
     from .keys import KeyFileError, load_keyring
@@ -125,48 +122,41 @@ def _key_state(settings: Any, config: str) -> dict[str, Any]:
             "fingerprint": ring.fingerprints()[ring.active], "versions": len(ring.versions)}
 
 
-def _key_line(key: dict[str, Any]) -> str:
-    if key["state"] == "ok":
-        return f"v{key['active_version']} {key['fingerprint']} ({key['file']})"
-    return "none configured" if key["state"] == "none" else f"unreadable: {key['reason']}"
-
-
 def cmd_status(args: argparse.Namespace) -> int:
-    from .buffer import Buffer, BufferError
-    from .units import format_size
+    """The running daemon's view over its control socket; when nobody answers, the buffer file's
+    (``status.py`` gathers and prints both; ``source`` says which was used)."""
+    from . import status as status_view
+    from .buffer import BufferError
+    from .clock import clock_state
+    from .control import socket_path, status_or_reason
 
     settings = _load(args.config)
     path = settings.buffer.path
     key = _key_state(settings, args.config)
-    try:
-        stats = Buffer.read_stats(path)
-    except BufferError as exc:
-        if not Path(path).exists():
-            if args.json:
-                print(json.dumps({"gateway": settings.gateway.id, "buffer": None, "pseudonym_key": key}))
-            else:
-                print(f"gateway {settings.gateway.id}: no buffer yet at {path} (the daemon has not run)")
-                print(f"pseudonym key {_key_line(key)}")
-            return 0
-        raise CliFailure(str(exc)) from None
-    now_ms = int(time.time() * 1000)
-    data: dict[str, Any] = {"gateway": settings.gateway.id, "buffer": str(path), **vars(stats),
-                            "pseudonym_key": key}
+    found = status_or_reason(settings, timeout=STATUS_ASK_S)
+    if isinstance(found, dict):
+        data = found
+    else:
+        try:
+            data = status_view.from_buffer(settings)
+        except BufferError as exc:
+            if Path(path).exists():
+                raise CliFailure(str(exc)) from None
+            data = {"gateway": settings.gateway.id, "site": settings.gateway.site, "source": None, "buffer": None}
+        data["fallback_reason"] = found
+    data["control_socket"] = str(socket_path(settings.gateway.state_dir))
+    data["pseudonym_key"] = key
+    if not data.get("clock"):
+        here = clock_state(slow=True)
+        data["clock"] = {"synced": here.synced, "source": here.source, "detail": here.detail}
     if args.json:
         print(json.dumps(data, sort_keys=True))
-        return 0
-    lanes = "  ".join(f"{k} {v}" for k, v in stats.pending_by_prio.items())
-    print(f"gateway       {settings.gateway.id} (site {settings.gateway.site})")
-    print(f"buffer        {path} ({format_size(stats.file_bytes)})")
-    print(f"backlog       {stats.pending} unsent ({format_size(stats.pending_bytes)}), "
-          f"oldest {_age(stats.oldest_pending_ts, now_ms)}")
-    print(f"  by priority {lanes}")
-    evicted = "  ".join(f"{k} {v}" for k, v in stats.evicted.items())
-    print(f"evicted       {evicted}  (unsent rows dropped because the buffer was full)")
-    print(f"retained sent {stats.retained_sent}")
-    print(f"last publish  {_age(stats.last_sent_at, now_ms)}")
-    print(f"next id       {stats.next_id}")
-    print(f"pseudonym key {_key_line(key)}")
+    elif data["buffer"] is None:
+        print(f"gateway {settings.gateway.id}: no buffer yet at {path} (the daemon has not run)")
+        print(f"clock         {status_view.clock_line(data['clock'])}")
+        print(f"pseudonym key {status_view.key_line(key, None)}")
+    else:
+        print("\n".join(status_view.render(data)))
     return 0
 
 
@@ -366,6 +356,24 @@ def cmd_platform_unseal(args: argparse.Namespace) -> int:
     return main_unseal(["--key", args.key, *([args.file] if args.file else [])])
 
 
+def _size_arg(text: str) -> int:
+    from .units import parse_size
+
+    try:
+        size = parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if size < 4096:
+        raise argparse.ArgumentTypeError(f"{text!r} is too small for a log file; at least 4KiB, e.g. '10MiB'")
+    return size
+
+
+def _count_arg(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 100:
+        raise argparse.ArgumentTypeError(f"{text!r}: a whole number of files from 1 to 100")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge-agent", description="Community IoT gateway agent.")
     parser.add_argument("--version", action="version", version=f"edge-agent {__version__}")
@@ -378,9 +386,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verb("run", "run the daemon in the foreground (systemd runs this)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-file", metavar="PATH", help="also log to PATH (mode 0640), rotated at --log-max")
+    p.add_argument("--log-max", type=_size_arg, default=None, metavar="SIZE",
+                   help="rotate the log file at this size (default 10MiB)")
+    p.add_argument("--log-keep", type=_count_arg, default=None, metavar="N",
+                   help="rotated log files kept: PATH.1 ... PATH.N (default 3)")
     p.set_defaults(func=cmd_run)
     verb("check", "validate a config without touching any device").set_defaults(func=cmd_check)
-    p = verb("status", "backlog, last publish, ids: works whether or not the daemon runs")
+    p = verb("status", "uplink, backlog and drain, device health, keys, clock: works whether or not the "
+                       "daemon runs")
     p.add_argument("--json", action="store_true", help="one JSON object, for scripts")
     p.set_defaults(func=cmd_status)
     p = verb("tail", "follow readings and events as they are buffered (as the wire carries them)")
@@ -408,12 +422,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", required=True, metavar="FILE", help="the platform's private key (PEM)")
     p.add_argument("file", nargs="?", metavar="PAYLOAD_FILE", help="JSON payload (default: stdin)")
     p.set_defaults(func=cmd_platform_unseal)
-    from . import cli_commands, scan
+    from . import cli_commands, doctor, scan
     from .sim import cli as sim_cli
 
     cli_commands.register(sub, platform_sub, _load)  # audit, platform signkey, platform sign
 
     scan.register(sub)
+    doctor.register(sub)  # doctor -c FILE [--json] [--user NAME]
     sim_cli.register(sub)
     return parser
 

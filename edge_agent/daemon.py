@@ -18,6 +18,12 @@ agent fails to start), the previous config file is put back and an agent runs wi
 The command's result is published once, by the agent that runs at the end: ``ok`` once the new
 uplink is connected, or ``rolled_back``. The file work and the pending-apply record that makes
 a crash mid-apply roll back at the next start are ``config_apply``'s.
+
+Under systemd (``Type=notify``, ``sdnotify``) the supervisor says ``READY=1`` once an agent is
+up (buffer open, uplink started, buses polling), ``RELOADING=1`` before a ``config.apply``
+restart and ``READY=1`` again after it, ``STOPPING=1`` on stop, and keeps ``STATUS=`` (devices,
+uplink, backlog) fresh; its watchdog thread sends ``WATCHDOG=1`` only while the agent's loops
+go round (``liveness``: bus workers' heartbeats, the writer, the uplink's drain).
 """
 
 from __future__ import annotations
@@ -26,20 +32,27 @@ import logging
 import signal
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from . import __version__
 from .alarms import DeviceAlarms
 from .buffer import Buffer
+from .clock import ClockWatch
 from .command_types import Command, CommandRejected, result
 from . import config_apply
 from .writer import BufferWriter
+from .control import ControlError, ControlServer, socket_path
 from .health import HealthBoard
 from .model import Event, Reading
+from .procstat import RateMeter, cpu_seconds
+from . import status as status_view
 from .privacy import Privacy
 from .readers import make_reader, open_link
 from .registry import get_driver
+from . import sdnotify
+from .liveness import STALL_FLOOR_S, Liveness, StatusLine
 from .scheduler import BusWorker, Schedule
 from .settings import DeviceSettings, Settings
 from .uplink import Uplink
@@ -52,6 +65,7 @@ PRUNE_EVERY_S = 5.0  # sent rows past retention go within this (tail follows the
 FINAL_DRAIN_S = 3.0  # on stop, how long to keep publishing what the last polls buffered
 TRIAL_POLL_S = 0.05  # during a config.apply trial: how often the new uplink is looked at
 IDLE_POLL_S = 0.25  # otherwise: how soon an apply request is taken up
+RELOAD_GRACE_S = 90.0  # a config.apply restart (stop up to ~25 s, then start) counts as alive this long
 LEDGER_NAME = "commands.db"  # in state_dir; the command service's ledger, for the apply's final audit row
 
 ApplyConfig = Callable[[Command], "dict[str, Any] | None"]
@@ -59,10 +73,16 @@ BuildService = Callable[[Settings, "Agent", ApplyConfig | None], Any]
 
 
 class Agent:
-    """The running gateway. ``start()`` returns once polling and the buffer are up."""
+    """The running gateway. ``start()`` returns once polling and the buffer are up.
+
+    Everything buffered passes ``accept``/``accept_events``: marked ``clk_synced=False`` while
+    ``clock`` (a cached ``ClockWatch``; the seam tests replace) says the system clock is not
+    synchronised, then privacy, then the writer, whose buffer assigns ids in buffering order
+    whatever the stamps say. ``control`` serves ``edge-agent status`` (``status.live``) on
+    ``{state_dir}/control.sock``; started last, stopped first."""
 
     def __init__(self, settings: Settings, *, apply_config: ApplyConfig | None = None,
-                 build_service: BuildService | None = None) -> None:
+                 build_service: BuildService | None = None, clock: ClockWatch | None = None) -> None:
         self.settings = settings
         self._apply_config = apply_config
         self._build_service = build_service or _command_service
@@ -77,6 +97,13 @@ class Agent:
         self.readers: dict[str, object] = {}  # device name -> its reader (write() for issue 6's commands)
         self.workers: list[BusWorker] = []
         self.started_ms = int(time.time() * 1000)
+        self.started_mono = time.monotonic()  # uptime: the wall clock may jump at NTP sync
+        self.clock = clock or ClockWatch()  # is the system clock synchronised (cached)?
+        self.unsynced_items = 0  # readings and events marked clk "unsynced" since start
+        self._unsynced_lock = threading.Lock()
+        self.drain_meter = RateMeter(60.0)  # acked items/s over the last minute (status)
+        self.cpu_meter = RateMeter(60.0)  # CPU seconds/s over the last minute (state, status)
+        self.control: ControlServer | None = None
 
     def start(self) -> None:
         s = self.settings
@@ -110,6 +137,7 @@ class Agent:
                                           events_sink=self.accept_events))
         for worker in self.workers:
             worker.start()
+        self._start_control()
         log.info("edge-agent %s started: gateway %s, %d device(s) on %d bus(es), buffer %s",
                  __version__, s.gateway.id, sum(d.enabled for d in s.devices), len(self.workers), s.buffer.path)
 
@@ -123,18 +151,48 @@ class Agent:
                             offline_after=device.offline_after or 3)
 
     def _extra_state(self) -> dict:
-        """What the state message adds to the uplink's own figures: failed buffer commits."""
-        return {"write_errors": self.writer.stats.failures if self.writer else 0}
+        """What the state message adds to the uplink's own figures: failed buffer commits,
+        uptime, device counts by health, CPU, RSS, disk free, clock (``status.health_figures``)."""
+        return status_view.health_figures(self)
+
+    def _start_control(self) -> None:
+        """The control socket for ``edge-agent status``; without it status reads the buffer file."""
+        self.control = ControlServer(socket_path(self.settings.gateway.state_dir), {"status": self.status},
+                                     tick=self._tick)
+        try:
+            self.control.start()
+        except ControlError as exc:
+            log.warning("control: %s; 'edge-agent status' will read the buffer file instead", exc)
+            self.control = None
+
+    def _tick(self) -> None:
+        """Every few seconds, on the control thread: the samples behind the drain and CPU rates."""
+        if self.uplink is not None:
+            self.drain_meter.sample(self.uplink.stats().acked_items)
+        self.cpu_meter.sample(cpu_seconds())
+
+    def status(self, request: Any = None) -> dict:
+        """What ``edge-agent status`` shows, as the running agent sees it (``status.live``)."""
+        return status_view.live(self)
+
+    def _stamped(self, items: list) -> list:
+        """Items taken while the system clock is not synchronised, marked so (``clk: "unsynced"``).
+        Their ids are still assigned by the buffer in buffering order, whatever their ``ts``."""
+        if not items or self.clock.synced:
+            return items
+        with self._unsynced_lock:
+            self.unsynced_items += len(items)
+        return [item if not item.clk_synced else replace(item, clk_synced=False) for item in items]
 
     def accept(self, readings: list[Reading]) -> None:
-        """Everything polled enters here: privacy first, then the buffer."""
-        protected = self.privacy.apply_readings(readings)
+        """Everything polled enters here: clock mark, privacy, then the buffer."""
+        protected = self.privacy.apply_readings(self._stamped(list(readings)))
         if protected and self.writer is not None:
             self.writer.put(protected)
 
     def accept_events(self, events: Iterable[Event]) -> None:
-        """Every event (alarm, SOS, passage) enters here: privacy first, then the buffer."""
-        protected = [self.privacy.apply_event(e) for e in events]
+        """Every event (alarm, SOS, passage) enters here: clock mark, privacy, then the buffer."""
+        protected = [self.privacy.apply_event(e) for e in self._stamped(list(events))]
         if protected and self.writer is not None:
             self.writer.put(protected)
 
@@ -157,6 +215,9 @@ class Agent:
             time.sleep(0.05)
 
     def stop(self) -> None:
+        if self.control is not None:
+            self.control.stop()  # first: no status is read from a closing buffer
+            self.control = None
         if self.commands is not None:
             self.commands.stop()
         for worker in self.workers:
@@ -209,6 +270,12 @@ class Supervisor:
         self._trial: config_apply.PendingApply | None = None
         self._trial_started = 0.0  # monotonic
         self._trial_until = 0.0
+        # systemd (sdnotify): the current agent's liveness and status line, read by the watchdog
+        # thread; while a config.apply restarts the agent, the time it began and why
+        self._watch: tuple[Liveness, StatusLine] | None = None
+        self._reloading: tuple[float, str] | None = None
+        self._stalled = False
+        self.watchdog = sdnotify.Watchdog(self._alive, self._status)
 
     # -- the command worker's side -------------------------------------------------------------
     def apply_config(self, command: Command) -> dict[str, Any] | None:
@@ -245,6 +312,7 @@ class Supervisor:
                          message="the agent stopped before the new config was confirmed; the previous config "
                                  "is running again")
         next_housekeeping = time.monotonic() + PRUNE_EVERY_S
+        self.watchdog.start()
         try:
             while not self.stop_event.wait(TRIAL_POLL_S if self._trial is not None else IDLE_POLL_S):
                 with self._lock:
@@ -257,6 +325,8 @@ class Supervisor:
                     self.agent.housekeeping()
                     next_housekeeping = time.monotonic() + PRUNE_EVERY_S
         finally:
+            sdnotify.notify("STOPPING=1", "STATUS=stopping: committing what was polled")
+            self.watchdog.stop()
             self._stop_agent()
         return 0
 
@@ -284,8 +354,53 @@ class Supervisor:
             _quietly(agent.stop)
             raise
         self.agent, self.settings = agent, settings
+        self._ready(agent)
         if self.on_started:
             self.on_started(agent)
+
+    # -- systemd: READY, RELOADING, the watchdog's liveness and status (sdnotify, liveness) ----------
+    def _ready(self, agent: Agent) -> None:
+        """The agent is up (buffer open, uplink started, buses polling): READY=1 (again after a
+        config.apply restart), and the watchdog follows this agent from now on."""
+        try:
+            liveness = Liveness.for_agent(agent)
+        except Exception as exc:  # never fail a started agent over its watchdog's limits
+            log.warning("watchdog: cannot work out the poll limits (%s: %s); using %.0f s for every bus",
+                        type(exc).__name__, exc, STALL_FLOOR_S)
+            liveness = Liveness(agent)
+        status = StatusLine(agent, liveness)
+        self._watch, self._reloading = (liveness, status), None
+        if sdnotify.enabled():
+            sdnotify.notify("READY=1", f"STATUS={status()}")
+
+    def _reload(self, why: str) -> None:
+        """RELOADING=1 before the running agent stops for a restart; READY=1 follows."""
+        self._reloading = (time.monotonic(), why)
+        sdnotify.notify("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}",
+                        f"STATUS={why}")
+
+    def _alive(self) -> bool:
+        """The watchdog's question (liveness.py has the rule). During a restart the old agent's
+        threads are going: alive while the restart is younger than RELOAD_GRACE_S."""
+        reloading, watch = self._reloading, self._watch
+        if reloading is not None:
+            return time.monotonic() - reloading[0] < RELOAD_GRACE_S
+        if watch is None:
+            return False
+        alive = watch[0]()
+        if not alive and not self._stalled:
+            log.error("watchdog: %s; pings to systemd stop, so it restarts the agent after WatchdogSec",
+                      watch[0].problem)
+        elif alive and self._stalled:
+            log.info("watchdog: the agent's loops go round again; pings resume")
+        self._stalled = not alive
+        return alive
+
+    def _status(self) -> str:
+        reloading, watch = self._reloading, self._watch
+        if reloading is not None:
+            return reloading[1]
+        return watch[1]() if watch is not None else "starting"
 
     def _stop_agent(self) -> None:
         agent, self.agent = self.agent, None
@@ -297,6 +412,7 @@ class Supervisor:
                  pending.cmd_id, pending.rollback_after_s)
         self._trial, self._trial_started = pending, time.monotonic()
         self._trial_until = self._trial_started + pending.rollback_after_s
+        self._reload(f"restarting with a new config (config.apply {pending.cmd_id})")
         self._stop_agent()
         try:
             self._start(new)
@@ -323,6 +439,7 @@ class Supervisor:
 
         pending = self._trial
         assert pending is not None
+        self._reload(f"rolling back config.apply {pending.cmd_id}: {why}")
         self._stop_agent()
         config_apply.restore(pending)
         self._start(load_settings(pending.config))  # it ran before the apply; a failure here ends the run

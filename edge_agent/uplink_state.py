@@ -6,13 +6,17 @@ Payload (docs/protocol.md, "State")::
      "backlog": {"count": 1200, "bytes": 96000, "oldest_ts": 1732379000000,
                  "by_prio": {"critical": 0, "high": 0, "normal": 1200}},
      "evicted": {"critical": 0, "high": 0, "normal": 0},
-     "write_errors": 0}
+     "uptime_s": 3600.2, "write_errors": 0, "devices": {"online": 3, "offline": 1, "unknown": 0},
+     "cpu_s": 41.7, "cpu_pct": 1.2, "rss_bytes": 31457280, "disk_free_bytes": 5368709120,
+     "clock": "synced"}
 
 ``backlog`` and ``evicted`` come from ``Buffer.stats()`` (``null`` until the buffer could be
-read once); any further keys (``write_errors``) from the optional ``extra`` callable, which
-cannot override the keys above. The uplink publishes it, retained, QoS 1: as the birth on
-every connect, every ``interval_s`` after the last one, and at once when the evicted counts
-change (the buffer is full and is dropping unsent rows: the platform should know now).
+read once); any further keys (the agent's: ``status.health_figures``) from the optional
+``extra`` callable, which cannot override the keys above. The uplink publishes it, retained,
+QoS 1: as the birth on every connect, every ``interval_s`` after the last one, and at once when
+the evicted counts change (the buffer is full and is dropping unsent rows: the platform should
+know now) or an ``urgent`` extra key does (default ``devices``: a device went offline or came
+back).
 
 ``StateReporter`` runs one thread of its own: ``Buffer.stats()`` costs ~0.4 s per million
 unsent rows, which must not stall the drain. It re-reads the stats every ``CHECK_S`` seconds,
@@ -34,6 +38,7 @@ __all__ = ["StateReporter", "Snapshot", "state_payload", "PRIOS"]
 log = logging.getLogger("edge_agent.uplink")
 
 PRIOS = ("critical", "high", "normal")
+URGENT_KEYS = ("devices",)  # extra keys whose change publishes the state at once
 CHECK_S = 2.0  # how often the stats are re-read to notice evictions (at most)
 STATS_DUTY = 20.0  # ... and at least this many times the last read's duration apart
 
@@ -83,15 +88,18 @@ class StateReporter:
 
     def __init__(self, *, gw: str, version: str, started_ms: int, stats: Callable[[], StatsLike],
                  publish: Callable[[dict[str, Any]], bool], interval_s: float = 60.0,
-                 extra: Callable[[], Mapping[str, Any]] | None = None) -> None:
+                 extra: Callable[[], Mapping[str, Any]] | None = None,
+                 urgent: tuple[str, ...] = URGENT_KEYS) -> None:
         self._gw, self._version, self._started_ms = gw, version, started_ms
         self._stats = stats
         self._publish = publish
         self._interval = max(0.05, interval_s)
         self._extra = extra
+        self._urgent = urgent
         self._lock = threading.Lock()
         self._snapshot = Snapshot(None, None, {})
         self._published_evicted: dict[str, int] | None = None  # in the last state handed out
+        self._published_urgent: dict[str, Any] = {}  # the urgent extra keys in it
         self._due = 0.0  # monotonic time of the next periodic publish
         self._handouts = 0  # states handed out (births and ours)
         self._check_s = CHECK_S
@@ -158,6 +166,7 @@ class StateReporter:
         snap = self._snapshot
         self._handouts += 1
         self._published_evicted = snap.evicted
+        self._published_urgent = self._urgent_of(snap)
         self._due = time.monotonic() + self._interval
         return state_payload(self._gw, self._version, self._started_ms, snap)
 
@@ -173,18 +182,23 @@ class StateReporter:
             self._wake.wait(max(0.01, wait))
             self._wake.clear()
 
+    def _urgent_of(self, snap: Snapshot) -> dict[str, Any]:
+        return {key: snap.extra.get(key) for key in self._urgent}
+
     def _check(self) -> None:
         snap = self.refresh()
         with self._lock:
             evictions = snap.evicted != self._published_evicted
-            if not (evictions or time.monotonic() >= self._due) or self._stopping.is_set():
+            changed = self._urgent_of(snap) != self._published_urgent
+            if not (evictions or changed or time.monotonic() >= self._due) or self._stopping.is_set():
                 return
-            before, handouts = (self._published_evicted, self._due), self._handouts
+            before = (self._published_evicted, self._published_urgent, self._due)
+            handouts = self._handouts
             state = self._handed_out_locked()
         if self._publish(state):
-            if evictions:
-                log.debug("uplink: evicted counts now %s: state published", snap.evicted)
+            if evictions or changed:
+                log.debug("uplink: evicted counts %s, %s: state published", snap.evicted, self._urgent_of(snap))
             return
         with self._lock:  # not connected: the next birth carries it, unless the next check can
             if self._handouts == handouts + 1:
-                self._published_evicted, self._due = before
+                self._published_evicted, self._published_urgent, self._due = before

@@ -15,23 +15,26 @@ checkout's package whether or not the ``edge-agent`` script is on PATH.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 __all__ = ["start_agent", "stop_agent", "status", "wait_until", "cli"]
 
 AGENT = [sys.executable, "-m", "edge_agent.cli"]
 
 
-def start_agent(config: Path, log: Path, *extra_args: str) -> subprocess.Popen:
-    """``edge-agent run -c CONFIG [EXTRA_ARGS...]``, stdout and stderr appended to ``log``."""
+def start_agent(config: Path, log: Path, *extra_args: str, env: Mapping[str, str] | None = None) -> subprocess.Popen:
+    """``edge-agent run -c CONFIG [EXTRA_ARGS...]``, stdout and stderr appended to ``log``;
+    ``env``: variables set for the agent on top of this process's environment."""
     with log.open("ab") as out:  # the child keeps its own copy of the descriptor
         return subprocess.Popen([*AGENT, "run", "-c", str(config), *extra_args],
-                                stdout=out, stderr=subprocess.STDOUT)
+                                stdout=out, stderr=subprocess.STDOUT,
+                                env=None if env is None else {**os.environ, **env})
 
 
 def stop_agent(proc: subprocess.Popen, log: Path, timeout: float = 30) -> None:
