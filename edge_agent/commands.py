@@ -39,7 +39,7 @@ import threading
 import time
 from typing import Any, Callable, Protocol
 
-from .command_ops import CommandOps
+from .command_ops import WRITE_EXTRA_ARGS, CommandOps, parse_range
 from .command_types import Command, CommandRejected, result
 from .settings import Settings
 
@@ -231,6 +231,7 @@ class CommandService:
         if cmd.op not in DEVICE_OPS:
             if cmd.target is not None:
                 raise CommandRejected("bad_request", f"{cmd.op} takes no target")
+            _check_args(cmd, None)
             return
         if cmd.target is None:
             raise CommandRejected("bad_request", f"{cmd.op} needs a target device")
@@ -239,6 +240,7 @@ class CommandService:
             raise CommandRejected("not_allowed", f"{_name(cmd.target)} is not a device of this gateway")
         if not device.enabled:
             raise CommandRejected("not_allowed", f"device {device.name} is disabled")
+        _check_args(cmd, self.settings.bus(device.bus).is_modbus)
         if cmd.op != "device.write":
             return
         point, value = cmd.args.get("point"), cmd.args.get("value")
@@ -310,6 +312,37 @@ class CommandService:
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
+
+
+def _check_args(cmd: Command, modbus: bool | None) -> None:
+    """The shape of ``args`` for ``cmd.op``, checked before the ``accepted`` row, so a malformed
+    request is ``rejected``. What only the op can judge (a value the driver cannot encode, a
+    lane the gate does not have, a config that does not validate) it refuses after, as ``failed``.
+    ``modbus``: whether a device op's target is on a Modbus bus (None for other ops)."""
+    args = cmd.args
+    if cmd.op in ("agent.ping", "device.poll"):
+        if args:
+            raise CommandRejected("bad_request", f"{cmd.op} takes no args, not "
+                                                 f"{', '.join(_name(k) for k in sorted(args))}")
+    elif cmd.op == "buffer.replay":
+        parse_range(args)
+    elif cmd.op == "config.apply":
+        unknown = sorted(set(args) - {"config"})
+        if unknown:
+            raise CommandRejected("bad_request", f"config.apply takes only config, not "
+                                                 f"{', '.join(_name(k) for k in unknown)}")
+    elif cmd.op == "device.write":
+        extra = sorted(set(args) - {"point", "value"})
+        if modbus and extra:
+            raise CommandRejected("bad_request", f"a Modbus write takes only point and value, "
+                                                 f"not {', '.join(_name(k) for k in extra)}")
+        unknown = [k for k in extra if k not in WRITE_EXTRA_ARGS]
+        if unknown:
+            raise CommandRejected("bad_request", f"device.write takes point, value and "
+                                                 f"{', '.join(WRITE_EXTRA_ARGS)}, not {', '.join(_name(k) for k in unknown)}")
+        lane = args.get("lane")
+        if "lane" in args and (isinstance(lane, bool) or not isinstance(lane, int) or lane < 0):
+            raise CommandRejected("bad_request", "args.lane must be a non-negative integer")
 
 
 def _name(text: object) -> str:

@@ -8,26 +8,26 @@ so privacy decides *how* (pseudonym, mask, placeholder) and this module only dec
 What counts as a hit, and why:
 
 - ``id``: a resident ID number (GB 11643-1999). 18 characters: 17 digits and a check character
-  (digit or ``X``) that must verify: weights ``7 9 10 5 8 4 2 1 6 3 7 9 10 5 8 4 2``,
+  (digit or ``X``), optionally split 6-8-4 by spaces or dashes as forms print it, that must verify: weights ``7 9 10 5 8 4 2 1 6 3 7 9 10 5 8 4 2``,
   ``sum mod 11`` indexes ``"10X98765432"``. The checksum is what separates an ID from any other
   18-digit number (10 of 11 random runs fail it). Legacy 15-digit numbers have no check
   character, so they must carry a known province code (first two digits) and a real birth
   date ``YYMMDD`` (19YY) at positions 7-12.
 - ``phone``: a mainland mobile, ``1[3-9]`` and 9 more digits, optionally prefixed ``+86``,
-  ``0086`` or ``86`` and optionally split 3-4-4 by spaces or dashes.
-- ``plate``: a province character (one of the 31) and a capital letter, an optional separator
-  (``·``, ``•`` or a space), then 5 capitals/digits (ordinary plate, 7 characters) or 6
-  (new-energy, 8 characters), with at least one digit; or 4 and a suffix character
-  (挂 trailer, 学 learner, 警 police, 领 consulate, 港/澳 cross-border).
+  ``0086`` or ``86`` and optionally split 3-4-4 by spaces, dashes or dots.
+- ``plate``: a province character (one of the 31), an optional space, a letter, an optional
+  separator (``·``, ``•``, ``-``, ``.`` or a space), then 5 letters/digits (ordinary plate, 7
+  characters) or 6 (new-energy, 8 characters), with at least one digit; or 4 and a suffix
+  character (挂 trailer, 学 learner, 警 police, 领 consulate, 港/澳 cross-border). Letters may be
+  lower case when the plate holds 3 digits or more.
 
 Digits are never taken out of a longer digit run: a hit is neither preceded nor followed by a
 digit (so a 19-digit run, a 13-digit millisecond timestamp or a 12-digit meter address is no
-phone and no ID; an ID is not followed by a further ``X`` either). Anything else around a run
-does not stop a hit (``ID11010519491231002X``, ``tel:13812341234``, ``13812341234.``): where
+phone and no ID). Anything else around a run does not stop a hit (``ID11010519491231002X``,
+``tel:13812341234``, ``13812341234.``, ``B-110105194912310021X``): where
 that over-matches (a hex dump, a float with exactly 11 decimals) it costs a replaced value,
 never a leaked one, which is the side this module errs on. Full-width digits and letters (as
-Chinese input methods type them) are folded to ASCII before matching; plates are matched in
-upper case only (``新model3`` is a word, not a plate).
+Chinese input methods type them) are folded to ASCII before matching.
 
 ``scrub`` is the keyless variant for log lines: placeholders, and long byte runs hidden too.
 
@@ -62,11 +62,12 @@ _CHECK = "10X98765432"
 _PATTERN = re.compile(  # the leading lookahead lets most positions fail on one character class (~40% faster)
     rf"(?=[0-9+{PROVINCES}])(?:"
     r"(?<![0-9])(?:"
-    r"(?P<phone>(?:(?:\+|00)86[ -]?|86)?1[3-9][0-9](?:[ -]?[0-9]{4}){2})"  # first: 0086 + 11 digits is 15 digits
-    r"|(?P<id>(?:[0-9]{17}[0-9Xx]|[0-9]{15})(?![Xx]))"
+    r"(?P<phone>(?:(?:\+|00)86[ -]?|86)?1[3-9][0-9](?:[ .-]?[0-9]{4}){2})"  # first: 0086 + 11 digits is 15 digits
+    r"|(?P<id>[0-9]{6}[ -]?[0-9]{8}[ -]?[0-9]{3}[0-9Xx]|[0-9]{15})"
     r")(?![0-9])"
-    rf"|(?P<plate>[{PROVINCES}][A-Z](?:[·• ]?[A-Z0-9]{{5,6}}|[A-Z0-9]{{4}}[挂学警领港澳]))(?![A-Za-z0-9]))"
+    rf"|(?P<plate>[{PROVINCES}] ?[A-Za-z](?:[·•. -]?[A-Za-z0-9]{{5,6}}|[A-Za-z0-9]{{4}}[挂学警领港澳]))(?![A-Za-z0-9]))"
 )
+_ID_SEPARATORS = re.compile(r"[\s-]")  # an ID written 6-8-4: "110105 19491231 002X"
 _HAS_DIGIT = re.compile(r"\d").search  # any Unicode digit, full-width included
 _BYTES_RUN = re.compile(  # runs of more than 8 bytes, as logs show frames
     r"(?<![0-9A-Fa-f])(?=[0-9]*[A-Fa-f])(?:[0-9A-Fa-f]{2}){9,}(?![0-9A-Fa-f])"  # 9+ bytes, one letter
@@ -104,7 +105,7 @@ def _plausible_birth(year: int, month: int, day: int) -> bool:
 
 def valid_resident_id(text: str) -> bool:
     """True for an 18-character ID whose check character verifies, or a plausible 15-digit one."""
-    s = text.strip().upper()
+    s = _ID_SEPARATORS.sub("", text).upper()
     if len(s) == 18 and s[:17].isdigit() and s[:17].isascii():
         return s[17] == id_check_char(s[:17])
     if len(s) == 15 and s.isdigit() and s.isascii():
@@ -115,8 +116,9 @@ def valid_resident_id(text: str) -> bool:
 def _accept(kind: str, text: str) -> bool:
     if kind == "id":
         return valid_resident_id(text)
-    if kind == "plate":
-        return any(c.isdigit() for c in text)
+    if kind == "plate":  # typed in lower case, only with 3 digits or more ("新model3" is a word)
+        digits = sum(c.isdigit() for c in text)
+        return digits >= 3 or (digits >= 1 and not any("a" <= c <= "z" for c in text))
     return True
 
 

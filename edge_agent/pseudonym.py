@@ -19,9 +19,9 @@ Why normalise: one phone arrives as ``+86 138-1234-1234`` from a hub and ``13812
 gate; both must give one token. Full-width characters are folded to ASCII first
 (``pii_scan.fold``). Then, by what the value is (``kind``, or guessed from its shape):
 
-- ``id`` (resident ID): stripped, upper case (``x`` -> ``X``).
-- ``phone``: spaces and dashes removed, then a ``+86`` / ``0086`` / ``86`` country prefix.
-- ``plate``: upper case, spaces and separators (``·``, ``•``, ``-``) removed.
+- ``id`` (resident ID): spaces and dashes removed (``110105 19491231 002x``), upper case.
+- ``phone``: spaces, dashes, dots and brackets removed, then a ``+86`` / ``0086`` / ``86`` country prefix.
+- ``plate``: upper case, spaces and separators (``·``, ``•``, ``-``, ``.``) removed.
 - anything else (card UID, IMEI, wearer id, numbers): ``str(value).strip()``.
 
 Key rotation: new data uses the ring's active version; tokens of an older version stay valid
@@ -59,7 +59,7 @@ __all__ = ["TOKEN_BYTES", "normalise", "kind_of", "token", "pseudonymize", "mask
 
 TOKEN_BYTES = 16
 _PHONE = re.compile(r"(?:\+86|0086|86)?(1[3-9]\d{9})")
-_PLATE_SEPARATORS = str.maketrans("", "", " ·•-\t")
+_PLATE_SEPARATORS = str.maketrans("", "", " ·•-.\t")
 COMPOUND_SURNAMES = frozenset("欧阳 司马 诸葛 上官 东方 皇甫 尉迟 公孙 慕容 长孙 宇文 司徒 夏侯 轩辕 令狐 端木 独孤 "
                               "南宫 西门 百里 呼延 澹台 公冶 宗政 濮阳 淳于 单于 太叔 申屠 闻人 万俟 赫连 钟离".split())
 _FIELD_HINTS = (("phone", ("phone", "mobile", "tel")), ("plate", ("plate",)), ("id", ("id_no", "id_card", "idcard")))
@@ -76,7 +76,7 @@ def kind_of(value: Any, field: str | None = None) -> str | None:
     text = fold(value).strip()
     if valid_resident_id(text):
         return "id"
-    if _PHONE.fullmatch(re.sub(r"[\s\-()]", "", text)):
+    if _PHONE.fullmatch(re.sub(r"[\s\-().]", "", text)):
         return "phone"
     if text and text[0] in PROVINCES and classify(text.translate(_PLATE_SEPARATORS).upper()) == "plate":
         return "plate"
@@ -95,9 +95,9 @@ def normalise(value: Any, kind: str | None = None) -> str:
     if kind is None:
         kind = kind_of(text)
     if kind == "id":
-        return text.upper()
+        return re.sub(r"[\s-]", "", text).upper()
     if kind == "phone":
-        digits = re.sub(r"[\s\-()]", "", text)
+        digits = re.sub(r"[\s\-().]", "", text)
         m = _PHONE.fullmatch(digits)
         return m.group(1) if m else digits
     if kind == "plate":

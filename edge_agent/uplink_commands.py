@@ -16,9 +16,13 @@ from its callbacks). Issue 6, ``docs/commands.md``.
 ``ResultSender``: command results, few but each awaited by the platform, are kept until the
 broker has acknowledged them:
 
-- ``put`` only appends to a bounded queue (``max_pending``, 100 by default) and returns at once.
-  When the queue is full the *oldest* result is dropped and counted: the newest are the ones a
-  platform is still waiting for.
+- ``put`` appends to a bounded queue (``max_pending``, 100 by default). While the broker is
+  connected and the queue is full it waits (up to ``ack_timeout_s``) for the sender to make
+  room: a flood of commands then slows the command worker, and the excess is dropped, counted
+  and audited at the command queue's entrance instead of losing answers to handled commands.
+  While disconnected (or when the wait runs out) it returns at once and, when the queue is
+  full, the *oldest* result is dropped and counted: the newest are the ones a platform is
+  still waiting for.
 - One thread (``uplink-results``) sends the head of the queue (QoS 1, not retained), waits for
   its PUBACK, then takes the next. While the uplink is disconnected the results wait; ``wake()``
   (called on every connect) sends them.
@@ -83,6 +87,7 @@ class ResultSender:
         self._session = session
         self._ack_timeout = ack_timeout_s
         self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)  # notified when the sender takes one off
         self._queue: deque[bytes] = deque()
         self._max = max(1, max_pending)
         self._wake = threading.Event()
@@ -95,8 +100,19 @@ class ResultSender:
 
     # -- what the uplink calls ----------------------------------------------------------------
     def put(self, result: dict[str, Any]) -> None:
-        """Queue one result (compact UTF-8 JSON on the wire); never blocks."""
+        """Queue one result (compact UTF-8 JSON on the wire). Waits for room only while connected
+        and full (module docstring); otherwise returns at once."""
         payload = encode(result)
+        until = time.monotonic() + self._ack_timeout
+        while True:
+            # connected: the sender frees a place within an ack's time (asked outside our lock:
+            # the uplink's own lock is taken there)
+            may_wait = (self._thread is not None and self._session() is not None and not self._stop.is_set()
+                        and self._deadline is None and time.monotonic() < until)
+            with self._lock:
+                if len(self._queue) < self._max or not may_wait:
+                    break
+                self._room.wait(SLICE_S)
         with self._lock:
             dropped = None
             if len(self._queue) >= self._max:
@@ -106,7 +122,7 @@ class ResultSender:
             self._queue.append(payload)
         if dropped is not None:
             log.log(logging.WARNING if dropped else logging.DEBUG,
-                    "uplink: %d command results wait for the broker; dropping the oldest (%d dropped so far)",
+                    "uplink: %d command results wait to be sent; dropping the oldest (%d dropped so far)",
                     self._max, self.dropped)
         self._wake.set()
 
@@ -170,6 +186,7 @@ class ResultSender:
                 with self._lock:
                     if self._queue and self._queue[0] is payload:  # not dropped meanwhile
                         self._queue.popleft()
+                        self._room.notify()
                     self.sent += 1
                     if not self._queue:
                         self._dropping = False

@@ -257,6 +257,18 @@ def test_an_id_that_is_not_an_id_is_not_echoed(world):
     ("device.poll", "gate-9", {}, "not_allowed", "gate-9 is not a device of this gateway"),
     ("agent.ping", "gate-1", {}, "bad_request", "agent.ping takes no target"),
     ("buffer.replay", "gate-1", {"from_id": 1}, "bad_request", "buffer.replay takes no target"),
+    # the shape of args is checked before the accepted row: a malformed request is rejected
+    ("agent.ping", None, {"f": 0.1}, "bad_request", "agent.ping takes no args, not f"),
+    ("device.poll", "gate-1", {"x": 1}, "bad_request", "device.poll takes no args, not x"),
+    ("device.write", "gate-1", {"point": "barrier", "value": "open", "speed": 9}, "bad_request",
+     "device.write takes point, value and lane, not speed"),
+    ("device.write", "gate-1", {"point": "barrier", "value": "open", "lane": 1.0}, "bad_request",
+     "args.lane must be a non-negative integer"),
+    ("device.write", "gate-1", {"point": "barrier", "value": "open", "lane": True}, "bad_request",
+     "args.lane must be a non-negative integer"),
+    ("device.write", "boiler", {"point": "setpoint_C", "value": 20, "lane": 1}, "bad_request",
+     "a Modbus write takes only point and value, not lane"),
+    ("buffer.replay", None, {"from_id": 9, "to_id": 3}, "bad_request", "buffer.replay: from_id is after to_id"),
 ])
 def test_authorisation_refuses_what_the_config_does_not_allow(world, op, target, args, code, message):
     service, agent, ledger, _ = world
@@ -276,6 +288,15 @@ def test_an_op_not_enabled_in_the_config_is_not_allowed(tmp_path):
     assert answer["error"] == {"code": "not_allowed", "message": "op device.write is not enabled on this gateway"}
     assert nothing_written(agent)
     assert service.handle(payload(op="agent.ping"))["ok"] is True
+
+
+def test_a_config_apply_with_an_argument_it_does_not_take_is_rejected_before_acting(tmp_path):
+    settings = make_settings(tmp_path, ops=("config.apply",))
+    agent, ledger = FakeAgent(settings), FakeLedger()
+    service = CommandService(settings, FakeVerifier(), ledger, CommandOps(agent))
+    answer = service.handle(payload(op="config.apply", args={"config": "x", "force": True}, id="c-3"))
+    assert answer["error"] == {"code": "bad_request", "message": "config.apply takes only config, not force"}
+    assert [(r["outcome"], r["code"]) for r in ledger.rows] == [("rejected", "bad_request")]
 
 
 # -- device.write ---------------------------------------------------------------------------------
