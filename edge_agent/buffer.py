@@ -120,17 +120,19 @@ class Buffer:
 
     ``retain_sent_s`` > 0 keeps sent rows (for replay) until ``prune`` or eviction;
     ``max_bytes`` caps the live pages (module docstring). ``id_block`` is how many ids one
-    sidecar write reserves. Stop the ``BufferWriter`` before ``close``; calls on a closed
+    sidecar write reserves; ``id_floor_copy`` is where a second copy of it lives (the agent's
+    ``{state_dir}/id-floor``, ``idfloor.py``). Stop the ``BufferWriter`` before ``close``; calls on a closed
     buffer raise BufferError.
     """
 
     def __init__(self, path: Path | str, *, max_bytes: int = 512 * 1024**2, retain_sent_s: float = 0.0,
-                 clock: Callable[[], float] = time.time, id_block: int = 10_000) -> None:
+                 clock: Callable[[], float] = time.time, id_block: int = 10_000,
+                 id_floor_copy: Path | str | None = None) -> None:
         self.path = Path(path)
         self.max_bytes = max_bytes
         self.retain_sent_s = retain_sent_s
         self._clock = clock
-        self._ids = IdFloor(self.path, id_block)
+        self._ids = IdFloor(self.path, id_block, Path(id_floor_copy) if id_floor_copy is not None else None)
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._reopen = False  # a quarantine left no connection: the next call tries again

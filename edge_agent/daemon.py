@@ -43,6 +43,7 @@ from .clock import ClockWatch
 from .command_types import Command, CommandRejected, result
 from . import config_apply
 from .writer import BufferWriter
+from .idfloor import ID_FLOOR_COPY
 from .control import ControlError, ControlServer, socket_path
 from .health import HealthBoard
 from .model import Event, Reading
@@ -90,7 +91,8 @@ class Agent:
         self.health = HealthBoard()
         self.privacy = Privacy.load(settings.privacy, overrides=settings.privacy_overrides)
         self.buffer = Buffer(settings.buffer.path, max_bytes=settings.buffer.max_bytes,
-                             retain_sent_s=settings.buffer.retain_sent_s)
+                             retain_sent_s=settings.buffer.retain_sent_s,
+                             id_floor_copy=Path(settings.gateway.state_dir) / ID_FLOOR_COPY)
         self.uplink: Uplink | None = None
         self.writer: BufferWriter | None = None
         self.buses: dict[str, object] = {}  # bus name -> ModbusBus or ByteLink

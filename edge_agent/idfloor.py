@@ -17,6 +17,11 @@ kernel's boot id beside the ceiling: the same boot id means the machine did not 
 the database is trusted; another (or none) means a reboot happened in between, and the
 ceiling is used. The platform sees a gap in the ids exactly when data may have been lost.
 
+The agent keeps a second copy of the sidecar outside the buffer's own names,
+``{state_dir}/id-floor`` (``copy_path``): ``rm buffer.db*`` or a ``buffer.path`` moved to a new
+file must not bring ids back either. Both are written alike; the higher ceiling counts. Only a
+wiped state directory (which takes the pseudonym key with it: a new gateway) starts again at 1.
+
 Only one process may write a buffer: ``acquire`` takes an exclusive ``flock`` on
 ``<db>.lock`` (released when the descriptor closes, so also when the process dies).
 
@@ -37,9 +42,11 @@ import logging
 import os
 from pathlib import Path
 
-__all__ = ["IdFloor", "boot_id", "drop_kept", "fsync_dir", "keep_journals", "move_aside"]
+__all__ = ["IdFloor", "ID_FLOOR_COPY", "boot_id", "drop_kept", "fsync_dir", "keep_journals", "move_aside"]
 
 log = logging.getLogger(__name__)
+
+ID_FLOOR_COPY = "id-floor"  # in state_dir: the agent's second copy of the sidecar
 
 
 class IdFloor:
@@ -48,8 +55,9 @@ class IdFloor:
     Not thread-safe on its own: the buffer calls it under its lock.
     """
 
-    def __init__(self, db_path: Path, block: int = 10_000) -> None:
+    def __init__(self, db_path: Path, block: int = 10_000, copy_path: Path | None = None) -> None:
         self.ids_path = Path(f"{db_path}.ids")
+        self.copy_path = Path(copy_path) if copy_path is not None and Path(copy_path) != self.ids_path else None
         self.lock_path = Path(f"{db_path}.lock")
         self.block = max(1, block)
         self.next_id = 1
@@ -118,33 +126,46 @@ class IdFloor:
 
     # -- the sidecar -------------------------------------------------------------------------
     def read(self) -> int:
-        """The sidecar's ceiling (``sidecar_boot`` too); 0 when absent. An unreadable sidecar is
-        logged, not fatal."""
-        self.sidecar_boot = ""
-        try:
-            fields = self.ids_path.read_text(encoding="ascii").split()
-            if len(fields) > 1:
-                self.sidecar_boot = fields[1]
-            return int(fields[0])
-        except FileNotFoundError:
-            return 0
-        except (OSError, ValueError, IndexError) as exc:
-            log.error("%s: unreadable id sidecar (%s); ids continue from the database alone",
-                      self.ids_path, exc)
-            return 0
+        """The higher ceiling of the sidecar and its copy (``sidecar_boot``: that file's boot id);
+        0 when both are absent. An unreadable file is logged, not fatal."""
+        best, self.sidecar_boot = 0, ""
+        for path in (self.ids_path, self.copy_path):
+            if path is not None:
+                value, boot = _read_floor(path)
+                if value > best:
+                    best, self.sidecar_boot = value, boot
+        return best
 
     def write(self, value: int) -> None:
-        """Replace the sidecar atomically and durably: tmp, fsync, rename, fsync the directory."""
-        path = self.ids_path
-        tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            os.write(fd, f"{value} {boot_id()}\n".encode("ascii"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
+        """Replace the sidecar and its copy, each atomically and durably."""
+        for path in (self.ids_path, self.copy_path):
+            if path is not None:
+                _write_floor(path, value)
+
+
+def _read_floor(path: Path) -> tuple[int, str]:
+    """(ceiling, boot id) from one floor file; (0, "") when absent or unreadable (logged)."""
+    try:
+        fields = path.read_text(encoding="ascii").split()
+        return int(fields[0]), (fields[1] if len(fields) > 1 else "")
+    except FileNotFoundError:
+        return 0, ""
+    except (OSError, ValueError, IndexError) as exc:
+        log.error("%s: unreadable id floor (%s); ids continue from the other copies", path, exc)
+        return 0, ""
+
+
+def _write_floor(path: Path, value: int) -> None:
+    """tmp, fsync, rename, fsync the directory."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, f"{value} {boot_id()}\n".encode("ascii"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
 
 
 def boot_id() -> str:

@@ -79,6 +79,24 @@ def test_ids_continue_after_the_database_is_deleted(path: Path) -> None:
     assert new[0] > max(old)
 
 
+def test_ids_continue_after_rm_buffer_db_star_or_a_new_buffer_path(path: Path) -> None:
+    """The agent's copy of the floor in state_dir outlives ``rm buffer.db*`` (which takes the
+    sidecar too) and covers a buffer.path moved to a new file."""
+    copy = path.parent / "id-floor"
+    with Buffer(path, id_floor_copy=copy) as buf:
+        old = buf.append([reading(i) for i in range(10)])
+    for f in path.parent.glob("buffer.db*"):
+        f.unlink()
+    with Buffer(path, id_floor_copy=copy) as buf:
+        again = buf.append([reading(0)])
+    assert again[0] > max(old)
+    with Buffer(path.parent / "elsewhere" / "buf2.db", id_floor_copy=copy) as buf:
+        assert buf.append([reading(0)])[0] > again[0]
+    copy.write_text("garbage\n")  # an unreadable copy: the sidecar alone still counts
+    with Buffer(path, id_floor_copy=copy) as buf:
+        assert buf.append([reading(0)])[0] > again[0]
+
+
 def test_ids_continue_when_the_sidecar_is_lost(path: Path) -> None:
     with Buffer(path, retain_sent_s=0) as buf:
         old = buf.append([reading(i) for i in range(10)])
