@@ -84,16 +84,24 @@ def _join(path: str, key: str) -> str:
 
 def compose(text: str, report: Report) -> Node | None:
     """Parse one YAML document into nodes; syntax errors and duplicate keys go to ``report``."""
-    loader = yaml.SafeLoader(text)
+    loader = None
     try:
+        loader = yaml.SafeLoader(text)  # checks the characters first: a NUL or ESC raises here
         root = loader.get_single_node()
         return None if root is None else _Converter(loader, report).convert(root, "")
     except yaml.MarkedYAMLError as exc:
         report.add(*_syntax(exc))
-    except yaml.YAMLError as exc:  # e.g. a byte YAML does not allow, reported without a mark
+    except yaml.reader.ReaderError as exc:  # a control character YAML does not allow (a pasted colour code)
+        line = text.count("\n", 0, exc.position) + 1
+        hint = " (an escape: a terminal colour code copied with the text?)" if exc.character == 0x1B else ""
+        report.add(line, "", f"control character {exc.character:#04x} is not allowed in YAML: delete it{hint}")
+    except yaml.YAMLError as exc:  # anything else, reported without a mark
         report.add(None, "", f"YAML error: {exc}")
+    except RecursionError:
+        report.add(None, "", "nested too deeply to read (hundreds of levels of brackets)")
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return None
 
 
