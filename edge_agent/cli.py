@@ -302,6 +302,9 @@ def cmd_keys_init(args: argparse.Namespace) -> int:
     path = Path(settings.privacy.key_file or settings.gateway.state_dir / "keys" / "pseudonym.key")
     platform = _platform_key_lines(settings)  # a bad platform key fails before anything is written
     try:
+        if not args.rotate and path.is_file() and not path.is_symlink() and path.stat().st_size == 0:
+            path.unlink()  # an empty file (a touch, a failed copy) held no key: nothing is lost
+            print(f"key file {path} was empty; replacing it")
         if path.exists() or path.is_symlink():
             ring = rotate_site_key(path) if args.rotate else load_keyring(path)
             print(f"added site key v{ring.active} to {path}; new data uses v{ring.active}" if args.rotate else

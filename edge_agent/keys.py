@@ -135,8 +135,8 @@ def _parse(path: Path, text: str) -> dict[int, bytes]:
             raise KeyFileError(f"{where}: the key is {len(key)} bytes, expected {KEY_BYTES}")
         versions[version], first[version] = key, n
     if not versions:
-        raise KeyFileError(f"key file {path} holds no key line ('v1 <base64>'); "
-                           "'edge-agent keys init -c CONFIG' creates one")
+        raise KeyFileError(f"key file {path} holds no key line ('v1 <base64>'); if it never held a key, "
+                           "delete it and 'edge-agent keys init -c CONFIG' creates one (an empty file it replaces)")
     return versions
 
 

@@ -78,6 +78,20 @@ def test_keys_init_creates_once_then_keeps_and_rotates(tmp_path: Path) -> None:
         assert secret.hex() not in rotated.stdout and base64.b64encode(secret).decode() not in rotated.stdout
 
 
+def test_keys_init_replaces_an_empty_key_file_and_keeps_one_with_only_comments(tmp_path: Path) -> None:
+    config = write(tmp_path)
+    key = tmp_path / "state" / "keys" / "pseudonym.key"
+    key.parent.mkdir(parents=True, mode=0o700)
+    key.touch(mode=0o600)
+    out = cli("keys", "init", "-c", str(config))
+    assert out.returncode == 0 and "was empty; replacing it" in out.stdout, out.stdout + out.stderr
+    assert load_keyring(key).active == 1 and stat.S_IMODE(key.stat().st_mode) == 0o600
+    key.write_text("# nothing yet\n")
+    refused = cli("keys", "init", "-c", str(config))
+    assert refused.returncode == 1 and "delete it and" in one_line(refused.stderr)
+    assert key.read_text() == "# nothing yet\n"
+
+
 def test_keys_init_reports_the_platform_key(tmp_path: Path) -> None:
     out = cli("platform", "keygen", str(tmp_path / "platform"))
     assert out.returncode == 0 and "kid " in out.stdout, out.stderr
