@@ -177,12 +177,21 @@ def _tail_line(kind: str, body: dict) -> str:
     return f"{body['id']:>8}  {stamp}  {body['dev']}  {body['pt']} = {value} ({body['q']}){clock}"
 
 
+def _unknown_device(name: str, names: list[str]) -> str:
+    hint = difflib.get_close_matches(name, names, n=1)
+    return f"unknown device {name!r}" + (f" (did you mean {hint[0]!r}?)" if hint else
+                                         f"; the config has: {', '.join(names) or 'none'}")
+
+
 def cmd_tail(args: argparse.Namespace) -> int:
     """Follow the buffer file: rows are stored after the privacy stage, so what is printed is
     what the wire carries. Works beside the daemon (read-only), or after it."""
     settings = _load(args.config)
     path = settings.buffer.path
     devices, points = set(args.device or ()), set(args.point or ())
+    names = [d.name for d in settings.devices]
+    for name in sorted(devices - set(names)):  # a filter, not a failure: rows of a removed device may remain
+        print(f"edge-agent: {_unknown_device(name, names)}; following it anyway", file=sys.stderr)
 
     def wanted(kind: str, body: dict) -> bool:
         return ((not devices or body.get("dev") in devices)
@@ -229,9 +238,7 @@ def cmd_read(args: argparse.Namespace) -> int:
     settings = _load(args.config)
     names = [d.name for d in settings.devices]
     if args.device not in names:
-        hint = difflib.get_close_matches(args.device, names, n=1)
-        raise CliFailure(f"unknown device {args.device!r}" + (f" (did you mean {hint[0]!r}?)" if hint else
-                         f"; the config has: {', '.join(names) or 'none'}"))
+        raise CliFailure(_unknown_device(args.device, names))
     device = settings.device(args.device)
     driver = get_driver(device.driver)
     privacy = _privacy(settings, args.config)  # before the bus: no value is read that cannot be protected
@@ -378,6 +385,8 @@ def _count_arg(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .cli_commands import row_count
+
     parser = argparse.ArgumentParser(prog="edge-agent", description="Community IoT gateway agent.")
     parser.add_argument("--version", action="version", version=f"edge-agent {__version__}")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -403,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("tail", "follow readings and events as they are buffered (as the wire carries them)")
     p.add_argument("--device", action="append", metavar="DEVICE", help="only this device (repeatable)")
     p.add_argument("--point", action="append", metavar="POINT", help="only this point (repeatable)")
-    p.add_argument("-n", "--lines", type=int, default=10, metavar="N", help="start with the last N rows")
+    p.add_argument("-n", "--lines", type=row_count, default=10, metavar="N", help="start with the last N rows")
     p.add_argument("--no-follow", dest="follow", action="store_false", help="print and exit")
     p.set_defaults(func=cmd_tail)
     p = verb("read", "poll one device once and print its points (masked as the uplink would)")
@@ -444,8 +453,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliFailure as exc:
         print(f"edge-agent: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt:  # Ctrl-C before the verb finished: it failed (contract: 0, 1 or 2)
+        print("edge-agent: interrupted", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

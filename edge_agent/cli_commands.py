@@ -175,6 +175,17 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def row_count(text: str) -> int:
+    """A count for -n: 0 or more (a usage error, exit 2, otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count of rows (0 or more)")
+    return value
+
+
 def register(sub: Any, platform_sub: Any, load: Callable[[str], Any]) -> None:
     """Add ``audit`` and ``platform signkey|sign``; ``load(config_path)`` is the CLI's config loader."""
     text = "list the audit log of commands and privileged actions; --verify checks its hash chain"
@@ -182,7 +193,7 @@ def register(sub: Any, platform_sub: Any, load: Callable[[str], Any]) -> None:
     p.add_argument("-c", "--config", required=True, metavar="FILE", help="the gateway's YAML config")
     p.add_argument("--verify", action="store_true", help="check the hash chain; exit 1 naming the first bad row")
     p.add_argument("--json", action="store_true", help="one JSON object, for scripts")
-    p.add_argument("-n", "--lines", type=int, default=None, metavar="N", help="only the last N rows")
+    p.add_argument("-n", "--lines", type=row_count, default=None, metavar="N", help="only the last N rows")
     p.set_defaults(func=cmd_audit, load=load)
 
     p = platform_sub.add_parser("signkey", help="write DIR/command.key (0600) and DIR/command.pub for signing commands")

@@ -88,10 +88,16 @@ def parse_ids(text: str) -> tuple[int, ...]:
 
 def parse_bauds(text: str) -> tuple[int, ...]:
     """``9600,19200`` -> rates in the order given, repeats dropped; UsageError otherwise."""
+    from .config import BAUDS
+
     rates: list[int] = []
     for part in (p.strip() for p in text.split(",")):
-        if not part.isdigit() or not 50 <= int(part) <= 4_000_000:
+        if not part.isdigit() or not part.isascii():
             raise UsageError(f"--baud {text}: {part!r} is not a baud rate such as 9600")
+        if int(part) not in BAUDS:
+            near = min(BAUDS, key=lambda b: abs(b - int(part)))
+            raise UsageError(f"--baud {text}: {part} is not a serial rate a bus can use "
+                             f"({', '.join(map(str, BAUDS))}; did you mean {near}?)")
         if int(part) not in rates:
             rates.append(int(part))
     return tuple(rates)
@@ -113,13 +119,15 @@ def parse_timeout(text: str) -> float:
 def make_plan(args: argparse.Namespace) -> ScanPlan:
     """The scan the arguments ask for, with the protocol's defaults filled in."""
     d = DEFAULTS[args.protocol]
+    if not args.port.strip():
+        raise UsageError("--port is empty: name the serial port, e.g. /dev/ttyUSB0")
     if args.ids is not None and args.protocol != "modbus-rtu":
         raise UsageError(f"--ids is for modbus-rtu; {args.protocol} meters are found by the wildcard "
                          "address, not by trying ids")
     return ScanPlan(port=args.port, protocol=args.protocol,
-                    bauds=parse_bauds(args.baud) if args.baud else d["bauds"],
+                    bauds=parse_bauds(args.baud) if args.baud is not None else d["bauds"],
                     parity=args.parity or d["parity"], stop_bits=args.stopbits,
-                    ids=parse_ids(args.ids) if args.ids else tuple(range(1, MAX_UNIT + 1)),
+                    ids=parse_ids(args.ids) if args.ids is not None else tuple(range(1, MAX_UNIT + 1)),
                     timeout_s=parse_timeout(args.timeout) if args.timeout else d["timeout_s"],
                     stop_at_first=args.stop_at_first)
 
@@ -371,8 +379,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         bar.close()
         _report(scanner, sys.stdout)
-        _fail(f"interrupted after {scanner.probes} of {plan.total} probes")
-        return 130
+        return _fail(f"interrupted after {scanner.probes} of {plan.total} probes; what answered so far is above")
     bar.close()
     _report(scanner, sys.stdout)
     if not scanner.found:

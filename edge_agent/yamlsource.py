@@ -11,6 +11,7 @@ itself lives in ``config.py``; nothing here knows about it.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -270,13 +271,33 @@ def choice(options: Sequence[Any], noun: str) -> Convert:
     return convert
 
 
+_HINT_UNITS = (("s", 1.0), ("ms", 0.001), ("m", 60.0), ("h", 3600.0), ("d", 86400.0))
+
+
 def duration(lo: float, hi: float) -> Convert:
     def convert(value: Any) -> float:
+        bare = _bare_number(value)
+        if bare is not None:  # the hint names a unit that fits the range: 'commit_interval: 200' -> '200ms'
+            unit = next((u for u, f in _HINT_UNITS if lo <= bare * f <= hi), "s")
+            raise ValueError(f"has no time unit (did you mean '{str(value).strip()}{unit}'?)")
         seconds = parse_duration(value)
         if not lo <= seconds <= hi:
             raise ValueError(f"{value} is outside {_seconds(lo)}..{_seconds(hi)}")
         return seconds
     return convert
+
+
+def _bare_number(value: Any) -> float | None:
+    """A number written without a unit (``200``, ``"0.5"``), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value) if math.isfinite(value) else None
+    try:
+        number = float(value) if isinstance(value, str) and value.strip() else None
+    except ValueError:
+        return None
+    return number if number is not None and math.isfinite(number) else None
 
 
 def _seconds(s: float) -> str:

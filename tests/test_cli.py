@@ -56,6 +56,8 @@ def test_bad_or_missing_config_is_one_clear_failure(tmp_path, verb):
 def test_bad_usage_exits_2():
     assert cli("frobnicate").returncode == 2
     assert cli("check").returncode == 2  # -c is required
+    negative = cli("tail", "-c", "gw.yaml", "-n", "-5")
+    assert negative.returncode == 2 and "'-5' is not a count of rows (0 or more)" in negative.stderr
 
 
 def test_status_before_the_daemon_ever_ran(tmp_path):

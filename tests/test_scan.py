@@ -232,6 +232,10 @@ def test_nothing_found_is_exit_1_saying_what_was_tried(cable: BaudCable) -> None
     (["--baud", "9600,fast"], "--baud 9600,fast: 'fast' is not a baud rate such as 9600"),
     (["--timeout", "10 parsecs"], "--timeout 10 parsecs: unknown time unit 'parsecs'"),
     (["--protocol", "dlt645", "--ids", "1-5"], "--ids is for modbus-rtu"),
+    (["--baud", "9601"], "--baud 9601: 9601 is not a serial rate a bus can use (1200, 2400, 4800, 9600, 19200, "
+                         "38400, 57600, 115200; did you mean 9600?)"),
+    (["--ids", ""], "--ids : '' is not an id or a range like 1-247"),
+    (["--port", ""], "--port is empty: name the serial port, e.g. /dev/ttyUSB0"),
 ])
 def test_bad_usage_is_exit_2_with_one_line(args: list[str], says: str) -> None:
     out = cli("scan", "--port", "/dev/ttyUSB-absent", *args)
