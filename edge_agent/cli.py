@@ -140,9 +140,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         try:
             data = status_view.from_buffer(settings)
         except BufferError as exc:
-            if Path(path).exists():
-                raise CliFailure(str(exc)) from None
             data = {"gateway": settings.gateway.id, "site": settings.gateway.site, "source": None, "buffer": None}
+            if Path(path).exists():  # unreadable: say so, and still show what does not need it
+                data["buffer_error"] = str(exc)
         data["fallback_reason"] = found
     data["control_socket"] = str(socket_path(settings.gateway.state_dir))
     data["pseudonym_key"] = key
@@ -152,12 +152,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(data, sort_keys=True))
     elif data["buffer"] is None:
-        print(f"gateway {settings.gateway.id}: no buffer yet at {path} (the daemon has not run)")
+        if "buffer_error" in data:
+            print(f"gateway {settings.gateway.id}: the daemon does not answer ({found}) and its buffer "
+                  f"cannot be read: {data['buffer_error']}")
+            print("  -> 'edge-agent run' (or 'systemctl start edge-agent') moves a corrupt file aside as "
+                  f"{Path(path).name}.corrupt-<time> and continues with a fresh one, ids above the old ones")
+        else:
+            print(f"gateway {settings.gateway.id}: no buffer yet at {path} (the daemon has not run)")
         print(f"clock         {status_view.clock_line(data['clock'])}")
         print(f"pseudonym key {status_view.key_line(key, None)}")
     else:
         print("\n".join(status_view.render(data)))
-    return 0
+    return 1 if "buffer_error" in data else 0
 
 
 def _shown(value: Any) -> str:

@@ -68,6 +68,17 @@ def test_status_before_the_daemon_ever_ran(tmp_path):
     assert json.loads(out.stdout)["buffer"] is None
 
 
+def test_status_on_a_corrupt_buffer_says_so_shows_the_rest_and_exits_1(tmp_path):
+    cfg = write(tmp_path, base_config(tmp_path))
+    (tmp_path / "state" / "buffer.db").write_bytes(bytes(range(256)) * 20)
+    out = cli("status", "-c", str(cfg))
+    assert out.returncode == 1 and "Traceback" not in out.stdout + out.stderr
+    assert "its buffer cannot be read" in out.stdout and "buffer.db.corrupt-<time>" in out.stdout
+    assert "clock " in out.stdout and "pseudonym key v1" in out.stdout
+    data = json.loads(cli("status", "-c", str(cfg), "--json").stdout)
+    assert data["buffer"] is None and "not a usable SQLite database" in data["buffer_error"]
+
+
 def test_read_prints_scaled_points_and_fails_clearly_on_unknown_device(tmp_path):
     with ModbusTestServer({1: {"holding": {0: [1, 3, 1, 2, 123]}}}).start() as server:
         cfg = write(tmp_path, base_config(
