@@ -327,8 +327,8 @@ class Supervisor:
                     self.agent.housekeeping()
                     next_housekeeping = time.monotonic() + PRUNE_EVERY_S
         finally:
+            self.watchdog.stop()  # first: no ping or status of a running agent may follow STOPPING=1
             sdnotify.notify("STOPPING=1", "STATUS=stopping: committing what was polled")
-            self.watchdog.stop()
             self._stop_agent()
         return 0
 
