@@ -117,7 +117,7 @@ class Format(NamedTuple):
 
 
 DI_TABLE: dict[int, Format] = {
-    0x00000000: Format("energy_total_kWh", "kWh", 4, 2),      # XXXXXX.XX
+    0x00000000: Format("energy_total_kWh", "kWh", 4, 2, True),  # XXXXXX.XX, signed (combined: import - export)
     0x00010000: Format("energy_import_kWh", "kWh", 4, 2),
     0x00020000: Format("energy_export_kWh", "kWh", 4, 2),
     0x02010100: Format("voltage_a_V", "V", 2, 1),             # XXX.X

@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 MAX_FOLLOW_UPS = 16  # 12-requests after one B1; a meter that never says "last frame" is cut off
 
 OUTPUTS = (
-    Output("energy_total_kWh", valid=(0.0, 999999.99)),
+    Output("energy_total_kWh", valid=(-799999.99, 799999.99)),  # combined: signed (DL/T 645-2007 A.1)
     Output("energy_import_kWh", valid=(0.0, 999999.99)),
     Output("energy_export_kWh", valid=(0.0, 999999.99)),
     Output("voltage_a_V", valid=(0.0, 500.0)),

@@ -122,6 +122,9 @@ class Agent:
         self.writer = BufferWriter(self.buffer, commit_interval_s=s.buffer.commit_interval_s,
                                    commit_max=s.buffer.commit_max, on_commit=lambda ids: self.uplink.wake())
         self.writer.start()
+        for d in s.devices:  # counted (as unknown) from the first R/state on, before any poll
+            if d.enabled:
+                self.health.add(d.name, d.bus)
         self.uplink.start()
         for bus_settings in s.buses:
             devices = [d for d in s.devices if d.bus == bus_settings.name and d.enabled]

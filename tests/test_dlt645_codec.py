@@ -114,6 +114,7 @@ def test_value_round_trip(reading: tuple[str, int, float], more: bool) -> None:
 @pytest.mark.parametrize("di, value", [
     (0x02020100, -1.5), (0x02030000, -79.9999), (0x02060000, -0.5), (0x02060000, 1.0),
     (0x00010000, 999999.99), (0x02800002, 50.0), (0x02010100, 0.0),
+    (0x00000000, -12345.67), (0x00000000, 799999.99),  # combined active energy is signed (A.1)
 ])
 def test_signed_and_edge_values(di: int, value: float) -> None:
     raw = dlt.encode_value(di, value)
@@ -122,7 +123,13 @@ def test_signed_and_edge_values(di: int, value: float) -> None:
         assert raw[-1] & 0x80, "the sign is the top bit of the most significant (last) byte"
 
 
-@pytest.mark.parametrize("di, value", [(0x00010000, -1.0), (0x00010000, 1e6), (0x02060000, 8.0)])
+def test_combined_energy_reads_its_top_bit_as_a_minus_sign() -> None:
+    assert dlt.decode_value(0x00000000, bytes([0x67, 0x45, 0x23, 0x81])) == -12345.67
+    assert dlt.decode_value(0x00010000, bytes([0x67, 0x45, 0x23, 0x81])) == 812345.67  # forward: unsigned
+
+
+@pytest.mark.parametrize("di, value", [(0x00010000, -1.0), (0x00010000, 1e6), (0x02060000, 8.0),
+                                       (0x00000000, 800000.0)])
 def test_values_out_of_range_are_refused(di: int, value: float) -> None:
     with pytest.raises(ValueError):
         dlt.encode_value(di, value)

@@ -266,6 +266,7 @@ def test_state_carries_health_and_is_published_again_when_device_counts_change(t
     states = [json.loads(m.payload) for m in msgs]
     online = [s for s in states if s.get("online")]
     assert len(online) >= 2, states
+    assert sum(online[0]["devices"].values()) == 2, online[0]  # the birth counts every configured device
     last = next(s for s in online if s["devices"] == {"online": 1, "offline": 1, "unknown": 0})
     assert last["gw"] == GW and last["version"] and isinstance(last["started"], int)
     assert last["uptime_s"] >= 0 and last["write_errors"] == 0
