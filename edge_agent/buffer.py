@@ -51,7 +51,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from . import evict
 from .buffer_file import (SET_META, WAL_LIMIT, BufferCorrupt, BufferError, BufferFull, is_corrupt, is_full,
-                          open_checked, open_or_error, quarantine, record_clean_close)
+                          leave_in_rollback_mode, open_checked, open_or_error, quarantine, record_clean_close)
 from .buffer_stats import BufferStats, read_stats
 from .idfloor import IdFloor, drop_kept, keep_journals
 from .model import Event, Priority, Reading
@@ -212,6 +212,7 @@ class Buffer:
                 log.warning("%s: could not lower the id ceiling at close: %s", self.path, exc)
             try:
                 record_clean_close(conn, self.path, self._ids.next_id)
+                leave_in_rollback_mode(conn, self.path)
             finally:
                 conn.close()
                 self._ids.release()

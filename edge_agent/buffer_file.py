@@ -51,7 +51,7 @@ from . import evict
 from .idfloor import move_aside
 
 __all__ = ["BufferCorrupt", "BufferError", "BufferFull", "Remembered", "SCHEMA_VERSION", "SET_META", "WAL_LIMIT",
-           "is_corrupt", "is_full", "open_checked", "open_or_error", "quarantine", "read_meta",
+           "is_corrupt", "is_full", "leave_in_rollback_mode", "open_checked", "open_or_error", "quarantine", "read_meta",
            "record_clean_close"]
 
 log = logging.getLogger("edge_agent.buffer")  # one logger for the whole buffer
@@ -206,6 +206,18 @@ def record_clean_close(conn: sqlite3.Connection, path: Path, next_id: int) -> No
         conn.execute("COMMIT")
     except sqlite3.Error as exc:
         log.warning("%s: could not record a clean close: %s", path, exc)
+
+
+def leave_in_rollback_mode(conn: sqlite3.Connection, path: Path) -> None:
+    """At a clean close: switch the file out of WAL (checkpointing it), so that once the writer is
+    gone a reader that may not create files in the state directory (a technician in the service
+    group running ``status``, ``tail`` or ``audit``) can still open it read-only: a WAL file
+    needs its -shm, which such a reader cannot create. The next writer switches back to WAL.
+    Refused while another connection is open (a ``tail``): then WAL stays, as before."""
+    try:
+        conn.execute("PRAGMA journal_mode = DELETE").fetchone()
+    except sqlite3.Error as exc:
+        log.debug("%s: left in WAL mode at close: %s", path, exc)
 
 
 def quarantine(path: Path, reason: str, now: float) -> None:

@@ -126,7 +126,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     """The running daemon's view over its control socket; when nobody answers, the buffer file's
     (``status.py`` gathers and prints both; ``source`` says which was used)."""
     from . import status as status_view
-    from .buffer import BufferError
+    from .buffer import BufferCorrupt, BufferError
     from .clock import clock_state
     from .control import socket_path, status_or_reason
 
@@ -143,6 +143,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             data = {"gateway": settings.gateway.id, "site": settings.gateway.site, "source": None, "buffer": None}
             if Path(path).exists():  # unreadable: say so, and still show what does not need it
                 data["buffer_error"] = str(exc)
+                data["buffer_corrupt"] = isinstance(exc, BufferCorrupt)
         data["fallback_reason"] = found
     data["control_socket"] = str(socket_path(settings.gateway.state_dir))
     data["pseudonym_key"] = key
@@ -155,8 +156,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         if "buffer_error" in data:
             print(f"gateway {settings.gateway.id}: the daemon does not answer ({found}) and its buffer "
                   f"cannot be read: {data['buffer_error']}")
-            print("  -> 'edge-agent run' (or 'systemctl start edge-agent') moves a corrupt file aside as "
-                  f"{Path(path).name}.corrupt-<time> and continues with a fresh one, ids above the old ones")
+            if data["buffer_corrupt"]:
+                print("  -> 'edge-agent run' (or 'systemctl start edge-agent') moves a corrupt file aside as "
+                      f"{Path(path).name}.corrupt-<time> and continues with a fresh one, ids above the old ones")
+            else:
+                print("  -> run as root or as a member of the service group (edge-agent), or start the daemon "
+                      "and ask it ('systemctl start edge-agent')")
         else:
             print(f"gateway {settings.gateway.id}: no buffer yet at {path} (the daemon has not run)")
         print(f"clock         {status_view.clock_line(data['clock'])}")

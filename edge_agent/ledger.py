@@ -46,6 +46,8 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+from .buffer_file import leave_in_rollback_mode
+
 __all__ = ["Ledger", "LedgerError", "GENESIS", "KINDS", "OUTCOMES", "row_hash", "KEEP_AFTER_EXP_S"]
 
 GENESIS = "0" * 64
@@ -144,6 +146,8 @@ class Ledger:
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
+                if not self.readonly:
+                    leave_in_rollback_mode(self._conn, self.path)
                 self._conn.close()
                 self._conn = None
 

@@ -97,6 +97,35 @@ def test_ids_continue_after_rm_buffer_db_star_or_a_new_buffer_path(path: Path) -
         assert buf.append([reading(0)])[0] > again[0]
 
 
+def test_a_clean_close_leaves_a_file_readers_without_write_access_can_open(path: Path) -> None:
+    """WAL needs a -shm a technician in the service group cannot create; a cleanly closed
+    buffer is left in rollback mode (no -wal/-shm), and the next writer goes back to WAL."""
+    import sqlite3
+
+    def mode() -> str:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return conn.execute("PRAGMA journal_mode").fetchone()[0]
+        finally:
+            conn.close()
+
+    with Buffer(path) as buf:
+        buf.append([reading(0)])
+        assert mode() == "wal"
+    assert mode() == "delete"
+    assert not Path(f"{path}-wal").exists() and not Path(f"{path}-shm").exists()
+    with Buffer(path) as buf:
+        assert mode() == "wal" and buf.append([reading(1)]) == [2]
+        reader = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        reader.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    try:  # a reader open at the close (a tail): WAL stays, and the close is still clean
+        assert reader.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        reader.close()
+    with Buffer(path) as buf:
+        assert buf.append([reading(2)]) == [3]
+
+
 def test_ids_continue_when_the_sidecar_is_lost(path: Path) -> None:
     with Buffer(path, retain_sent_s=0) as buf:
         old = buf.append([reading(i) for i in range(10)])
