@@ -197,8 +197,9 @@ def _readable(check: str, path: Path, who: Who, *, secret: bool, missing: str) -
         return Finding(FAIL, check, f"{path} is not a regular file", "point the config at the file itself")
     if secret and stat.S_IMODE(st.st_mode) & 0o077:
         what = "readable" if st.st_mode & 0o044 else "accessible"
+        owned = who.uid == 0 or st.st_uid == who.uid  # the fix must leave the agent able to read it
         return Finding(FAIL, check, f"{path} is {what} by group or others ({owner_text(st)})",
-                       f"chmod 600 {path}")
+                       f"chmod 600 {path}" if owned else f"chown {who.name}: {path} && chmod 600 {path}")
     if not who.may(path, os.R_OK):
         return Finding(FAIL, check, f"{path} is not readable by {who.name} ({owner_text(st)})",
                        f"chown {who.name}: {path}" + ("" if secret else f" or chmod a+r {path}"))

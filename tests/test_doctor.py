@@ -314,6 +314,11 @@ def test_as_root_access_is_judged_for_the_service_user(tmp_path, capsys, pair, m
     assert fix == f"-> fix: chown edge-agent: {key}"
     text, fix = line(out, "state dir")
     assert text.startswith("FAIL  state dir: ") and "edge-agent" in text and "chown -R edge-agent:" in fix
+    key.chmod(0o640)  # loose and not the service user's: chmod alone would lock the agent out
+    code, out = doctor_run(capsys, config)
+    text, fix = line(out, "pseudonym key")
+    assert text == f"FAIL  pseudonym key: {key} is readable by group or others (-rw-r----- root:root)"
+    assert fix == f"-> fix: chown edge-agent: {key} && chmod 600 {key}"
 
 
 def test_who_may_follows_owner_group_and_other_bits_and_the_directories_on_the_way() -> None:
