@@ -15,9 +15,8 @@ from edge_agent.drivers.cjt188_meter import DRIVER, METER_TYPES
 from edge_agent.model import Quality
 from edge_agent.readers import make_reader, open_link
 from edge_agent.registry import get_driver
-from edge_agent.sim.byteserver import ByteServer
 from edge_agent.sim.meters import Cjt188Bus, Cjt188Meter, MeterFaults
-from edge_agent.sim.ptypair import PtyPair
+from support.meter_line import meter_lines
 from test_dlt645_meter import said
 
 W1, W2, HEAT, GAS = "00000000000101", "00000000000102", "00000000000201", "00000000000301"
@@ -26,18 +25,8 @@ W1, W2, HEAT, GAS = "00000000000101", "00000000000102", "00000000000201", "00000
 @pytest.fixture
 def line():
     """``serve(*meters) -> (path for the agent, Cjt188Bus)`` on a wire-timed pty pair."""
-    started: list = []
-
-    def serve(*meters: Cjt188Meter):
-        pair = PtyPair(baud=2400, bits_per_byte=11)
-        bus = Cjt188Bus(meters)
-        server = ByteServer(bus)
-        server.serve_serial(pair.b, baud=2400)
-        started.extend([server, pair])
-        return pair.a, bus
-    yield serve
-    for thing in started:
-        thing.stop() if isinstance(thing, ByteServer) else thing.close()
+    with meter_lines(Cjt188Bus) as serve:
+        yield serve
 
 
 def config(path: str, devices: str, *, timeout: str = "500ms") -> str:

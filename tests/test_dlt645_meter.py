@@ -20,28 +20,17 @@ from edge_agent.drivers.dlt645_meter import DRIVER, select_dis
 from edge_agent.model import Quality
 from edge_agent.readers import make_reader, open_link
 from edge_agent.registry import get_driver
-from edge_agent.sim.byteserver import ByteServer
 from edge_agent.sim.meters import Dlt645Bus, Dlt645Meter, MeterFaults
-from edge_agent.sim.ptypair import PtyPair
+from support.meter_line import meter_lines
 
 A, B = "000000000101", "000000000102"
 
 
 @pytest.fixture
 def line():
-    """Start a wire-timed line and return ``serve(*meters) -> (path for the agent, Dlt645Bus)``."""
-    started: list = []
-
-    def serve(*meters: Dlt645Meter):
-        pair = PtyPair(baud=2400, bits_per_byte=11)
-        bus = Dlt645Bus(meters)
-        server = ByteServer(bus)
-        server.serve_serial(pair.b, baud=2400)
-        started.extend([server, pair])
-        return pair.a, bus
-    yield serve
-    for thing in started:
-        thing.stop() if isinstance(thing, ByteServer) else thing.close()
+    """``serve(*meters) -> (path for the agent, Dlt645Bus)`` on a wire-timed pty pair."""
+    with meter_lines(Dlt645Bus) as serve:
+        yield serve
 
 
 def config(path: str, devices: str, *, timeout: str = "500ms") -> str:
