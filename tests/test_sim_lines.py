@@ -9,12 +9,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import queue
-import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -37,6 +34,7 @@ from edge_agent.settings import BusSettings, DeviceSettings
 from support.agent import start_agent, stop_agent
 from support.broker import Mosquitto, Subscriber
 from support.keys import init_keys
+from support.simproc import line_with, start_simulator, stop_simulator
 
 T0 = 1_732_380_000.0
 
@@ -200,35 +198,10 @@ def test_gate_faults():
 
 
 # -- the commands, as subprocesses ----------------------------------------------------------------
-def start_simulator(*args: str) -> subprocess.Popen:
-    """``edge-agent simulate ARGS``; its printed lines go to ``proc.printed`` (a queue) as they come."""
-    proc = subprocess.Popen([sys.executable, "-m", "edge_agent.sim.cli", "simulate", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    proc.printed = queue.Queue()  # type: ignore[attr-defined]
-    threading.Thread(target=lambda: [proc.printed.put(x) for x in proc.stdout], daemon=True).start()
-    return proc
 
 
-def line_with(proc: subprocess.Popen, text: str, timeout: float = 10.0) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            out = proc.printed.get(timeout=0.1)  # type: ignore[attr-defined]
-        except queue.Empty:
-            assert proc.poll() is None, f"simulator exited: {proc.stderr.read()}"
-            continue
-        if text in out:
-            return out.strip()
-    raise AssertionError(f"no line with {text!r}")
 
 
-def stop_simulator(proc: subprocess.Popen) -> int:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise
 
 
 def bus(**where) -> ByteLink:

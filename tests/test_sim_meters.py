@@ -6,8 +6,6 @@ readings arriving at a real Mosquitto on R/telemetry."""
 from __future__ import annotations
 
 import json
-import select
-import signal
 import subprocess
 import sys
 import time
@@ -28,6 +26,7 @@ from edge_agent.sim.ptypair import PtyPair
 from support.agent import start_agent, stop_agent
 from support.broker import Mosquitto, Subscriber
 from support.keys import init_keys
+from support.simproc import line_with, start_simulator, stop_simulator
 
 A, B = "000000000101", "000000000102"
 W = "00000000000101"
@@ -188,29 +187,10 @@ def test_the_line_skips_noise_and_waits_for_whole_frames() -> None:
 
 # -- the command line ------------------------------------------------------------------------------
 
-def _start(kind: str, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "edge_agent.cli", "simulate", kind, *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _line_with(proc: subprocess.Popen, text: str, timeout: float = 10.0) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if select.select([proc.stdout], [], [], 0.1)[0]:
-            line = proc.stdout.readline()
-            if text in line:
-                return line.strip()
-            assert line, f"simulator exited: {proc.stderr.read()}"
-    raise AssertionError(f"no line with {text!r}")
 
 
-def _stop(proc: subprocess.Popen) -> int:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise
 
 
 def _poll_once(bus_yaml: str, devices_yaml: str) -> dict:
@@ -224,12 +204,12 @@ def _poll_once(bus_yaml: str, devices_yaml: str) -> dict:
 
 
 def test_cli_dlt645_on_a_pty_until_sigterm() -> None:
-    with _start("dlt645", "--pty", "--meter", f"{A}:version=1997,energy_kwh=77.7", "--meter", f"{B}:version=1997",
+    with start_simulator("dlt645", "--pty", "--meter", f"{A}:version=1997,energy_kwh=77.7", "--meter", f"{B}:version=1997",
                 "--fault", f"{B}:silence") as proc:
         try:
-            line = _line_with(proc, "serial port for the agent:")
+            line = line_with(proc, "serial port for the agent:")
             assert line.startswith("dlt645 on a pty, 2400 8E1; serial port for the agent: /dev/")
-            assert proc.stdout.readline().strip() == ("meters: Dlt645Meter(000000000101, 1997, 1 phase), "
+            assert line_with(proc, "meters:") == ("meters: Dlt645Meter(000000000101, 1997, 1 phase), "
                                                       "Dlt645Meter(000000000102, 1997, 1 phase)")
             results = _poll_once(f"{{name: m, protocol: dlt645, serial: {line.rsplit(' ', 1)[1]}, timeout: 300ms}}",
                                  f'  - {{name: a, bus: m, driver: dlt645_meter, address: "{A}", retries: 0,'
@@ -237,20 +217,20 @@ def test_cli_dlt645_on_a_pty_until_sigterm() -> None:
                                  f'  - {{name: b, bus: m, driver: dlt645_meter, address: "{B}", retries: 0,'
                                  ' options: {version: 1997}}\n')
         finally:
-            code = _stop(proc)
+            code = stop_simulator(proc)
         assert code == 0, proc.stderr.read()
     assert results["a"].errors == [] and results["a"].readings[0].val == 77.7
     assert not results["b"].answered and len(results["b"].errors) == 2
 
 
 def test_cli_cjt188_over_tcp() -> None:
-    with _start("cjt188", "--tcp", "127.0.0.1:0", "--meter", f"{W}:reply_di_order=1F90,flow_m3=9.5") as proc:
+    with start_simulator("cjt188", "--tcp", "127.0.0.1:0", "--meter", f"{W}:reply_di_order=1F90,flow_m3=9.5") as proc:
         try:
-            port = int(_line_with(proc, "cjt188 TCP on 127.0.0.1:").rsplit(":", 1)[1])
+            port = int(line_with(proc, "cjt188 TCP on 127.0.0.1:").rsplit(":", 1)[1])
             results = _poll_once(f"{{name: w, protocol: cjt188, host: 127.0.0.1, port: {port}}}",
                                  f'  - {{name: w1, bus: w, driver: cjt188_meter, address: "{W}"}}\n')
         finally:
-            code = _stop(proc)
+            code = stop_simulator(proc)
         assert code == 0, proc.stderr.read()
     assert results["w1"].errors == [] and results["w1"].readings[0].val == 9.5
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import select
-import signal
 import socket
 import struct
 import subprocess
@@ -24,6 +22,7 @@ from edge_agent.sim import cli
 from edge_agent.sim.devices import EnergyMeter, Faults, LevelSensor, RelayBoard
 from edge_agent.sim.modbus import ModbusSimulator, _RtuStream, crc16, execute, rtu_frame
 from edge_agent.sim.ptypair import PtyPair
+from support.simproc import line_with, start_simulator, stop_simulator
 
 SHORT = 0.3  # client timeout where no answer is the expected outcome
 
@@ -374,49 +373,30 @@ def test_request_history_is_bounded():
 
 
 # -- command line ---------------------------------------------------------------------------
-def _start_cli(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "edge_agent.sim.cli", "simulate", "modbus", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _line_with(proc: subprocess.Popen, text: str, timeout: float = 10.0) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if select.select([proc.stdout], [], [], 0.1)[0]:
-            line = proc.stdout.readline()
-            if text in line:
-                return line.strip()
-            assert line, f"simulator exited: {proc.stderr.read()}"
-    raise AssertionError(f"no line with {text!r}")
 
 
-def _stop_cli(proc: subprocess.Popen) -> int:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise
 
 
 def test_cli_serves_tcp_until_sigterm():
-    with _start_cli("--tcp", "127.0.0.1:0", "--device", "1:qdy_level:level_m=1.5,decimals=3") as proc:
+    with start_simulator("modbus", "--tcp", "127.0.0.1:0", "--device", "1:qdy_level:level_m=1.5,decimals=3") as proc:
         try:
-            port = int(_line_with(proc, "modbus TCP on").rsplit(":", 1)[1])
+            port = int(line_with(proc, "modbus TCP on").rsplit(":", 1)[1])
             client = ModbusTcpClient("127.0.0.1", port=port, timeout=2, retries=0)
             assert client.connect()
             assert client.read_holding_registers(3, count=2, device_id=1).registers == [3, 1500]
             client.close()
         finally:
-            code = _stop_cli(proc)
+            code = stop_simulator(proc)
         assert code == 0, proc.stderr.read()
 
 
 def test_cli_pty_with_fault():
-    with _start_cli("--pty", "--device", "1:relay:coils=4", "--device", "2:eastron_meter",
+    with start_simulator("modbus", "--pty", "--device", "1:relay:coils=4", "--device", "2:eastron_meter",
                     "--fault", "2:exception=4") as proc:
         try:
-            path = _line_with(proc, "serial port for the agent:").rsplit(" ", 1)[1]
+            path = line_with(proc, "serial port for the agent:").rsplit(" ", 1)[1]
             assert os.path.exists(path)
             client = ModbusSerialClient(path, baudrate=9600, timeout=2, retries=0)
             assert client.connect()
@@ -424,7 +404,7 @@ def test_cli_pty_with_fault():
             assert client.read_input_registers(0, count=2, device_id=2).exception_code == 4
             client.close()
         finally:
-            code = _stop_cli(proc)
+            code = stop_simulator(proc)
         assert code == 0, proc.stderr.read()
 
 
