@@ -198,12 +198,6 @@ def test_gate_faults():
 
 
 # -- the commands, as subprocesses ----------------------------------------------------------------
-
-
-
-
-
-
 def bus(**where) -> ByteLink:
     return ByteLink(BusSettings("b", "json-lines", **where))
 

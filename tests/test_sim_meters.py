@@ -186,13 +186,6 @@ def test_the_line_skips_noise_and_waits_for_whole_frames() -> None:
 
 
 # -- the command line ------------------------------------------------------------------------------
-
-
-
-
-
-
-
 def _poll_once(bus_yaml: str, devices_yaml: str) -> dict:
     settings = parse_settings(f"gateway: {{id: gw-1, site: site-1}}\nmqtt: {{host: 127.0.0.1}}\n"
                               f"buses:\n  - {bus_yaml}\ndevices:\n{devices_yaml}")

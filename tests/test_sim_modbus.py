@@ -373,12 +373,6 @@ def test_request_history_is_bounded():
 
 
 # -- command line ---------------------------------------------------------------------------
-
-
-
-
-
-
 def test_cli_serves_tcp_until_sigterm():
     with start_simulator("modbus", "--tcp", "127.0.0.1:0", "--device", "1:qdy_level:level_m=1.5,decimals=3") as proc:
         try:
