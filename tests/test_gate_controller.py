@@ -21,6 +21,7 @@ from edge_agent.settings import DeviceSettings
 from edge_agent.sim.byteserver import ByteServer
 from edge_agent.sim.gate import GateSim
 from edge_agent.sim.ptypair import PtyPair
+from test_wearables_hub import poll_until
 
 NOW = 1_732_380_005.25
 DEVICE = DeviceSettings(name="gate-1", bus="gb", driver="gate_controller", address=None, interval_s=1.0)
@@ -139,15 +140,6 @@ def gate_on_pty(request):
         yield sim, r
         r.link.close()
         server.stop()
-
-
-def poll_until(r, predicate, timeout: float = 5.0):
-    got, deadline = [], time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got.append(r.poll())
-        if predicate(got):
-            return got
-    raise AssertionError(f"not seen within {timeout}s: {[(x.readings, x.events, x.errors) for x in got]}")
 
 
 def events(results, kind: str = "passage"):
