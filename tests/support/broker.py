@@ -74,14 +74,20 @@ class Mosquitto:
                  users: dict[str, str] | None = None, persistence: bool = False,
                  extra: Iterable[str] = ()) -> None:
         self.dir = Path(tmp_path)
-        self.port = port or free_port(self.host)
         self.tls = dict(tls or {})
         self.users = dict(users or {})
         self.persistence = persistence
         self.extra = tuple(extra)
-        self.conf_path = self.dir / f"mosquitto-{self.port}.conf"
-        self.log_path = self.dir / f"mosquitto-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        # a port we chose may be taken by another process before mosquitto binds it: the first
+        # start then tries another (a restart keeps the port, as clients reconnect to it)
+        self._may_move = port is None
+        self._use_port(port or free_port(self.host))
+
+    def _use_port(self, port: int) -> None:
+        self.port = port
+        self.conf_path = self.dir / f"mosquitto-{port}.conf"
+        self.log_path = self.dir / f"mosquitto-{port}.log"
 
     # -- configuration -------------------------------------------------------------------
     def _config(self) -> str:
@@ -132,6 +138,16 @@ class Mosquitto:
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> "Mosquitto":
+        for attempt in range(3):
+            try:
+                return self._start()
+            except BrokerError as exc:
+                if not (self._may_move and "Address already in use" in str(exc)) or attempt == 2:
+                    raise
+                self._use_port(free_port(self.host))
+        raise AssertionError("unreachable")
+
+    def _start(self) -> "Mosquitto":
         if self.proc is not None and self.proc.poll() is None:
             return self
         binary = find_mosquitto()
@@ -147,6 +163,7 @@ class Mosquitto:
                 err = stderr_path.read_text(errors="replace").strip()
                 raise BrokerError(f"mosquitto exited with status {rc}: {err or '(no output)'}\n{self.log_tail()}")
             if _port_open(self.host, self.port):
+                self._may_move = False  # started: from now on the port is the broker's address
                 return self
             time.sleep(0.05)
         self.stop()
