@@ -367,6 +367,12 @@ class Section:
             return self.values[key].line
         return (self.node.key_lines or {}).get(key, self.line)
 
+    def key_line(self, key: str) -> int | None:
+        """The key's own line (``gateway:``), the section's when absent: where a mapping is
+        introduced, so a key missing inside it is reported there (its value starts at its first
+        key, which may be a comment's length further down)."""
+        return (self.node.key_lines or {}).get(key, self.line)
+
     def get(self, key: str, convert: Convert, default: Any = REQUIRED) -> Any:
         """The converted value, ``default`` when absent or null, None when missing or invalid."""
         if not self.given(key):
@@ -387,7 +393,7 @@ class Section:
             if required:
                 self.get(key, string)  # reports the missing key
             return None
-        return Section.of(self.report, self.values[key], self.sub(key), self.line_of(key), allowed, **kwargs)
+        return Section.of(self.report, self.values[key], self.sub(key), self.key_line(key), allowed, **kwargs)
 
     def items(self, key: str, required: bool = False) -> list[Node] | None:
         if not self.given(key):
