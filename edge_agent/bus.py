@@ -48,6 +48,10 @@ RETRY_LINK_AFTER_S = 1.0  # a failed connect is not retried sooner: no busy loop
 _READ_FC = {Reg.COIL: 1, Reg.DISCRETE: 2, Reg.HOLDING: 3, Reg.INPUT: 4}
 
 
+class _CannotOpen(Exception):
+    """Why the link cannot be opened, without a device: ``ModbusBus`` adds the one asking."""
+
+
 class ModbusBus:
     """A Modbus link with lazy connection, per-request timeouts and one transaction at a time.
 
@@ -57,7 +61,11 @@ class ModbusBus:
     bus, and by at most its timeout per attempt. ``settings.gap_s`` of silence is kept between
     the end of one transaction and the start of the next on every link kind (a serial-to-Ethernet
     converter drives an RS-485 line too). A failed connect is retried on the next call, but not
-    within ``RETRY_LINK_AFTER_S``: the same LinkError is raised at once instead.
+    within ``RETRY_LINK_AFTER_S``: a LinkError with the same cause is raised at once instead.
+
+    Every LinkError names the device whose request failed. Only the cause (``_failure``: the
+    bus, the port or host, and why) is kept between calls; the message is built per request,
+    so the devices that share a lost link never read another device's number in their error.
     """
 
     def __init__(self, settings: BusSettings) -> None:
@@ -75,20 +83,25 @@ class ModbusBus:
         return f"serial port {s.serial}" if s.link == "serial" else f"{s.host}:{s.port or 502}"
 
     # -- the link -------------------------------------------------------------------------
-    def _link_error(self, message: str) -> LinkError:
-        self._failed_at, self._failure = time.monotonic(), message
-        return LinkError(message)
+    def _failed(self, cause: str) -> None:
+        """Remember why the link failed (no device in it): calls within the back-off reuse it."""
+        self._failed_at, self._failure = time.monotonic(), cause
 
-    def _connect(self, timeout: float) -> ModbusTcpClient | ModbusSerialClient:
+    def _not_sent(self, device_id: int) -> LinkError:
+        """The link is down: this device's request was not sent (the message names it)."""
+        return LinkError(f"bus {self.name}: {self._failure}; request to device {device_id} not sent")
+
+    def _connect(self, timeout: float, device_id: int) -> ModbusTcpClient | ModbusSerialClient:
         if self._client is not None:
             return self._client
         if self._failed_at is not None and time.monotonic() - self._failed_at < RETRY_LINK_AFTER_S:
-            raise LinkError(self._failure)
+            raise self._not_sent(device_id)
         s = self.settings
-        if s.link == "serial":
-            client = self._open_serial(timeout)
-        else:
-            client = self._open_tcp(timeout)
+        try:
+            client = self._open_serial(timeout) if s.link == "serial" else self._open_tcp(timeout)
+        except _CannotOpen as exc:
+            self._failed(str(exc))
+            raise self._not_sent(device_id) from None
         self._client, self._failed_at = client, None
         return client
 
@@ -97,17 +110,16 @@ class ModbusBus:
         path = s.serial or ""
         if "://" not in path:  # pyserial URLs (rfc2217://, socket://) have no path to check
             if not os.path.exists(path):
-                raise self._link_error(f"bus {self.name}: serial port {path} not found")
+                raise _CannotOpen(f"serial port {path} not found")
             if not os.access(path, os.R_OK | os.W_OK):
-                raise self._link_error(f"bus {self.name}: no permission to open serial port {path} "
-                                       "(add the service user to the 'dialout' group)")
+                raise _CannotOpen(f"no permission to open serial port {path} "
+                                  "(add the service user to the 'dialout' group)")
         client = ModbusSerialClient(path, framer=FramerType.RTU, baudrate=s.baud, bytesize=s.data_bits,
                                     parity=s.parity, stopbits=s.stop_bits, timeout=timeout, retries=0,
                                     name=self.name)
         if not client.connect():
             client.close()
-            raise self._link_error(f"bus {self.name}: cannot open serial port {path} "
-                                   "(in use by another program, or not a serial device?)")
+            raise _CannotOpen(f"cannot open serial port {path} (in use by another program, or not a serial device?)")
         return client
 
     def _open_tcp(self, timeout: float) -> ModbusTcpClient:
@@ -120,15 +132,14 @@ class ModbusBus:
         try:
             client.socket = socket.create_connection((host, port), timeout=timeout)
         except socket.gaierror:
-            raise self._link_error(f"bus {self.name}: cannot resolve host {host!r}") from None
+            raise _CannotOpen(f"cannot resolve host {host!r}") from None
         except TimeoutError:
-            raise self._link_error(f"bus {self.name}: cannot connect to {host}:{port}: "
-                                   f"timed out after {timeout:g}s") from None
+            raise _CannotOpen(f"cannot connect to {host}:{port}: timed out after {timeout:g}s") from None
         except OSError as exc:
             why = os.strerror(exc.errno).lower() if exc.errno else str(exc)
             if exc.errno == errno.ECONNREFUSED:
                 why = "connection refused (nothing listening on that port?)"
-            raise self._link_error(f"bus {self.name}: cannot connect to {host}:{port}: {why}") from None
+            raise _CannotOpen(f"cannot connect to {host}:{port}: {why}") from None
         return client
 
     def close(self) -> None:
@@ -142,7 +153,7 @@ class ModbusBus:
     def _transact(self, device_id: int, timeout_s: float | None, fc: int,
                   call: Callable[[Any], Any]) -> Any:
         timeout = self.settings.timeout_s if timeout_s is None else timeout_s
-        client = self._connect(timeout)
+        client = self._connect(timeout, device_id)
         client.comm_params.timeout_connect = timeout
         client.transaction.comm_params.timeout_connect = timeout  # the manager's own copy
         if self.settings.gap_s > 0:
@@ -153,7 +164,8 @@ class ModbusBus:
             response = call(client)
         except ConnectionException:
             self.close()
-            raise self._link_error(f"bus {self.name}: {self.where} lost during a request to device {device_id}") from None
+            self._failed(f"{self.where} lost")
+            raise LinkError(f"bus {self.name}: {self.where} lost during a request to device {device_id}") from None
         except ModbusIOException as exc:
             if "no response" in str(exc).lower():
                 raise NoResponse(f"bus {self.name}: device {device_id} did not answer within {timeout:g}s") from None

@@ -121,9 +121,36 @@ def test_refused_port_is_a_quick_link_error_naming_host_and_port(monkeypatch: py
     bus.close()
 
 
+def test_a_lost_server_fails_each_device_in_its_own_name() -> None:
+    """Several unit ids behind one Modbus TCP server that goes away: every device's LinkError
+    names that device (the back-off's cached failure carries no other device's context)."""
+    units = (7, 16, 9)
+    server = ModbusTestServer({u: {"holding": {0: [u]}} for u in units}).start()
+    bus = tcp_bus(server.port, timeout_s=0.5)
+    try:
+        assert [bus.read(u, Reg.HOLDING, 0, 1) for u in units] == [[7], [16], [9]]
+        server.stop()
+        seen: dict[int, list[str]] = {u: [] for u in units}
+        deadline = time.monotonic() + 3 * bus_module.RETRY_LINK_AFTER_S
+        while time.monotonic() < deadline:  # the loss, the back-off, the refused reconnects
+            for unit in units:
+                with pytest.raises(LinkError) as caught:
+                    bus.read(unit, Reg.HOLDING, 0, 1)
+                seen[unit].append(str(caught.value))
+            time.sleep(0.1)
+    finally:
+        server.stop()
+        bus.close()
+    for unit, messages in seen.items():
+        others = [f"device {u}" for u in units if u != unit]
+        assert all(f"device {unit}" in m and not any(o in m for o in others) for m in messages), messages
+    assert any(" lost during a request to device " in m for ms in seen.values() for m in ms)
+    assert any("connection refused" in m for m in seen[7])  # the reconnect was tried too
+
+
 def test_absent_serial_port_is_a_link_error() -> None:
     bus = rtu_bus("/dev/ttyUSB-edge-agent-absent")
-    with pytest.raises(LinkError, match="^bus rs485-1: serial port /dev/ttyUSB-edge-agent-absent not found$"):
+    with pytest.raises(LinkError, match="^bus rs485-1: serial port /dev/ttyUSB-edge-agent-absent not found; request to device 1 not sent$"):
         bus.read(1, Reg.HOLDING, 0, 1)
 
 
