@@ -67,14 +67,49 @@ def test_each_device_keeps_its_own_interval():
     assert len(sink) == len(fast.calls) + len(slow.calls)
 
 
+class SlowThenFast(FakeReader):
+    """Takes ``duration`` for its first ``slow_polls`` polls, then answers at once; records when
+    each poll started and ended."""
+
+    def __init__(self, name, duration, slow_polls):
+        super().__init__(name, duration)
+        self.slow_polls, self.ends = slow_polls, []
+
+    def poll(self):
+        if len(self.calls) == self.slow_polls:
+            self.duration = 0.0
+        try:
+            return super().poll()
+        finally:
+            self.ends.append(time.monotonic())
+
+
 def test_overrun_is_skipped_and_counted_not_stacked():
-    slow = FakeReader("slow", duration=0.35)
-    _, health = run_worker([slow], [0.1], 1.2)
-    # 1.2 s at 0.35 s a poll is at most 4 polls; stacking would try to catch up 12 slots
-    assert len(slow.calls) <= 4
-    assert health["slow"]["overruns"] >= 2 * (len(slow.calls) - 1)
-    gaps = [b - a for a, b in zip(slow.calls, slow.calls[1:])]
-    assert all(g >= 0.34 for g in gaps)  # never back to back to catch up
+    interval, slow_polls, fast_polls = 0.1, 3, 5
+    reader = SlowThenFast("slow", duration=0.35, slow_polls=slow_polls)  # each slow poll overruns 3 slots
+    health = HealthBoard()
+    worker = BusWorker("bus-a", [Schedule("slow", reader, interval)], lambda r: None, health)
+    worker.start()
+    deadline = time.monotonic() + 20
+    while len(reader.ends) < slow_polls + fast_polls and time.monotonic() < deadline:
+        time.sleep(0.01)
+    worker.stop()
+    worker.join(timeout=5)
+    assert not worker.is_alive()
+    polls = len(reader.ends)
+    assert polls >= slow_polls + fast_polls, f"the worker polled {polls} time(s)"
+    (h,) = health.snapshot()
+    assert h["polls"] == polls
+    # counted: every slot up to the last poll was either polled or counted as skipped
+    # (the next slot is always ahead of the moment a poll ended)
+    assert (h["polls"] + h["overruns"]) * interval >= reader.ends[-1] - reader.calls[0] - 1e-6
+    assert h["overruns"] >= 3 * slow_polls
+    # not stacked: once the polls are quick again, none runs before its slot; the first slot is
+    # after the last slow poll ended, each later one an interval further (catching up would poll
+    # the skipped slots back to back)
+    last_slow_end = reader.ends[slow_polls - 1]
+    for k, started in enumerate(reader.calls[slow_polls:]):
+        assert started > last_slow_end + k * interval - 1e-6, f"fast poll {k} ran before its slot"
 
 
 def test_dead_device_is_offline_and_its_bus_neighbour_still_polled():
