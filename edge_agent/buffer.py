@@ -17,7 +17,8 @@ Bounded disk: ``max_bytes`` bounds the database's live pages, ``(page_count - fr
 * page_size``, checked after every append. Over it, old rows are evicted down to 90% of it:
 retained sent rows, then unsent normal, high, critical, oldest first (``evict.py``); the
 commit that crossed the cap always stays, so a cap below one commit cannot loop. Unsent rows
-evicted are counted per priority (``BufferStats.evicted``, persisted in ``meta``). The file on
+evicted are counted per priority (``BufferStats.evicted``, persisted in ``meta``) and logged
+once per episode (``evict.Episode``: a WARNING, and the count when it ends). The file on
 disk may exceed ``max_bytes`` by the WAL (``WAL_LIMIT`` after a checkpoint; ~1000 pages plus
 one commit between checkpoints), plus one commit, plus the free pages evictions leave: the
 file does not shrink, later commits reuse them. On SQLITE_FULL (a full disk or a page limit)
@@ -136,6 +137,7 @@ class Buffer:
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._reopen = False  # a quarantine left no connection: the next call tries again
+        self._episode = evict.Episode(self.path)  # the log lines of eviction episodes
 
     # -- lifecycle ---------------------------------------------------------------------------
     def open(self) -> "Buffer":
@@ -203,6 +205,7 @@ class Buffer:
         clean, and close."""
         with self._lock:
             conn, self._conn, self._reopen = self._conn, None, False
+            self._episode.close()
             if conn is None:
                 self._ids.release()
                 return
@@ -338,17 +341,17 @@ class Buffer:
                 return expired + self._evict_over_cap(below_id=below).total
 
     def _evict_over_cap(self, *, below_id: int) -> evict.Tally:
-        """One eviction episode when over max_bytes; never raises (the data is committed)."""
+        """Evict when over max_bytes, logged per episode (``evict.Episode``); never raises (the data
+        is committed)."""
         try:
             tally = evict.over_cap(self._lock, self._transaction, self.max_bytes,
                                    int(self.max_bytes * EVICT_TO), below_id)
+            with self._lock:
+                self._episode.after(tally, self.max_bytes, lambda: self._transaction(
+                    "measuring the backlog", evict.backlog_bytes, write=False))
         except BufferError as exc:
             log.warning("buffer %s: eviction failed (%s); tried again after the next commit", self.path, exc)
             return evict.Tally()
-        if tally:
-            log.warning("buffer %s over its %d-byte cap: evicted %s; %d bytes in use%s", self.path,
-                        self.max_bytes, tally.describe(), tally.used,
-                        " (the newest commit alone is over the cap)" if tally.used > self.max_bytes else "")
         return tally
 
     # -- reading -----------------------------------------------------------------------------

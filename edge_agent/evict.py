@@ -21,21 +21,40 @@ and the counters survive restarts. The size measure is SQLite's own page account
   the file need not grow. If the insert still fails, the rollback brings every row back:
   nothing is lost for nothing. This frees pages *inside* the file; a WAL that cannot grow on a
   full disk fails the commit all the same, and the writer retries later.
+
+Logging (``Episode``): a sustained overflow evicts once per ~10% of the cap of new data, so a
+WARNING per pass was a stream of them (17 in a 60 s outage at 1 MiB). An *episode* runs from
+the first pass that evicts unsent rows until the backlog is back under the cap: one WARNING at
+its start, later passes at DEBUG, one INFO line at its end with what it evicted per priority.
+"Back under" has room to spare, so an overflow that goes on cannot end it: the live bytes (or,
+when retained sent rows keep the file full, the unsent rows' share of them) at most
+``RECOVERED_AT`` (half) of the cap and a tenth of the cap below where the last pass left them,
+which only a drain achieves (a pass stops at 90%; a large chunk of a small cap may go lower,
+and the tenth keeps that from counting). Passes that take only retained sent rows outside an
+episode are retention cut short by the cap, not data loss: DEBUG.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .model import Priority
+from .units import format_duration, format_size
 
-__all__ = ["CHUNK", "LANES", "Tally", "delete_chunk", "evicted_counts", "file_pages_bytes", "free_bytes",
-           "make_room", "over_cap", "used_bytes"]
+__all__ = ["CHUNK", "LANES", "RECOVERED_AT", "Episode", "Tally", "backlog_bytes", "delete_chunk", "evicted_counts",
+           "file_pages_bytes", "free_bytes", "make_room", "over_cap", "used_bytes"]
+
+log = logging.getLogger("edge_agent.buffer")  # one logger for the whole buffer
 
 CHUNK = 500  # rows per delete; the caller re-measures between chunks
+RECOVERED_AT = 0.5  # an episode ends once the backlog fills at most this fraction of the cap (docstring)
+MARGIN = 0.1  # ... and this fraction of the cap less than the last pass left
 LANES: tuple[Priority | None, ...] = (None, Priority.NORMAL, Priority.HIGH, Priority.CRITICAL)
 """Eviction order; None is the retained sent rows."""
 
@@ -66,6 +85,13 @@ def free_bytes(conn: sqlite3.Connection) -> int:
     return _pragma(conn, "freelist_count") * _pragma(conn, "page_size")
 
 
+def backlog_bytes(conn: sqlite3.Connection) -> int:
+    """The unsent rows' share of the live bytes, by row count (two partial-index counts)."""
+    unsent = conn.execute("SELECT count(*) FROM outbox WHERE sent_at IS NULL").fetchone()[0]
+    sent = conn.execute("SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL").fetchone()[0]
+    return used_bytes(conn) * unsent // max(1, unsent + sent)
+
+
 def delete_chunk(conn: sqlite3.Connection, lane: Priority | None, below_id: int) -> int:
     """Delete up to ``CHUNK`` of the oldest rows of one lane with id < ``below_id``; how many."""
     limit = CHUNK
@@ -84,15 +110,19 @@ def evicted_counts(meta: dict[str, int]) -> dict[str, int]:
 
 @dataclass
 class Tally:
-    """Rows evicted in one episode, per lane: for the one WARNING an episode logs."""
+    """Rows evicted by one pass (or, merged, one episode), per lane; ``used``: live bytes after it."""
 
     sent: int = 0
     unsent: dict[str, int] = field(default_factory=lambda: {p.label: 0 for p in sorted(Priority, reverse=True)})
-    used: int = 0  # live bytes when the episode ended
+    used: int = 0
 
     @property
     def total(self) -> int:
-        return self.sent + sum(self.unsent.values())
+        return self.sent + self.unsent_total
+
+    @property
+    def unsent_total(self) -> int:
+        return sum(self.unsent.values())
 
     def add(self, lane: Priority | None, count: int) -> None:
         if lane is None:
@@ -100,12 +130,80 @@ class Tally:
         else:
             self.unsent[lane.label] += count
 
+    def merge(self, other: "Tally") -> None:
+        self.sent += other.sent
+        for label, count in other.unsent.items():
+            self.unsent[label] += count
+        self.used = other.used
+
     def __bool__(self) -> bool:
         return self.total > 0
 
     def describe(self) -> str:
         lanes = ", ".join(f"{k} {v}" for k, v in self.unsent.items())
         return f"{self.sent} retained sent rows and {sum(self.unsent.values())} unsent ({lanes})"
+
+    def counts(self) -> str:
+        """``1,234 unsent rows (critical 0, high 0, normal 1,234) and 0 retained sent rows``."""
+        lanes = ", ".join(f"{k} {v:,}" for k, v in self.unsent.items())
+        return f"{self.unsent_total:,} unsent rows ({lanes}) and {self.sent:,} retained sent rows"
+
+
+class Episode:
+    """One WARNING per eviction episode, its count when it ends (module docstring, "Logging").
+
+    ``after`` takes each over-cap check's tally and the cap; ``backlog`` measures the unsent rows'
+    bytes, called only on a pass that took retained sent rows alone. Call with the buffer's lock held.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.cap = path, 0
+        self.tally: Tally | None = None  # None: no episode
+        self.low = 0  # live bytes the last pass that evicted unsent rows left
+        self.started = 0.0
+
+    def after(self, tally: Tally, cap: int, backlog: Callable[[], int]) -> None:
+        self.cap = cap
+        if tally.unsent_total:
+            self._evicted(tally)
+        elif self.tally is None:
+            if tally:
+                log.debug("buffer %s over its %s cap: evicted %s retained sent rows (retention cut short by "
+                          "the cap)", self.path, format_size(self.cap), f"{tally.sent:,}")
+        else:
+            self.tally.merge(tally)
+            limit = min(self.cap * RECOVERED_AT, self.low - self.cap * MARGIN)
+            if tally.used <= limit:
+                self._end(f"{format_size(tally.used)} in use")
+            elif tally.sent and (unsent := backlog()) <= limit:
+                self._end(f"unsent rows ~{format_size(unsent)} of {format_size(tally.used)} in use")
+
+    def _evicted(self, tally: Tally) -> None:
+        self.low = tally.used
+        alone = " (the newest commit alone is over the cap)" if tally.used > self.cap else ""
+        if self.tally is not None:
+            self.tally.merge(tally)
+            log.debug("buffer %s over its cap: evicted %s%s", self.path, tally.counts(), alone)
+            return
+        self.tally, self.started = Tally(), time.monotonic()
+        self.tally.merge(tally)
+        log.warning("buffer %s is over its %s cap (buffer.max_bytes): evicting the oldest unsent rows (normal "
+                    "first, critical last) until the backlog is back under it, when one line gives the count; "
+                    "this pass: %s, %s left in use%s", self.path, format_size(self.cap), tally.counts(),
+                    format_size(tally.used), alone)
+
+    def _end(self, measure: str) -> None:
+        assert self.tally is not None
+        log.info("buffer %s: back under its %s cap (%s); the episode evicted %s in %s", self.path,
+                 format_size(self.cap), measure, self.tally.counts(), format_duration(time.monotonic() - self.started))
+        self.tally = None
+
+    def close(self) -> None:
+        """At the buffer's close: an episode still going is reported, so its count is not lost."""
+        if self.tally is not None:
+            log.info("buffer %s closed during an eviction episode; it evicted %s in %s", self.path,
+                     self.tally.counts(), format_duration(time.monotonic() - self.started))
+            self.tally = None
 
 
 Work = Callable[[sqlite3.Connection], Any]
