@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .config_addresses import report_address_clashes
 from .config_alarms import ALARM_KEYS, read_alarm_config
 from .config_commands import read_commands, read_writable
 from .model import DRIVER_PROTOCOLS, PROTOCOLS, DataClass, DType, Driver, Point, Reg
@@ -27,6 +28,7 @@ DEFAULT_STATE_DIR = Path("/var/lib/edge-agent")
 PRIVACY_ACTIONS = ("keep", "pseudonymize", "mask", "generalize", "drop", "seal")
 BAUDS = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 METER_DIGITS = {"dlt645": 12, "cjt188": 14}  # address digits per meter protocol
+METER_BROADCAST = {"dlt645": "999999999999"}  # for time sync and the like: no meter answers a read sent there
 # serial settings of a bus when the config leaves them out: the standards' (DL/T 645 and CJ/T 188
 # are 2400 8E1 by default on the meters sold), Modbus RTU and the line protocols 9600 8N1
 SERIAL_DEFAULTS = {"dlt645": {"baud": 2400, "parity": "E"}, "cjt188": {"baud": 2400, "parity": "E"}}
@@ -278,6 +280,7 @@ class _Reader:
             self.report.add(None, "devices", f"the installed drivers are unsound: {exc}")
             return None
         out, first = [], {}
+        located: list[tuple[Section, DeviceSettings]] = []
         line_users: dict[str, list[tuple[Section, str]]] = {}  # json-lines bus -> its devices
         for i, node in enumerate(items):
             s = Section.of(self.report, node, f"devices[{i}]", node.line,
@@ -292,6 +295,7 @@ class _Reader:
             elif name is not None:
                 first[name] = s.line_of("name")
             out.append(self.device(s, name, buses, known))
+            located.append((s, out[-1]))
             bus = buses.get(out[-1].bus) if buses else None
             if bus is not None and bus.protocol == "json-lines":
                 line_users.setdefault(out[-1].bus, []).append((s, out[-1].name))
@@ -299,6 +303,7 @@ class _Reader:
             for s, dev in users[1:]:
                 self.report.add(s.line_of("bus"), s.sub("bus"), f"bus '{bus_name}' already carries device "
                                 f"'{users[0][1]}': a json-lines bus has one device (each would take the other's lines)")
+        report_address_clashes(self.report, located, buses)
         return tuple(out)
 
     def device(self, s: Section, name: str | None, buses: dict[str, BusSettings | None] | None,
@@ -477,6 +482,10 @@ def meter_address(digits: int, protocol: str) -> Convert:
         if not text.isdigit() or not text.isascii() or len(text) > digits:
             raise ValueError(f"{value!r} is not a {protocol} meter address: up to {digits} digits, as printed "
                              "on the meter's name plate")
+        if text.zfill(digits) == METER_BROADCAST.get(protocol):
+            raise ValueError(f"{value!r} is the DL/T 645 broadcast address, which no meter answers: write the "
+                             "address on the meter's name plate ('edge-agent scan --port PORT --protocol dlt645' "
+                             "reads it)")
         return text.zfill(digits)
     return convert
 

@@ -83,7 +83,7 @@ def test_water_gas_and_heat_meters_on_one_line_replying_in_either_di_order(line,
 def test_the_di_order_option_sets_the_request_bytes(readers):
     meters = readers(config("/dev/ttyUSB0", f'''\
   - {{name: a, bus: water, driver: cjt188_meter, address: "{W1}"}}
-  - {{name: b, bus: water, driver: cjt188_meter, address: "{W1}", options: {{di_order: 1F 90, wake: 0}}}}
+  - {{name: b, bus: water, driver: cjt188_meter, address: "{W2}", options: {{di_order: 1F 90, wake: 0}}}}
 '''))
     a, _ = meters["a"]._attempt()
     b, _ = meters["b"]._attempt()

@@ -54,10 +54,12 @@ def gate():
 
 @pytest.fixture
 def river():
-    sensor = LevelSensor(level_m=1.25)
-    sim = ModbusSimulator({1: sensor})
+    # river-1 polls unit 1; river-cfg (modbus_generic, writable) is a second sensor at unit 2, since
+    # two devices at one address on one link are a config error
+    sensor, configured = LevelSensor(level_m=1.25), LevelSensor(level_m=0.8, address=2)
+    sim = ModbusSimulator({1: sensor, 2: configured})
     _, port = sim.serve_tcp()
-    yield sensor, port
+    yield configured, port
     sim.stop()
 
 
@@ -84,7 +86,7 @@ def write_config(tmp_path: Path, broker: Mosquitto, gate_port: int, river_port: 
         "devices": [
             {"name": "gate-1", "bus": "gates", "driver": "gate_controller", "writable": {"barrier": ["open", "close"]}},
             {"name": "river-1", "bus": "river", "driver": "qdy_level", "address": 1, "interval": river_interval},
-            {"name": "river-cfg", "bus": "river", "driver": "modbus_generic", "address": 1, "interval": "1h",
+            {"name": "river-cfg", "bus": "river", "driver": "modbus_generic", "address": 2, "interval": "1h",
              "points": [{"name": "unit_code", "reg": "holding", "address": 2, "type": "uint16", "writable": True},
                         {"name": "decimals", "reg": "holding", "address": 3, "type": "uint16", "writable": True}],
              "writable": {"unit_code": {"min": 0, "max": 10}, "decimals": {"min": 0, "max": 9}}},
