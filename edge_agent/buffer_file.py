@@ -11,6 +11,10 @@ code)::
     BufferError          the buffer cannot be opened, read or written; the message names the file
      +-- BufferFull      SQLite reported the database or disk full (SQLITE_FULL); nothing written
      +-- BufferCorrupt   not a database, truncated or damaged: Buffer quarantines the file
+     +-- BufferDenied    this user may not open the file or its -wal/-shm (SQLITE_CANTOPEN, ...)
+
+``unreadable`` is the one place a SQLite error met while reading is sorted into these, so that
+``edge-agent status`` tells damage (what ``run`` will do about it) from permissions (whom to ask).
 
 Durability: WAL with ``synchronous=NORMAL``, chosen deliberately. A committed transaction
 survives a kill -9 of the process (it is in the WAL, in the OS page cache); a power cut may
@@ -50,9 +54,9 @@ from pathlib import Path
 from . import evict
 from .idfloor import move_aside
 
-__all__ = ["BufferCorrupt", "BufferError", "BufferFull", "Remembered", "SCHEMA_VERSION", "SET_META", "WAL_LIMIT",
-           "is_corrupt", "is_full", "leave_in_rollback_mode", "open_checked", "open_or_error", "quarantine", "read_meta",
-           "record_clean_close"]
+__all__ = ["BufferCorrupt", "BufferDenied", "BufferError", "BufferFull", "Remembered", "SCHEMA_VERSION", "SET_META",
+           "WAL_LIMIT", "is_corrupt", "is_denied", "is_full", "leave_in_rollback_mode", "open_checked", "open_or_error",
+           "quarantine", "read_meta", "record_clean_close", "unreadable"]
 
 log = logging.getLogger("edge_agent.buffer")  # one logger for the whole buffer
 
@@ -88,6 +92,11 @@ class BufferCorrupt(BufferError):
     """The file is not a database, truncated or damaged: a case for quarantine."""
 
 
+class BufferDenied(BufferError):
+    """This user may not open the file or its journals: a case for root, the service group, or
+    asking the daemon."""
+
+
 def _code(exc: BaseException) -> int | None:
     code = getattr(exc, "sqlite_errorcode", None)
     return None if code is None else code & 0xFF
@@ -100,6 +109,35 @@ def is_corrupt(exc: BaseException | None) -> bool:
     text = str(exc)
     return (_code(exc) in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
             or "malformed" in text or "file is not a database" in text)
+
+
+_DENIED = (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM, sqlite3.SQLITE_READONLY)
+
+
+def is_denied(exc: BaseException | None) -> bool:
+    """Whether an error says this user may not open the file (or create its -shm), not damage.
+
+    SQLite says "unable to open database file" (SQLITE_CANTOPEN) for a file it may not read, and
+    a read-only connection that must create a -shm fails with SQLITE_READONLY or CANTOPEN."""
+    if isinstance(exc, PermissionError):
+        return True
+    return isinstance(exc, sqlite3.Error) and (_code(exc) in _DENIED or "unable to open database file" in str(exc))
+
+
+def unreadable(path: Path, exc: BaseException) -> BufferError:
+    """The BufferError a SQLite (or OS) error on ``path`` means: BufferCorrupt, BufferDenied, or
+    plain. The one place they are told apart: a damaged file must never read as a permission
+    problem (``status`` tells root to run as root), nor the other way round."""
+    if is_corrupt(exc):
+        return BufferCorrupt(f"{path}: not a usable SQLite database ({exc})")
+    if is_denied(exc):
+        detail = exc.strerror if isinstance(exc, OSError) else str(exc)
+        return BufferDenied(f"{path}: cannot open buffer database: {detail} (permissions of the file, its "
+                            "-wal and -shm, or its directory)")
+    if "no such table" in str(exc):
+        return BufferError(f"{path}: holds no edge-agent buffer ({exc}); check buffer.path, else 'edge-agent "
+                           "run' creates the buffer in this file")
+    return BufferError(f"{path}: not an edge-agent buffer or unreadable: {exc}")
 
 
 def is_full(exc: BaseException) -> bool:
@@ -116,7 +154,7 @@ def open_or_error(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
         else:
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as exc:
-        raise BufferError(f"{path}: cannot open buffer database: {exc}") from exc
+        raise unreadable(path, exc) from exc
     try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # reads the header
@@ -128,8 +166,7 @@ def open_or_error(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
             conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT}")  # trim the WAL after checkpoints
     except sqlite3.DatabaseError as exc:
         conn.close()
-        kind = BufferCorrupt if is_corrupt(exc) else BufferError
-        raise kind(f"{path}: not a usable SQLite database ({exc})") from exc
+        raise unreadable(path, exc) from exc
     except BaseException:
         conn.close()
         raise

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import evict
-from .buffer_file import BufferError, open_or_error, read_meta
+from .buffer_file import BufferError, open_or_error, read_meta, unreadable
 from .model import Priority
 
 __all__ = ["BufferStats", "read_stats", "read_rows", "replay_span", "read_range", "Span"]
@@ -58,7 +58,7 @@ def read_stats(path: Path | str) -> BufferStats:
     try:
         return _compute_stats(conn, path)
     except sqlite3.Error as exc:
-        raise BufferError(f"{path}: not an edge-agent buffer or unreadable: {exc}") from exc
+        raise unreadable(path, exc) from exc
     finally:
         conn.close()
 
@@ -113,7 +113,7 @@ def read_rows(path: Path | str, *, after_id: int = 0, limit: int = 1000,
             rows = conn.execute("SELECT id, kind, body FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
                                 (after_id, limit)).fetchall()
     except sqlite3.Error as exc:
-        raise BufferError(f"{path}: not an edge-agent buffer or unreadable: {exc}") from exc
+        raise unreadable(path, exc) from exc
     finally:
         conn.close()
     return [(rid, kind, {"id": rid, **json.loads(body)}) for rid, kind, body in rows]
@@ -143,7 +143,7 @@ def _read(path: Path | str, sql: str, args: list[int]) -> list[tuple]:
     try:
         return conn.execute(sql, args).fetchall()
     except sqlite3.Error as exc:
-        raise BufferError(f"{path}: not an edge-agent buffer or unreadable: {exc}") from exc
+        raise unreadable(path, exc) from exc
     finally:
         conn.close()
 

@@ -126,7 +126,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     """The running daemon's view over its control socket; when nobody answers, the buffer file's
     (``status.py`` gathers and prints both; ``source`` says which was used)."""
     from . import status as status_view
-    from .buffer import BufferCorrupt, BufferError
+    from .buffer_file import BufferCorrupt, BufferDenied, BufferError
     from .clock import clock_state
     from .control import socket_path, status_or_reason
 
@@ -144,6 +144,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             if Path(path).exists():  # unreadable: say so, and still show what does not need it
                 data["buffer_error"] = str(exc)
                 data["buffer_corrupt"] = isinstance(exc, BufferCorrupt)
+                data["buffer_denied"] = isinstance(exc, BufferDenied)
         data["fallback_reason"] = found
     data["control_socket"] = str(socket_path(settings.gateway.state_dir))
     data["pseudonym_key"] = key
@@ -156,12 +157,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         if "buffer_error" in data:
             print(f"gateway {settings.gateway.id}: the daemon does not answer ({found}) and its buffer "
                   f"cannot be read: {data['buffer_error']}")
-            if data["buffer_corrupt"]:
-                print("  -> 'edge-agent run' (or 'systemctl start edge-agent') moves a corrupt file aside as "
-                      f"{Path(path).name}.corrupt-<time> and continues with a fresh one, ids above the old ones")
-            else:
-                print("  -> run as root or as a member of the service group (edge-agent), or start the daemon "
-                      "and ask it ('systemctl start edge-agent')")
+            print(f"  -> {_unreadable_hint(data, Path(path))}")
         else:
             print(f"gateway {settings.gateway.id}: no buffer yet at {path} (the daemon has not run)")
         print(f"clock         {status_view.clock_line(data['clock'])}")
@@ -169,6 +165,19 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         print("\n".join(status_view.render(data)))
     return 1 if "buffer_error" in data else 0
+
+
+def _unreadable_hint(data: dict[str, Any], path: Path) -> str:
+    """What to do about a buffer ``status`` could not read: what ``run`` does with a corrupt one
+    (docs/storage.md), whom to ask when this user may not open it."""
+    if data["buffer_corrupt"]:
+        return (f"'edge-agent run' (or 'systemctl start edge-agent') quarantines it: moves it aside as "
+                f"{path.name}.corrupt-<time> (its rows stay there for manual recovery), starts a fresh buffer, "
+                "and ids continue above the old ones")
+    if data["buffer_denied"]:
+        return ("run as root or as a member of the service group (edge-agent), or start the daemon and ask it "
+                "('systemctl start edge-agent')")
+    return "start the daemon and ask it ('systemctl start edge-agent')"
 
 
 def _shown(value: Any) -> str:

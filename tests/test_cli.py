@@ -4,12 +4,20 @@ daemon riding out an absent serial port and a refused TCP link while other buses
 from __future__ import annotations
 
 import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from edge_agent.buffer import Buffer
+from edge_agent.model import Reading
 from support.agent import cli, start_agent, stop_agent
 from support.broker import Mosquitto, Subscriber
 from support.keys import init_keys
@@ -77,6 +85,70 @@ def test_status_on_a_corrupt_buffer_says_so_shows_the_rest_and_exits_1(tmp_path)
     assert "clock " in out.stdout and "pseudonym key v1" in out.stdout
     data = json.loads(cli("status", "-c", str(cfg), "--json").stdout)
     assert data["buffer"] is None and "not a usable SQLite database" in data["buffer_error"]
+
+
+def damage(path: Path, how: str) -> None:
+    if how == "random bytes":
+        path.write_bytes(random.Random(1).randbytes(path.stat().st_size))
+    elif how == "truncated":
+        with open(path, "r+b") as f:
+            f.truncate(path.stat().st_size // 2)
+    else:  # scribbled pages behind a sound header: the file opens, its rows do not read
+        size = path.stat().st_size
+        with open(path, "r+b") as f:
+            f.seek(size // 3)
+            f.write(random.Random(3).randbytes(size // 3))
+
+
+@pytest.mark.parametrize("how", ["random bytes", "truncated", "scribbled pages"])
+def test_status_as_root_on_a_corrupt_buffer_says_what_run_will_do_and_run_does_it(tmp_path, how):
+    """Issue 11 item 5: a damaged file was reported as a permission problem (to root)."""
+    cfg = write(tmp_path, base_config(tmp_path))
+    path = tmp_path / "state" / "buffer.db"
+    with Buffer(path) as buf:
+        old = buf.append([Reading("river-1", "level_m", k * 0.001, 1_732_380_000_000 + k) for k in range(3000)])
+    damage(path, how)
+    out = cli("status", "-c", str(cfg))
+    assert out.returncode == 1 and "Traceback" not in out.stdout + out.stderr
+    assert "run as root" not in out.stdout and "service group" not in out.stdout
+    hint = next(line for line in out.stdout.splitlines() if line.startswith("  -> "))
+    assert "quarantines it" in hint and "buffer.db.corrupt-<time>" in hint and "fresh buffer" in hint
+    assert "ids continue above" in hint
+    assert json.loads(cli("status", "-c", str(cfg), "--json").stdout)["buffer_corrupt"] is True
+    with Buffer(path) as buf:  # what 'run' does with it, as the hint said
+        assert buf.append([Reading("river-1", "level_m", 1.0, 1_732_390_000_000)])[0] > max(old)
+    assert len(list(path.parent.glob("buffer.db.corrupt-*"))) == 1
+
+
+def as_another_user() -> list[str]:
+    """A command prefix under which the buffer (mode 0600, ours) is not readable."""
+    if os.geteuid() != 0:
+        return []  # the file is made 0000 for ourselves
+    if shutil.which("setpriv") is None:
+        pytest.skip("needs setpriv to drop root")
+    return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+def test_status_on_a_buffer_this_user_may_not_read_says_so(tmp_path):
+    """The permission hint stays for a real permission problem."""
+    base = Path(tempfile.mkdtemp(prefix="edge-agent-perm-"))  # tmp_path's parents are 0700: not for nobody
+    try:
+        base.chmod(0o755)
+        cfg = write(base, base_config(base))
+        cfg.chmod(0o644)
+        path = base / "state" / "buffer.db"
+        with Buffer(path) as buf:
+            buf.append([Reading("river-1", "level_m", 1.0, 1_732_380_000_000)])
+        (base / "state").chmod(0o755)
+        path.chmod(0o600 if os.geteuid() == 0 else 0)
+        out = subprocess.run([*as_another_user(), sys.executable, "-m", "edge_agent.cli", "status", "-c", str(cfg)],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 1 and "Traceback" not in out.stdout + out.stderr, out.stderr
+        assert "its buffer cannot be read" in out.stdout
+        assert "run as root or as a member of the service group" in out.stdout
+        assert "corrupt" not in out.stdout
+    finally:
+        shutil.rmtree(base)
 
 
 def test_read_prints_scaled_points_and_fails_clearly_on_unknown_device(tmp_path):
