@@ -287,6 +287,24 @@ def test_fault_delay(sim):
         client.close()
 
 
+def test_fault_deaf_drops_requests_soon_after_an_unanswered_one_to_another_unit(sim, rtu):
+    """``deaf``: like a libmodbus slave still waiting for an absent unit's reply (docs/devices.md,
+    a device fails right after an absent one)."""
+    sim.set_faults(1, deaf_s=1.0)
+
+    def read_1():
+        return rtu.read_holding_registers(4, count=1, device_id=1)
+
+    assert read_1().registers == [80]  # nothing unanswered before it
+    assert fails(lambda: rtu.read_holding_registers(0, count=1, device_id=9))  # nobody is unit 9
+    assert fails(read_1) and fails(read_1)  # 0.3 and 0.6 s later: still waiting for unit 9's reply
+    time.sleep(1.0)
+    assert read_1().registers == [80]
+    assert rtu.read_input_registers(0, count=2, device_id=2).registers  # answered: nobody waits
+    assert read_1().registers == [80]
+    assert [(r.unit, r.function) for r in sim.requests][-3:] == [(1, 3), (2, 4), (1, 3)]
+
+
 def test_silent_device_does_not_act(sim, tcp):
     sim.set_faults(3, silence=True)
     assert fails(lambda: tcp.write_coil(0, True, device_id=3))
@@ -421,6 +439,7 @@ def test_cli_bad_args_subprocess():
     (["--tcp", "127.0.0.1:0", "--device", "1:relay", "--fault", "2:silence"], "no --device"),
     (["--tcp", "127.0.0.1:0", "--device", "1:relay", "--fault", "1:slience"], "did you mean 'silence'"),
     (["--tcp", "127.0.0.1:0", "--device", "1:relay", "--fault", "1:delay=soon"], "delay"),
+    (["--tcp", "127.0.0.1:0", "--device", "1:relay", "--fault", "1:deaf=-1"], "negative"),
     (["--serial", "/dev/null", "--pty", "--device", "1:relay"], "not allowed with"),
 ])
 def test_cli_bad_args(capsys, argv, expect):
@@ -435,6 +454,7 @@ def test_cli_parsers():
     assert cli.parse_device("2:eastron_meter:voltage=120,seed=4") == (2, "eastron_meter", {"voltage": 120.0, "seed": 4})
     assert cli.parse_fault("1:garbage,delay=500ms,exception=0x0B") == (
         1, {"garbage": True, "delay_s": 0.5, "exception": 11})
+    assert cli.parse_fault("4:deaf=0.5") == cli.parse_fault("4:deaf=500ms") == (4, {"deaf_s": 0.5})
     assert cli.parse_hostport("[::1]:502") == ("::1", 502)
 
 

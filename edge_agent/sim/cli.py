@@ -28,7 +28,7 @@ __all__ = ["register", "main", "parse_device", "parse_fault", "parse_hostport"]
 
 PROG = "edge-agent simulate modbus"
 _FAULT_FLAGS = ("silence", "garbage", "bad_crc")
-_FAULT_VALUES = ("exception", "delay")
+_FAULT_VALUES = ("exception", "delay", "deaf")
 
 
 def _suggest(word: str, choices: Sequence[str]) -> str:
@@ -92,7 +92,7 @@ def parse_device(spec: str) -> tuple[int, str, dict[str, Any]]:
 
 
 def parse_fault(spec: str) -> tuple[int, dict[str, Any]]:
-    """``UNIT:silence|garbage|bad_crc|exception=N|delay=S[,...]`` -> (unit, Faults fields)."""
+    """``UNIT:silence|garbage|bad_crc|exception=N|delay=S|deaf=S[,...]`` -> (unit, Faults fields)."""
     unit_text, sep, rest = spec.partition(":")
     if not sep or not rest:
         raise argparse.ArgumentTypeError(f"{spec!r} is not UNIT:FAULT, e.g. 1:silence or 1:delay=0.5")
@@ -103,14 +103,14 @@ def parse_fault(spec: str) -> tuple[int, dict[str, Any]]:
             fields[key] = True
         elif key == "exception" and eq:
             fields["exception"] = _coerce(value, 0, f"{spec!r}: exception")
-        elif key == "delay" and eq:
+        elif key in ("delay", "deaf") and eq:
             try:
-                fields["delay_s"] = float(value)
+                fields[f"{key}_s"] = float(value)
             except ValueError:
                 try:
-                    fields["delay_s"] = parse_duration(value)
+                    fields[f"{key}_s"] = parse_duration(value)
                 except ValueError as exc:
-                    raise argparse.ArgumentTypeError(f"{spec!r}: delay {exc}") from None
+                    raise argparse.ArgumentTypeError(f"{spec!r}: {key} {exc}") from None
         else:
             hint = _suggest(key, list(_FAULT_FLAGS) + [f"{v}=" for v in _FAULT_VALUES])
             raise argparse.ArgumentTypeError(f"{spec!r}: unknown fault {item!r}{hint}")
@@ -149,7 +149,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     modbus.add_argument("--device", type=parse_device, action="append", required=True, metavar="UNIT:MODEL[:k=v,...]",
                         help=f"a unit to simulate; models: {', '.join(MODELS)}")
     modbus.add_argument("--fault", type=parse_fault, action="append", default=[], metavar="UNIT:FAULT",
-                        help="silence, garbage, bad_crc, exception=N or delay=SECONDS (comma-separated)")
+                        help="silence, garbage, bad_crc, exception=N, delay=SECONDS or deaf=SECONDS (comma-separated)")
     modbus.set_defaults(func=run_modbus, _parser=modbus)
     from . import cli_lines, cli_meters  # the other families: dlt645, cjt188, hub, gate
 

@@ -53,19 +53,24 @@ class Faults:
     powered off); ``garbage``: random bytes instead of the reply; ``bad_crc``: a correct reply
     with the CRC flipped (RTU) or a wrong MBAP length (TCP); ``exception``: that code in reply
     to every read; ``delay_s``: the reply comes this late. Writes are still carried out under
-    garbage, bad_crc and delay: the fault is on the way back."""
+    garbage, bad_crc and delay: the fault is on the way back. ``deaf_s`` (RTU only): a request
+    to this unit is dropped when it comes within this many seconds of a request to another unit
+    that got no answer, as libmodbus slaves do while they still wait for that unit's reply."""
 
     silence: bool = False
     garbage: bool = False
     bad_crc: bool = False
     exception: int | None = None
     delay_s: float = 0.0
+    deaf_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.exception is not None and not 1 <= self.exception <= 0xFF:
             raise ValueError(f"exception code {self.exception} is outside 1..255")
         if self.delay_s < 0:
             raise ValueError(f"delay {self.delay_s} s is negative")
+        if self.deaf_s < 0:
+            raise ValueError(f"deaf {self.deaf_s} s is negative")
 
 
 class RegisterBank:

@@ -198,6 +198,7 @@ class ModbusSimulator:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._unanswered: dict[int, float] = {}  # unit -> when a request to it last got no answer (RTU)
 
     # -- what tests look at ------------------------------------------------------------
     @property
@@ -253,16 +254,25 @@ class ModbusSimulator:
                     execute(device, pdu)
             return None
         device = self.units.get(unit)
-        if device is None:
+        if device is None or self._deaf(unit, device.faults):
+            self._unanswered[unit] = time.monotonic()
             return None
         faults = device.faults
         reply = self._serve(device, pdu, faults)
         if reply is None:
+            self._unanswered[unit] = time.monotonic()
             return None
         if faults.garbage:
             return _garbage()
         out = rtu_frame(unit, reply)
         return out[:-2] + bytes([out[-2] ^ 0xFF, out[-1] ^ 0xFF]) if faults.bad_crc else out
+
+    def _deaf(self, unit: int, faults: Faults) -> bool:
+        """Whether ``unit`` still waits for the reply to a request to another unit that got none."""
+        if faults.deaf_s <= 0:
+            return False
+        since = time.monotonic() - faults.deaf_s
+        return any(when > since for other, when in list(self._unanswered.items()) if other != unit)
 
     def _answer_tcp(self, frame: bytes) -> bytes | None:
         tid, _, _, unit = struct.unpack(">HHHB", frame[:7])
