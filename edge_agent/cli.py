@@ -94,16 +94,21 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .config import check_file
+    """Problems (exit 1); else warnings for the files the config names that are not there (exit 0,
+    or 1 with ``--strict``), all on stdout as ``FILE:LINE: key.path: [warning: ]...``."""
+    from .config import check_config
 
-    problems = check_file(args.config)
-    for problem in problems:
+    settings, found = check_config(args.config)
+    for problem in found:
         print(problem)
-    if problems:
-        print(f"{args.config}: {len(problems)} problem(s)", file=sys.stderr)
+    if settings is None:
+        print(f"{args.config}: {len(found)} problem(s)", file=sys.stderr)
         return 1
-    settings = _load(args.config)
-    print(f"{args.config}: ok ({len(settings.buses)} bus(es), {len(settings.devices)} device(s))")
+    if found and args.strict:
+        print(f"{args.config}: {len(found)} warning(s), and --strict fails on any", file=sys.stderr)
+        return 1
+    warned = f", {len(found)} warning(s)" if found else ""
+    print(f"{args.config}: ok ({len(settings.buses)} bus(es), {len(settings.devices)} device(s){warned})")
     return 0
 
 
@@ -275,6 +280,7 @@ def cmd_read(args: argparse.Namespace) -> int:
             result.events += more.events
             result.errors += more.errors
             result.bad_frames += more.bad_frames
+            result.bad_frame_notes += more.bad_frame_notes
             result.answered = result.answered or more.answered
     except LinkError as exc:
         raise CliFailure(str(exc)) from None
@@ -297,10 +303,12 @@ def _print_read(device: Any, result: Any, privacy: Any) -> int:
         wire = privacy.apply_event(event).to_wire()
         print(f"event {wire['type']} ({wire['prio']}): {json.dumps(wire['data'], ensure_ascii=False)}")
     if result.bad_frames:
-        print(f"{result.bad_frames} bad frame(s) skipped", file=sys.stderr)
+        named = "; ".join(result.bad_frame_notes[:5])
+        print(f"{result.bad_frames} bad frame(s) skipped" + (f": {named}" if named else ""), file=sys.stderr)
     for error in result.errors:
         print(f"error: {error}", file=sys.stderr)
-    return 0 if result.answered and not result.errors else 1
+    nothing_usable = result.bad_frames and not (result.readings or result.events)
+    return 0 if result.answered and not result.errors and not nothing_usable else 1
 
 
 def _platform_key_lines(settings: Any) -> list[str]:
@@ -424,7 +432,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-keep", type=_count_arg, default=None, metavar="N",
                    help="rotated log files kept: PATH.1 ... PATH.N (default 3)")
     p.set_defaults(func=cmd_run)
-    verb("check", "validate a config without touching any device").set_defaults(func=cmd_check)
+    p = verb("check", "validate a config without touching any device; warn about files it names that are not there")
+    p.add_argument("--strict", action="store_true",
+                   help="exit 1 on any warning too (for installers, on the gateway itself)")
+    p.set_defaults(func=cmd_check)
     p = verb("status", "uplink, backlog and drain, device health, keys, clock: works whether or not the "
                        "daemon runs")
     p.add_argument("--json", action="store_true", help="one JSON object, for scripts")

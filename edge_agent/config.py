@@ -2,8 +2,9 @@
 
 Principle 1 of the house: fail at start-up, not at 3 a.m. So every section is read even after
 an error, and ``ConfigError`` lists every problem as ``FILE:LINE: key.path: message`` with the
-likely fix, the way ``edge-agent check`` prints them. Reading the file is the only I/O here:
-key files, ports and the broker are the doctor's business. Relative paths are taken from the
+likely fix, the way ``edge-agent check`` prints them. Reading the file is the only I/O here
+(``check_config`` adds ``config_files``: a look for each key, password and TLS file the config
+names, as warnings); opening ports and the broker, and key files' modes, are the doctor's. Relative paths are taken from the
 config file's directory, so a config works the same whatever directory the daemon starts in.
 """
 
@@ -22,7 +23,7 @@ from .settings import (BufferSettings, BusSettings, DeviceSettings, GatewaySetti
 from .yamlsource import (Convert, Node, Problem, Report, Section, boolean, choice, compose, did_you_mean,
                          duration, identifier, integer, number, number_pair, path, size, string)
 
-__all__ = ["Problem", "ConfigError", "load_settings", "check_file", "check_text", "parse_settings"]
+__all__ = ["Problem", "ConfigError", "load_settings", "check_file", "check_config", "check_text", "parse_settings"]
 
 DEFAULT_STATE_DIR = Path("/var/lib/edge-agent")
 PRIVACY_ACTIONS = ("keep", "pseudonymize", "mask", "generalize", "drop", "seal")
@@ -48,7 +49,7 @@ class ConfigError(Exception):
 
 def load_settings(path: str | Path) -> Settings:
     """Read and check ``path``; raise ``ConfigError`` naming every problem found."""
-    settings, problems = _load(path)
+    settings, problems, _ = _load(path)
     if settings is None:
         raise ConfigError(problems)
     return settings
@@ -59,12 +60,24 @@ def check_file(path: str | Path) -> list[Problem]:
     return _load(path)[1]
 
 
+def check_config(path: str | Path) -> tuple[Settings | None, list[Problem]]:
+    """What ``edge-agent check`` reports: every problem of ``path``; when there is none, the
+    settings and a warning (``Problem.warning``) for each file they name that ``run`` would not
+    find or could not read (``config_files``; a stat per file, no device or broker I/O)."""
+    settings, problems, root = _load(path)
+    if settings is None or root is None:
+        return None, problems
+    from .config_files import file_warnings
+
+    return settings, file_warnings(settings, root, str(path))
+
+
 def check_text(text: str, path: str | Path, *, shown_as: str | None = None) -> tuple[Settings | None, list[Problem]]:
     """Check ``text`` exactly as ``check_file`` would if it were the file at ``path`` (relative paths
     from its directory; ``Settings.source`` is ``path``); problems name ``shown_as`` (default: the
     path). For ``config.apply``, which checks a config before it is written. Never raises."""
     where = Path(path).absolute()
-    return _parse(text, shown_as or str(path), where.parent, where)
+    return _parse(text, shown_as or str(path), where.parent, where)[:2]
 
 
 def parse_settings(text: str, source: str = "<string>", base_dir: Path | None = None) -> Settings:
@@ -72,24 +85,26 @@ def parse_settings(text: str, source: str = "<string>", base_dir: Path | None = 
 
     ``source`` only names the text in problems; ``Settings.source`` stays None (no file behind it).
     """
-    settings, problems = _parse(text, source, base_dir if base_dir is not None else Path.cwd(), None)
+    settings, problems, _ = _parse(text, source, base_dir if base_dir is not None else Path.cwd(), None)
     if settings is None:
         raise ConfigError(problems)
     return settings
 
 
-def _load(path: str | Path) -> tuple[Settings | None, list[Problem]]:
+def _load(path: str | Path) -> tuple[Settings | None, list[Problem], Node | None]:
     file = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        return None, [Problem(file, None, "", f"not UTF-8 text ({exc.reason} at byte {exc.start})")]
+        return None, [Problem(file, None, "", f"not UTF-8 text ({exc.reason} at byte {exc.start})")], None
     except OSError as exc:
-        return None, [Problem(file, None, "", f"cannot read the file: {exc.strerror or exc}")]
+        return None, [Problem(file, None, "", f"cannot read the file: {exc.strerror or exc}")], None
     return _parse(text, file, Path(path).absolute().parent, Path(path).absolute())
 
 
-def _parse(text: str, file: str, base_dir: Path, source: Path | None) -> tuple[Settings | None, list[Problem]]:
+def _parse(text: str, file: str, base_dir: Path,
+           source: Path | None) -> tuple[Settings | None, list[Problem], Node | None]:
+    """Settings (None on any problem), the problems by line, and the located YAML they came from."""
     report = Report(file)
     root = compose(text, report)
     settings = None
@@ -98,7 +113,7 @@ def _parse(text: str, file: str, base_dir: Path, source: Path | None) -> tuple[S
     elif root is not None:
         settings = _Reader(report, base_dir, source).settings(root)
     problems = sorted(report.problems, key=lambda p: p.line or 0)
-    return (settings if not problems else None), problems
+    return (settings if not problems else None), problems, root
 
 
 class _Reader:

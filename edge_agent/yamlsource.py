@@ -30,16 +30,21 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Problem:
-    """One thing wrong with a config file, located for an editor: ``FILE:LINE: key.path: message``."""
+    """One thing wrong with a config file, located for an editor: ``FILE:LINE: key.path: message``.
+
+    A ``warning`` (``FILE:LINE: key.path: warning: message``) does not make the config unusable
+    by itself: ``check`` reports it and exits 0, ``check --strict`` fails on it."""
 
     file: str
     line: int | None
     path: str
     message: str
+    warning: bool = False
 
     def __str__(self) -> str:
         where = self.file if self.line is None else f"{self.file}:{self.line}"
-        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+        message = f"warning: {self.message}" if self.warning else self.message
+        return f"{where}: {self.path}: {message}" if self.path else f"{where}: {message}"
 
 
 class Report:

@@ -75,8 +75,8 @@ PY
 # the platform's command-signing key pair (the gateway trusts its public half), and a stranger's
 .venv/bin/edge-agent platform signkey "$work/platform" > /dev/null
 .venv/bin/edge-agent platform signkey "$work/stranger" > /dev/null
-.venv/bin/edge-agent check -c "$work/gateway.yaml"
 .venv/bin/edge-agent keys init -c "$work/gateway.yaml"   # the site pseudonym key: run refuses to start without it
+.venv/bin/edge-agent check --strict -c "$work/gateway.yaml"   # every file it names is there now
 
 .venv/bin/python scripts/platform_view.py --port "$broker_port" --seconds "$seconds" >> "$work/platform.log" &
 view_pid=$!

@@ -403,6 +403,6 @@ if [ "$upgrade" = 1 ] && [ "$before" = "$after" ]; then
 elif [ "$upgrade" = 1 ]; then
   say "upgraded: $version"
 else
-  say "installed: $version. Next: edit $CONF, then '$NAME check -c $CONF'," \
+  say "installed: $version. Next: edit $CONF, then '$NAME check --strict -c $CONF'," \
       "'$NAME doctor -c $CONF', 'systemctl start $NAME' (docs/install.md)"
 fi
