@@ -90,14 +90,20 @@ def prepare(command: Command, current: Settings) -> tuple[str, Settings]:
         raise CommandRejected("bad_request", _clip(f"invalid config: {shown}{more}"),
                               cmd_id=command.id, signer=command.signer)
     for key, old_value, new_value in (("gateway.id", current.gateway.id, new.gateway.id),
-                                      ("gateway.state_dir", current.gateway.state_dir, new.gateway.state_dir),
-                                      ("buffer.path", current.buffer.path, new.buffer.path)):
+                                      ("gateway.state_dir", _real(current.gateway.state_dir),
+                                       _real(new.gateway.state_dir)),
+                                      ("buffer.path", _real(current.buffer.path), _real(new.buffer.path))):
         if old_value != new_value:
             raise CommandRejected("not_allowed", f"{key} cannot be changed by config.apply (buffered data, ids "
                                   "and keys would be left behind); change it on the gateway",
                                   cmd_id=command.id, signer=command.signer)
     _check_keys(command, new)
     return text, new
+
+
+def _real(path: Path) -> Path:
+    """The file a path names, whatever its spelling (``..``, a symlink): the same file is no change."""
+    return Path(os.path.realpath(path))
 
 
 def _check_keys(command: Command, new: Settings) -> None:

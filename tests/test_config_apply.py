@@ -123,17 +123,20 @@ def test_where_data_lives_cannot_change(tmp_path, current, key, change) -> None:
     assert exc.code == "not_allowed" and exc.message.startswith(f"{key} cannot be changed by config.apply")
 
 
-@pytest.mark.parametrize("spelling", ["{tmp}/state/buffer.db", "state/buffer.db", "./state//buffer.db"])
+@pytest.mark.parametrize("spelling", ["{tmp}/state/buffer.db", "state/buffer.db", "./state//buffer.db",
+                                      "state/../state/buffer.db", "link/buffer.db"])
 def test_the_same_buffer_path_written_differently_is_no_change(tmp_path, current, spelling) -> None:
     """The running config leaves buffer.path to its default (state_dir/buffer.db); the new one
     names that same file in another spelling and changes an interval: accepted, and read as the
     new config with the same buffer."""
+    (tmp_path / "state").mkdir(exist_ok=True)
+    (tmp_path / "link").symlink_to(tmp_path / "state")
     cfg = base_config(tmp_path, buffer={"path": spelling.format(tmp=tmp_path)})
     cfg["devices"][0]["interval"] = "2s"
     text = yaml.safe_dump(cfg)
     returned, new = prepare(command(text), current)  # not refused as a buffer.path change
     assert returned == text
-    assert new.buffer.path == current.buffer.path == tmp_path / "state" / "buffer.db"
+    assert new.buffer.path.resolve() == current.buffer.path.resolve() == (tmp_path / "state" / "buffer.db").resolve()
     assert new.device("river-1").interval_s == 2.0 and current.device("river-1").interval_s == 1.0
 
 
