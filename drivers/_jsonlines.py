@@ -7,6 +7,16 @@ counting (named by line number and reason, never by content), bounded lines (``M
 batches, and the lines a write reads while it waits for its ack, kept for the next ``poll()``;
 plus ``decode_line``, ``number`` and ``clock_ms``. The leading underscore keeps
 ``edge_agent.registry`` from loading this module as a device family.
+
+What a poll of a talking device means for its health (the bus worker's view):
+
+- a bad frame is not a failed poll: it is counted (``bad_frames``) and named in
+  ``bad_frame_notes``, never in ``errors``, so a hub that garbles one line in fifty stays online;
+- silence is not a failed poll either (a quiet gate at night is not offline; a ``stale_after``
+  alarm says when vitals stop);
+- the poll fails (``answered`` False, one error) when the link fails, or when the device talks
+  but says nothing usable: bad frames arrived within the last device ``interval`` and no good
+  one did (a wrong baud rate, a protocol variant). Good frames arriving again end it at once.
 """
 
 from __future__ import annotations
@@ -20,14 +30,16 @@ from edge_agent.errors import LinkError
 from edge_agent.link import MAX_LINE, LineTooLong
 from edge_agent.model import Event, Reading
 from edge_agent.poll import PollResult
+from edge_agent.units import format_duration
 
 __all__ = ["JsonLineReader", "BadFrame", "decode_line", "number", "clock_ms",
-           "WAIT_S", "SLICE_S", "MAX_LINES_PER_POLL", "MAX_ERRORS_PER_POLL"]
+           "WAIT_S", "SLICE_S", "MAX_LINES_PER_POLL", "MAX_NOTES_PER_POLL"]
 
 WAIT_S = 0.5  # how long one poll waits for lines; the bus worker calls poll() again at once
 SLICE_S = 0.1  # the link is held at most this long per read, so a write gets its turn quickly
 MAX_LINES_PER_POLL = 500  # a flooding device still hands its lines on in bounded batches
-MAX_ERRORS_PER_POLL = 5  # bad lines named one by one in a poll's errors; the rest are counted
+MAX_NOTES_PER_POLL = 5  # bad lines named one by one in a poll's bad_frame_notes; the rest are counted
+DEFAULT_WINDOW_S = 10.0  # "nothing usable lately" without a device interval (the drivers' default)
 _MS_THRESHOLD = 1e11  # a device clock above this is in ms already (1e11 s is the year 5138)
 _MAX_NUMBER = 2**53
 
@@ -81,17 +93,21 @@ class JsonLineReader:
 
     Everything read goes into one pending result, under its own lock, whoever read it: a write
     waiting for its ack on another thread files the passages it reads there, and the next
-    ``poll()`` hands them on. ``answered`` is False only when the link failed: a quiet device is
-    not an offline one (staleness is configured with alarms).
+    ``poll()`` hands them on. ``answered`` is False when the link failed, or when only bad
+    frames came for the device's ``interval`` (``window_s``; the module's docstring says why):
+    a quiet device is not an offline one (staleness is configured with alarms).
     """
 
     def __init__(self, device: Any, link: Any, clock: Callable[[], float] = time.time) -> None:
         self.device, self.link, self.clock = device, link, clock
         self.name: str = device.name
+        self.window_s: float = getattr(device, "interval_s", None) or DEFAULT_WINDOW_S
         self.lines = 0  # lines received since start: bad ones are named by this number
         self._pending = PollResult(answered=True)
         self._pending_lock = threading.Lock()
         self._writers = 0  # writes in progress: poll steps aside so they get the link at once
+        self._good_at = time.monotonic()  # the last good frame; from the start, a window's grace
+        self._bad_at: float | None = None  # the last bad frame
 
     # -- what subclasses call --------------------------------------------------------------
     def handle(self, obj: dict[str, Any], ts_ms: int) -> bool:
@@ -105,9 +121,14 @@ class JsonLineReader:
     def bad(self, reason: str) -> None:
         """Count a bad frame; the first few of a poll are named by line number and reason."""
         with self._pending_lock:
+            self._bad_at = time.monotonic()
             self._pending.bad_frames += 1
-            if self._pending.bad_frames <= MAX_ERRORS_PER_POLL:
-                self._pending.errors.append(f"{self.name}: line {self.lines} skipped: {reason}")
+            if self._pending.bad_frames <= MAX_NOTES_PER_POLL:
+                self._pending.bad_frame_notes.append(f"line {self.lines}: {reason}")
+
+    def good(self) -> None:
+        """A frame that could be used (a reading, an event, an ack): the device talks sense."""
+        self._good_at = time.monotonic()
 
     def take(self, line: bytes) -> bool:
         """Decode and handle one line; True when it was urgent. A line past the protocol's limit
@@ -125,10 +146,12 @@ class JsonLineReader:
 
     def take_object(self, obj: dict[str, Any], ts_ms: int) -> bool:
         try:
-            return bool(self.handle(obj, ts_ms))
+            urgent = bool(self.handle(obj, ts_ms))
         except BadFrame as exc:
             self.bad(str(exc))
             return False
+        self.good()
+        return urgent
 
     def too_long(self) -> None:
         self.lines += 1
@@ -181,10 +204,13 @@ class JsonLineReader:
             time.sleep(left)
 
     def collect(self) -> PollResult:
-        """What was read since the last poll (by any thread), handed over once."""
+        """What was read since the last poll (by any thread), handed over once; not answered
+        when the link failed or nothing but bad frames came for ``window_s``."""
         with self._pending_lock:
             result, self._pending = self._pending, PollResult(answered=True)
-        extra = result.bad_frames - MAX_ERRORS_PER_POLL
-        if extra > 0:
-            result.errors.append(f"{self.name}: {extra} more bad line(s) skipped")
+            now, bad_at, good_at = time.monotonic(), self._bad_at, self._good_at
+        if result.answered and bad_at is not None and now - bad_at <= self.window_s < now - good_at:
+            result.answered = False
+            result.errors.append(f"{self.name}: nothing usable for {format_duration(self.window_s)}, only bad "
+                                 "frames (a wrong baud rate, or a protocol variant this driver does not speak?)")
         return result

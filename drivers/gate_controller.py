@@ -192,6 +192,7 @@ class GateReader(JsonLineReader):
             obj = decode_line(line)
             if obj.get("t") == "ack":
                 got, ok = self._ack_fields(obj)
+                self.good()
                 if got == seq and not ok:
                     err = obj.get("err")
                     code = err if isinstance(err, str) and _ERROR_CODE.fullmatch(err) else "refused"

@@ -157,7 +157,8 @@ class Agent:
 
     def _extra_state(self) -> dict:
         """What the state message adds to the uplink's own figures: failed buffer commits,
-        uptime, device counts by health, CPU, RSS, disk free, clock (``status.health_figures``)."""
+        uptime, device counts by health, bad frames per device, CPU, RSS, disk free, clock
+        (``status.health_figures``)."""
         return status_view.health_figures(self)
 
     def _start_control(self) -> None:

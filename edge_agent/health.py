@@ -1,19 +1,25 @@
-"""Per-device health and the "log once, then count" rule for failures.
+"""Per-device health and the "log once, then count" rules for failures and bad frames.
 
 A dead meter polled every 5 s would otherwise write 17,000 identical ERROR lines a day and
 bury the one line a technician needs. The first failure is logged at ERROR, repeats at DEBUG,
-the recovery once at INFO. Messages here are built by the poller and never carry values.
+the recovery once at INFO. A bad frame from a talking device (a garbled hub line) is not a
+failure: the first is logged at WARNING with its reason, the rest are counted and summed up at
+most once per ``BAD_FRAME_LOG_EVERY_S``. Messages here are built by the poller and never carry
+values or frame content.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 import traceback
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Callable, Sequence
 
-__all__ = ["DeviceHealth", "HealthBoard", "FailureLog", "bug_location"]
+__all__ = ["DeviceHealth", "HealthBoard", "FailureLog", "BadFrameLog", "bug_location", "BAD_FRAME_LOG_EVERY_S"]
+
+BAD_FRAME_LOG_EVERY_S = 60.0  # at most one bad-frame summary line per device per minute
 
 
 def bug_location(exc: BaseException) -> str:
@@ -48,6 +54,37 @@ class FailureLog:
         self.failing, self.repeats = False, 0
 
 
+class BadFrameLog:
+    """Logs a device's first bad frame at WARNING with its reason (``line N: reason``, never the
+    frame), then at most one count per ``every_s`` of those that followed."""
+
+    def __init__(self, logger: logging.Logger, what: str, every_s: float = BAD_FRAME_LOG_EVERY_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._log, self._what, self._every, self._clock = logger, what, every_s, clock
+        self._warned = False
+        self._logged_at = 0.0
+        self._count = 0  # bad frames since the last line logged
+        self._example = ""
+
+    def seen(self, count: int, notes: Sequence[str] = ()) -> None:
+        """One poll's bad frames (may be 0: a summary that is due is written all the same)."""
+        now = self._clock()
+        notes = list(notes)
+        if count and not self._warned:
+            self._log.warning("%s: bad frame skipped (%s); more are counted (bad_frames in status) and "
+                              "summed up here at most every %g s", self._what,
+                              notes[0] if notes else "no reason given", self._every)
+            self._warned, self._logged_at = True, now
+            count, notes = count - 1, notes[1:]
+        if count:
+            self._count += count
+            self._example = notes[-1] if notes else self._example
+        if self._count and now - self._logged_at >= self._every:
+            example = f" (e.g. {self._example})" if self._example else ""
+            self._log.warning("%s: %d more bad frame(s) skipped%s", self._what, self._count, example)
+            self._count, self._logged_at = 0, now
+
+
 @dataclass
 class DeviceHealth:
     name: str
@@ -57,6 +94,7 @@ class DeviceHealth:
     errors: int = 0
     overruns: int = 0
     readings: int = 0
+    events: int = 0  # events the device reported itself (SOS, passage), not alarms raised here
     requests_per_poll: int = 0
     bad_frames: int = 0
     last_good_ms: int | None = None

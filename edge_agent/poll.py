@@ -40,7 +40,8 @@ class PollResult:
     """``requests`` counts bus transactions made (retries included); ``answered`` is False when
     no request got any answer (the device or its link is down). ``events`` are what the device
     itself reported (SOS, passage); ``bad_frames`` counts what it sent that could not be used
-    (a garbled or over-long line), skipped without failing the poll."""
+    (a garbled or over-long line), skipped without failing the poll: they are not ``errors``,
+    and the first few are named in ``bad_frame_notes`` (``line N: reason``, never content)."""
 
     readings: list[Reading] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -48,6 +49,7 @@ class PollResult:
     answered: bool = False
     events: list[Event] = field(default_factory=list)
     bad_frames: int = 0
+    bad_frame_notes: list[str] = field(default_factory=list)
 
 
 def _judge(value: Any, valid: tuple[float, float] | None) -> tuple[Any, Quality]:

@@ -13,7 +13,9 @@ device whose polls stopped still goes stale. An alarms failure is logged and nev
 A streaming device (a hub or gate that talks unprompted, ``Schedule.stream``) has its reader's
 ``poll()`` (which waits for lines itself) called again as soon as it returns: no interval, no
 overruns. The events a device reports itself (``PollResult.events``: SOS, passages) go to
-``events_sink`` with the alarms' events.
+``events_sink`` with the alarms' events, and count as good news like a good reading
+(``last_good_ms``, ``events``). Bad frames (``PollResult.bad_frames``) are counted and logged
+by ``health.BadFrameLog``, never as a failure: only ``errors`` and ``answered`` say that.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Protocol, Sequence
 
 from .alarms import DeviceAlarms
-from .health import FailureLog, HealthBoard, bug_location
+from .health import BadFrameLog, FailureLog, HealthBoard, bug_location
 from .model import Event, Quality, Reading
 
 __all__ = ["Schedule", "BusWorker", "next_due"]
@@ -77,6 +79,7 @@ class BusWorker(threading.Thread):
         self._poll_now_lock = threading.Lock()
         self._failures = {s.name: FailureLog(log, f"device {s.name}") for s in self._schedules}
         self._alarm_failures = {s.name: FailureLog(log, f"device {s.name}: alarms") for s in self._schedules}
+        self._bad_frames = {s.name: BadFrameLog(log, f"device {s.name}") for s in self._schedules}
         self._events_failed = False  # events_sink failures are logged once per failure streak
         self.heartbeat = monotonic()  # last time the loop went round: the watchdog reads it
         for schedule in self._schedules:
@@ -171,8 +174,10 @@ class BusWorker(threading.Thread):
         own_events = getattr(result, "events", ())  # readers of register devices report none
         if own_events:
             self._send_events(name, own_events)
-        if getattr(result, "bad_frames", 0):
-            self._health.bump(name, bad_frames=result.bad_frames)
+        bad_frames = getattr(result, "bad_frames", 0)
+        self._bad_frames[name].seen(bad_frames, getattr(result, "bad_frame_notes", ()))
+        if bad_frames or own_events:
+            self._health.bump(name, bad_frames=bad_frames, events=len(own_events))
         if readings:
             try:
                 self._sink(readings)
@@ -184,7 +189,7 @@ class BusWorker(threading.Thread):
         if result.answered:
             changes["consecutive_failures"] = 0
             self._health.bump(name, answered_polls=1)
-            if any(r.q is Quality.GOOD for r in result.readings):
+            if own_events or any(r.q is Quality.GOOD for r in result.readings):
                 changes["last_good_ms"] = now_ms
         else:
             self._health.bump(name, consecutive_failures=1)

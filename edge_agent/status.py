@@ -44,10 +44,12 @@ def health_figures(agent: Any) -> dict[str, Any]:
     cpu = cpu_seconds()
     pct, _ = agent.cpu_meter.rate(cpu)
     clock = agent.clock.state
+    devices = agent.health.snapshot()
     return {
         "uptime_s": round(time.monotonic() - agent.started_mono, 1),
         "write_errors": agent.writer.stats.failures if agent.writer else 0,
-        "devices": device_counts(agent.health.snapshot()),
+        "devices": device_counts(devices),
+        "bad_frames": {d["name"]: d["bad_frames"] for d in devices if d.get("bad_frames")},
         "cpu_s": round(cpu, 2),
         "cpu_pct": None if pct is None else round(pct * 100, 1),
         "rss_bytes": rss_bytes(),
@@ -162,6 +164,8 @@ def _device_lines(data: dict[str, Any], now_ms: int) -> list[str]:
     for d in devices:
         line = (f"  {d['name']:<{width}}  {d['state']:<7}  last good {_age(d.get('last_good_ms'), now_ms)}; "
                 f"{d.get('polls', 0)} poll(s), {d.get('errors', 0)} error(s)")
+        if d.get("events"):
+            line += f", {d['events']} event(s)"
         if d.get("bad_frames"):
             line += f", {d['bad_frames']} bad frame(s)"
         if d.get("last_error"):

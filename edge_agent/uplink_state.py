@@ -7,7 +7,7 @@ Payload (docs/protocol.md, "State")::
                  "by_prio": {"critical": 0, "high": 0, "normal": 1200}},
      "evicted": {"critical": 0, "high": 0, "normal": 0},
      "uptime_s": 3600.2, "write_errors": 0, "devices": {"online": 3, "offline": 1, "unknown": 0},
-     "cpu_s": 41.7, "cpu_pct": 1.2, "rss_bytes": 31457280, "disk_free_bytes": 5368709120,
+     "bad_frames": {"hub-1": 46}, "cpu_s": 41.7, "cpu_pct": 1.2, "rss_bytes": 31457280, "disk_free_bytes": 5368709120,
      "clock": "synced"}
 
 ``backlog`` and ``evicted`` come from ``Buffer.stats()`` (``null`` until the buffer could be

@@ -190,3 +190,28 @@ def test_an_alarms_bug_never_ends_the_bus_and_readings_still_flow(caplog):
     assert len(readings) >= 3
     errors = [r for r in caplog.records if "alarms" in r.getMessage() and r.levelname == "ERROR"]
     assert 1 <= len(errors) <= 2  # once for on_poll, once for tick: not once per poll
+
+
+def test_bad_frames_are_warned_once_with_the_reason_then_summed_at_most_once_a_minute(caplog):
+    import logging
+
+    from edge_agent.health import BadFrameLog
+
+    now = [1000.0]
+    frames = BadFrameLog(logging.getLogger("edge_agent.poll"), "device hub-1", clock=lambda: now[0])
+    with caplog.at_level("DEBUG", logger="edge_agent.poll"):
+        frames.seen(0)
+        frames.seen(3, ["line 4: not UTF-8", "line 9: not JSON", "line 12: no band"])
+        for _ in range(50):  # one poll every half second, a bad frame in each
+            now[0] += 0.5
+            frames.seen(1, ["line 20: not JSON"])
+        now[0] += 36
+        frames.seen(0)  # the minute is up: the count is written without waiting for another bad frame
+        now[0] += 120
+        frames.seen(0)  # nothing new: nothing to say
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert lines == [
+        ("WARNING", "device hub-1: bad frame skipped (line 4: not UTF-8); more are counted (bad_frames in status) "
+                    "and summed up here at most every 60 s"),
+        ("WARNING", "device hub-1: 52 more bad frame(s) skipped (e.g. line 20: not JSON)"),
+    ]

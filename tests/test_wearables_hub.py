@@ -173,15 +173,35 @@ SECRET = PERSON.mobile.encode()  # planted in each bad line: it must never reach
 def test_bad_lines_are_counted_and_named_without_content(raw, reason):
     r, result = take(vitals(), raw, vitals(band="B-2"))
     assert result.bad_frames == 1 and len(result.readings) == 20 and result.answered
-    assert result.errors == [f"hub-1: line 2 skipped: {reason}"]
-    assert SECRET.decode() not in " ".join(result.errors)
+    assert result.bad_frame_notes == [f"line 2: {reason}"] and result.errors == []  # not a failure
+    assert SECRET.decode() not in " ".join(result.bad_frame_notes)
 
 
 def test_a_flood_of_bad_lines_names_the_first_few_and_counts_the_rest():
     _, result = take(*[b"x"] * 12)
-    assert result.bad_frames == 12
-    assert len(result.errors) == _jsonlines.MAX_ERRORS_PER_POLL + 1
-    assert result.errors[-1] == "hub-1: 7 more bad line(s) skipped"
+    assert result.bad_frames == 12 and result.errors == []
+    assert result.bad_frame_notes == [f"line {n}: not JSON" for n in range(1, _jsonlines.MAX_NOTES_PER_POLL + 1)]
+
+
+def test_only_bad_frames_for_an_interval_fail_the_poll_silence_and_good_frames_do_not():
+    """A bad frame among good ones is no failure; bad frames and nothing good for the device's
+    interval is (a wrong baud rate); a good frame ends it at once; silence is not a failure."""
+    r = hub.HubReader(DeviceSettings(name="hub-1", bus="wb", driver="wearables_hub", address=None,
+                                     interval_s=0.2), link=None, clock=lambda: NOW)
+    r.take(b"junk")
+    assert r.collect().answered  # the interval's grace from the start
+    time.sleep(0.25)
+    r.take(b"junk")
+    garbled = r.collect()
+    assert not garbled.answered and garbled.bad_frames == 1
+    assert garbled.errors == ["hub-1: nothing usable for 200ms, only bad frames "
+                              "(a wrong baud rate, or a protocol variant this driver does not speak?)"]
+    assert not r.collect().answered  # the silence after garbage within the interval: still nothing usable
+    r.take(vitals().rstrip(b"\n"))
+    r.take(b"junk")
+    assert (lambda x: x.answered and x.errors == [] and x.bad_frames == 1)(r.collect())
+    time.sleep(0.25)
+    assert (lambda x: x.answered and x.errors == [])(r.collect())  # quiet, not offline
 
 
 JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
@@ -276,7 +296,8 @@ def test_simulated_broken_lines_are_counted_and_skipped(hub_on_pty):
     got = poll_until(r, lambda rs: sum(p.bad_frames for p in rs) >= 4 and any(p.events for p in rs))
     assert sum(p.bad_frames for p in got) == 4
     assert sum(len(p.events) for p in got) == 1 and all(p.answered for p in got)
-    reasons = [e.split(": ", 2)[2] for p in got for e in p.errors]
+    assert all(p.errors == [] for p in got)
+    reasons = [e.split(": ", 1)[1] for p in got for e in p.bad_frame_notes]
     assert len(reasons) == 4 and set(reasons) <= {"not UTF-8", "not JSON", "longer than 4096 bytes"}
     assert reasons.count("longer than 4096 bytes") == 1 and "not UTF-8" in reasons  # bad_utf8 at least
 
@@ -341,6 +362,6 @@ devices: [{{name: hub-1, bus: wb, driver: wearables_hub}}]
         link.close()
         listener.close()
     assert sum(p.bad_frames for p in got) == 1
-    assert [e for p in got for e in p.errors] == ["hub-1: line 1 skipped: longer than 4096 bytes"]
+    assert [e for p in got for e in p.bad_frame_notes] == ["line 1: longer than 4096 bytes"]
     assert {x.pt for p in got for x in p.readings} >= {"hr_bpm", "wearer"}
     assert peak < 64 * 1024, f"peak {peak} bytes traced while 1 MB streamed through"
