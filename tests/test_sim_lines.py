@@ -123,6 +123,21 @@ def test_hub_broken_lines_once_per_period_while_on_and_on_demand():
         broken_line("nonsense", sim.rng)
 
 
+def test_a_garbled_hub_sends_as_many_lines_none_of_them_usable():
+    clear, garbled = HubSim(3, vitals_every_s=0.5, seed=9), HubSim(3, vitals_every_s=0.5, seed=9)
+    garbled.set_faults(garbled=True)
+    garbled.trigger("sos")
+    clear.trigger("sos")
+    ticks = [T0 + i * 0.05 for i in range(40)]
+    plain, scrambled = b"".join(clear.tick(t) for t in ticks), b"".join(garbled.tick(t) for t in ticks)
+    assert len(scrambled) == len(plain) and scrambled.count(b"\n") == plain.count(b"\n") >= 10
+    r = hub_reader()
+    for x in scrambled.split(b"\n")[:-1]:
+        r.take(x)
+    result = r.collect()
+    assert result.bad_frames == plain.count(b"\n") and not result.readings and not result.events
+
+
 def test_hub_ignores_what_it_is_sent_within_bounds():
     sim = HubSim(1)
     pending = bytearray(b'{"t":"cmd"}\n{"t":"cm')

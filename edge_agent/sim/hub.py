@@ -17,6 +17,8 @@ Faults, changeable while serving (``set_faults``): ``silence`` (nothing is sent;
 until it ends, as a band retries), and four kinds of broken line, each sent once per vitals
 period while on: ``garbage`` (random bytes), ``bad_json`` (a line cut short), ``long_line``
 (5000 bytes, past the 4096 limit), ``bad_utf8``. ``inject(kind)`` sends one broken line now.
+``garbled``: every line goes out scrambled byte by byte, its line break kept, as a hub at another
+baud rate is heard: nothing usable arrives, though the hub keeps talking.
 
 The hub takes no commands: whatever it is sent is read and ignored.
 """
@@ -46,6 +48,12 @@ class HubFaults:
     bad_json: bool = False
     long_line: bool = False
     bad_utf8: bool = False
+    garbled: bool = False
+
+
+# each byte to another, never to or from a line break: the lines stay lines, but unreadable
+_GARBLE = bytes.maketrans(bytes(b for b in range(256) if b != 0x0A),
+                          bytes((b + 0x80) % 256 if (b + 0x80) % 256 != 0x0A else 0xFF for b in range(256) if b != 0x0A))
 
 
 def broken_line(kind: str, rng: random.Random, size: int = LONG_LINE_BYTES) -> bytes:
@@ -185,7 +193,7 @@ class HubSim:
                 band.due += self.vitals_every_s
                 if band.due <= now:  # fell behind (silence, a stalled host): resume, do not burst
                     band.due = now + self.vitals_every_s
-        return bytes(out)
+        return bytes(out).translate(_GARBLE) if self.faults.garbled else bytes(out)
 
     # -- lines ------------------------------------------------------------------------------
     def _clock(self, obj: dict[str, Any], now: float) -> dict[str, Any]:
