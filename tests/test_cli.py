@@ -4,12 +4,9 @@ daemon riding out an absent serial port and a refused TCP link while other buses
 from __future__ import annotations
 
 import json
-import os
 import random
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -18,6 +15,7 @@ import yaml
 
 from edge_agent.buffer import Buffer
 from edge_agent.model import Reading
+from support.users import as_another_user, shared_dir, unreadable_mode
 from support.agent import cli, start_agent, stop_agent
 from support.broker import Mosquitto, Subscriber
 from support.keys import init_keys
@@ -120,35 +118,22 @@ def test_status_as_root_on_a_corrupt_buffer_says_what_run_will_do_and_run_does_i
     assert len(list(path.parent.glob("buffer.db.corrupt-*"))) == 1
 
 
-def as_another_user() -> list[str]:
-    """A command prefix under which the buffer (mode 0600, ours) is not readable."""
-    if os.geteuid() != 0:
-        return []  # the file is made 0000 for ourselves
-    if shutil.which("setpriv") is None:
-        pytest.skip("needs setpriv to drop root")
-    return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-
-
-def test_status_on_a_buffer_this_user_may_not_read_says_so(tmp_path):
+def test_status_on_a_buffer_this_user_may_not_read_says_so():
     """The permission hint stays for a real permission problem."""
-    base = Path(tempfile.mkdtemp(prefix="edge-agent-perm-"))  # tmp_path's parents are 0700: not for nobody
-    try:
-        base.chmod(0o755)
+    with shared_dir() as base:
         cfg = write(base, base_config(base))
         cfg.chmod(0o644)
         path = base / "state" / "buffer.db"
         with Buffer(path) as buf:
             buf.append([Reading("river-1", "level_m", 1.0, 1_732_380_000_000)])
         (base / "state").chmod(0o755)
-        path.chmod(0o600 if os.geteuid() == 0 else 0)
+        path.chmod(unreadable_mode())
         out = subprocess.run([*as_another_user(), sys.executable, "-m", "edge_agent.cli", "status", "-c", str(cfg)],
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 1 and "Traceback" not in out.stdout + out.stderr, out.stderr
         assert "its buffer cannot be read" in out.stdout
         assert "run as root or as a member of the service group" in out.stdout
         assert "corrupt" not in out.stdout
-    finally:
-        shutil.rmtree(base)
 
 
 def test_read_prints_scaled_points_and_fails_clearly_on_unknown_device(tmp_path):

@@ -5,13 +5,15 @@ for by ``check`` and reported as warnings, which ``check --strict`` fails on."""
 
 from __future__ import annotations
 
-import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from support.agent import cli
+from support.users import as_another_user, shared_dir, unreadable_mode
 from support.keys import init_keys
 
 
@@ -159,18 +161,20 @@ def test_a_directory_or_an_empty_file_is_a_warning(tmp_path: Path) -> None:
         "privacy.key_file at the file itself"]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every file")
-def test_a_file_the_checking_user_cannot_read_is_a_warning(tmp_path: Path) -> None:
-    path = _named(tmp_path, "gateway: {id: gw-1, site: s1, state_dir: state}\nmqtt:\n  host: h\n  credentials:\n"
+def test_a_file_the_checking_user_cannot_read_is_a_warning() -> None:
+    with shared_dir() as base:
+        path = _named(base, "gateway: {id: gw-1, site: s1, state_dir: state}\nmqtt:\n  host: h\n  credentials:\n"
                             "    username: u\n    password_file: mqtt.pass\nprivacy: {actions: {identifier: drop}}\n"
                             "buses: []\ndevices: []\n")
-    (tmp_path / "mqtt.pass").write_text("secret\n", encoding="utf-8")
-    (tmp_path / "mqtt.pass").chmod(0)
-    out = cli("check", "-c", str(path))
-    assert out.returncode == 0
-    assert f"{path}:6: mqtt.credentials.password_file: warning: {tmp_path}/mqtt.pass is not readable by " \
-        in out.stdout.splitlines()[0]
-    assert f"'sudo edge-agent check -c {path}'" in out.stdout
+        path.chmod(0o644)
+        (base / "mqtt.pass").write_text("secret\n", encoding="utf-8")
+        (base / "mqtt.pass").chmod(unreadable_mode())
+        out = subprocess.run([*as_another_user(), sys.executable, "-m", "edge_agent.cli", "check", "-c", str(path)],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert f"{path}:6: mqtt.credentials.password_file: warning: {base}/mqtt.pass is not readable by " \
+            in out.stdout.splitlines()[0]
+        assert f"'sudo edge-agent check -c {path}'" in out.stdout
 
 
 EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "config").glob("*.yaml"))
