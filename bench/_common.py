@@ -109,8 +109,8 @@ class RssSampler:
 
 
 def bare_import_rss_mb() -> float:
-    """The baseline of bench_rss: a bare python that imports edge_agent.daemon, nothing else."""
-    code = ("import edge_agent.daemon\n"
+    """The baseline of bench_rss: a bare python that imports edge_agent.agent.daemon, nothing else."""
+    code = ("import edge_agent.agent.daemon\n"
             "print([l for l in open('/proc/self/status') if l.startswith('VmRSS:')][0].split()[1])")
     out = subprocess.run([PY, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
     return int(out.stdout.strip()) / 1024
@@ -211,7 +211,7 @@ def status(config: Path) -> dict[str, Any]:
 # -- the buffer ----------------------------------------------------------------------------
 def prefill(path: Path, n: int, *, batch: int = 5000, start: int = 0) -> None:
     """Append readings ``start .. start+n-1`` (eastron-like bodies) to the buffer at ``path``."""
-    from edge_agent.buffer import Buffer
+    from edge_agent.buffer.outbox import Buffer
     from edge_agent.model import Reading
 
     with Buffer(path, max_bytes=2 * 1024**3) as buf:

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import summary  # noqa: E402
 
-from edge_agent.buffer import Buffer  # noqa: E402
+from edge_agent.buffer.outbox import Buffer  # noqa: E402
 from edge_agent.model import Reading  # noqa: E402
 
 GOAL = 0.60

@@ -46,14 +46,14 @@ from _common import median, summary
 
 import serial
 
-from edge_agent.bus import ModbusBus
-from edge_agent.config import parse_settings
+from edge_agent.field.bus import ModbusBus
+from edge_agent.config.schema import parse_settings
 from edge_agent.drivers import dlt645_codec as dlt
 from edge_agent.drivers.dlt645_meter import select_dis
-from edge_agent.link import ByteLink
+from edge_agent.field.link import ByteLink
 from edge_agent.model import Reg
-from edge_agent.poll import DeviceReader
-from edge_agent.registry import get_driver
+from edge_agent.field.poll import DeviceReader
+from edge_agent.field.registry import get_driver
 from edge_agent.settings import BusSettings, DeviceSettings
 from edge_agent.sim.byteserver import ByteServer
 from edge_agent.sim.devices import DeviceModel, LevelSensor

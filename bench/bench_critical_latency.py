@@ -29,11 +29,11 @@ from pathlib import Path
 
 from _common import PY, ROOT, Mosquitto, Proc, percentiles, prefill, summary
 
-from edge_agent.buffer import Buffer
+from edge_agent.buffer.outbox import Buffer
 from edge_agent.model import Event, Priority
 from edge_agent.settings import BufferSettings, GatewaySettings, MqttSettings
-from edge_agent.uplink import Uplink
-from edge_agent.writer import BufferWriter
+from edge_agent.uplink.drain import Uplink
+from edge_agent.buffer.writer import BufferWriter
 
 PERIOD_S = 0.1
 DRAIN_LIMIT_S = 600.0  # bounded, whatever happens

@@ -28,10 +28,10 @@ from support.broker import Subscriber
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
-from edge_agent.buffer import Buffer
+from edge_agent.buffer.outbox import Buffer
 from edge_agent.model import Reading
 from edge_agent.settings import GatewaySettings, MqttSettings
-from edge_agent.uplink import Uplink
+from edge_agent.uplink.drain import Uplink
 
 TOPIC = "edge/v1/bench/gw-bench/telemetry"
 # mosquitto keeps at most 1000 QoS 1 messages queued per subscriber by default and drops the

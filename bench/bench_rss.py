@@ -9,7 +9,7 @@ Polling alone would take an hour to reach 1M rows, so the backlog is taken to ea
 pre-filling the buffer (Buffer.append, batches of 5,000) while the agent is stopped, then the
 agent runs for ``--hold`` seconds at that level. At the last level the broker comes up and the
 same process drains the backlog. VmRSS (/proc/PID/status) is sampled every second.
-Baseline: a bare ``python -c "import edge_agent.daemon"``.
+Baseline: a bare ``python -c "import edge_agent.agent.daemon"``.
 Goal: <= 40 MB (MiB of VmRSS) at every point, and flat: slope <= 0.5 MiB per 100k rows of backlog,
 measured over the pre-filled levels (the near-empty start is shown, not fitted).
 """
@@ -108,7 +108,7 @@ def main() -> int:
     print(f"slope of steady RSS over backlog: {per_100k:+.2f} MiB per 100k rows over the pre-filled levels "
           f"({every:+.2f} counting the near-empty start, where SQLite's page cache, 2 MB by default, is filling)")
     summary(f"max RSS {peak:.1f} MiB; {per_100k:+.2f} MiB per 100k rows of backlog",
-            f"{base:.1f} MiB: bare python -c 'import edge_agent.daemon'",
+            f"{base:.1f} MiB: bare python -c 'import edge_agent.agent.daemon'",
             f"{peak / base:.2f}x the bare import", f"max <= {GOAL_MB:.0f} MiB and slope <= {GOAL_SLOPE} MiB per 100k rows",
             peak <= GOAL_MB and per_100k <= GOAL_SLOPE)
     return 0

@@ -22,10 +22,10 @@ from typing import Callable
 
 from _common import summary
 
-from edge_agent.keys import KeyRing
+from edge_agent.privacy.keys import KeyRing
 from edge_agent.model import DataClass
-from edge_agent.pii_scan import scan
-from edge_agent.privacy import Privacy
+from edge_agent.privacy.pii_scan import scan
+from edge_agent.privacy.stage import Privacy
 from edge_agent.settings import PrivacySettings
 
 TEXTS = {

@@ -15,7 +15,7 @@ pass their layout to ``split_frame`` and ``frame_length_needed``.
 
 The failure reasons they share are one exception tree, defined here and re-exported by each
 codec; a codec derives its own reasons (``MeterError``, ...) from ``FrameError``. The leading
-underscore keeps ``edge_agent.registry`` from loading this module as a device family.
+underscore keeps ``edge_agent.field.registry`` from loading this module as a device family.
 """
 
 from __future__ import annotations

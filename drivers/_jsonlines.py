@@ -6,7 +6,7 @@ line (CONTRACT section 7). What they have in common lives here: ``JsonLineReader
 counting (named by line number and reason, never by content), bounded lines (``MAX_LINE``) and
 batches, and the lines a write reads while it waits for its ack, kept for the next ``poll()``;
 plus ``decode_line``, ``number`` and ``clock_ms``. The leading underscore keeps
-``edge_agent.registry`` from loading this module as a device family.
+``edge_agent.field.registry`` from loading this module as a device family.
 
 What a poll of a talking device means for its health (the bus worker's view):
 
@@ -27,9 +27,9 @@ import time
 from typing import Any, Callable, Iterable
 
 from edge_agent.errors import LinkError
-from edge_agent.link import MAX_LINE, LineTooLong
+from edge_agent.field.link import MAX_LINE, LineTooLong
 from edge_agent.model import Event, Reading
-from edge_agent.poll import PollResult
+from edge_agent.field.poll import PollResult
 from edge_agent.units import format_duration
 
 __all__ = ["JsonLineReader", "BadFrame", "decode_line", "number", "clock_ms",

@@ -5,7 +5,7 @@ for its answer in whatever arrives: ``ReplyScanner`` finds our reply among wake-
 the echo of our own request and other meters' replies, keeping the reason the last frame was
 skipped; ``ask`` retries on silence or an unusable answer; ``make_reading`` judges a value's
 quality as ``poll.DeviceReader`` does. Error phrases (``reason_for``, ``attempts_text``) never
-carry a value or a frame's bytes. The leading underscore keeps ``edge_agent.registry`` from
+carry a value or a frame's bytes. The leading underscore keeps ``edge_agent.field.registry`` from
 loading this module as a device family.
 """
 
@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from edge_agent.errors import NoResponse
 from edge_agent.model import DataClass, Quality, Reading
-from edge_agent.poll import PollResult
+from edge_agent.field.poll import PollResult
 
 __all__ = ["ReplyScanner", "ask", "reason_for", "make_reading", "attempts_text"]
 

@@ -29,9 +29,9 @@ import time
 from typing import Any, Callable
 
 from edge_agent.errors import LinkError, NoResponse
-from edge_agent.health import bug_location
+from edge_agent.field.health import bug_location
 from edge_agent.model import Driver, Option, Output, Reading
-from edge_agent.poll import PollResult
+from edge_agent.field.poll import PollResult
 
 from . import cjt188_codec as cjt
 from ._meter import ReplyScanner, ask, attempts_text, make_reading, reason_for

@@ -30,7 +30,7 @@ class CliFailure(Exception):
 
 
 def _load(path: str):
-    from .config import ConfigError, load_settings
+    from .config.schema import ConfigError, load_settings
 
     try:
         return load_settings(path)
@@ -47,7 +47,7 @@ def setup_logging(level: str, *, log_file: str | None = None, log_max: int | Non
 
     Every record is scrubbed of identifiers and byte runs on its way out (``logfilter``), and
     repeated identical warnings and errors become one count a minute."""
-    from . import logsetup
+    from .agent import logsetup
 
     logsetup.setup(level, log_file=log_file,
                    max_bytes=logsetup.DEFAULT_MAX_BYTES if log_max is None else log_max,
@@ -61,9 +61,9 @@ def _key_failure(exc: Exception, config: str) -> CliFailure:
 
 def _privacy(settings: Any, config: str) -> Any:
     """The privacy stage as the daemon builds it (keys loaded), or one clear line."""
-    from .keys import KeyFileError
-    from .privacy import Privacy
-    from .seal import SealError
+    from .privacy.keys import KeyFileError
+    from .privacy.stage import Privacy
+    from .privacy.seal import SealError
 
     try:
         return Privacy.load(settings.privacy, overrides=settings.privacy_overrides)
@@ -72,13 +72,13 @@ def _privacy(settings: Any, config: str) -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .buffer import BufferError
-    from .command_verify import VerifierError
-    from .daemon import run
-    from .keys import KeyFileError
-    from .ledger import LedgerError
-    from .seal import SealError
-    from .uplink import UplinkError
+    from .buffer.outbox import BufferError
+    from .commands.verify import VerifierError
+    from .agent.daemon import run
+    from .privacy.keys import KeyFileError
+    from .commands.ledger import LedgerError
+    from .privacy.seal import SealError
+    from .uplink.drain import UplinkError
 
     settings = _load(args.config)
     try:
@@ -96,7 +96,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     """Problems (exit 1); else warnings for the files the config names that are not there (exit 0,
     or 1 with ``--strict``), all on stdout as ``FILE:LINE: key.path: [warning: ]...``."""
-    from .config import check_config
+    from .config.schema import check_config
 
     settings, found = check_config(args.config)
     for problem in found:
@@ -114,7 +114,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def _key_state(settings: Any, config: str) -> dict[str, Any]:
     """The pseudonym key as ``status`` reports it: active version and fingerprint, or why not."""
-    from .keys import KeyFileError, load_keyring
+    from .privacy.keys import KeyFileError, load_keyring
 
     path = settings.privacy.key_file
     if path is None:
@@ -130,10 +130,10 @@ def _key_state(settings: Any, config: str) -> dict[str, Any]:
 def cmd_status(args: argparse.Namespace) -> int:
     """The running daemon's view over its control socket; when nobody answers, the buffer file's
     (``status.py`` gathers and prints both; ``source`` says which was used)."""
-    from . import status as status_view
-    from .buffer_file import BufferCorrupt, BufferDenied, BufferError
+    from .agent import status as status_view
+    from .buffer.file import BufferCorrupt, BufferDenied, BufferError
     from .clock import clock_state
-    from .control import socket_path, status_or_reason
+    from .agent.control import socket_path, status_or_reason
 
     settings = _load(args.config)
     path = settings.buffer.path
@@ -229,8 +229,8 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
 
 def _follow(path, args: argparse.Namespace, wanted) -> int:
-    from .buffer import BufferError
-    from .buffer_stats import read_rows
+    from .buffer.outbox import BufferError
+    from .buffer.stats import read_rows
 
     last_id, announced = 0, False
     first = True
@@ -257,8 +257,8 @@ def _follow(path, args: argparse.Namespace, wanted) -> int:
 
 def cmd_read(args: argparse.Namespace) -> int:
     from .errors import LinkError
-    from .readers import make_reader, open_link
-    from .registry import get_driver
+    from .field.readers import make_reader, open_link
+    from .field.registry import get_driver
 
     settings = _load(args.config)
     names = [d.name for d in settings.devices]
@@ -313,8 +313,8 @@ def _print_read(device: Any, result: Any, privacy: Any) -> int:
 
 def _platform_key_lines(settings: Any) -> list[str]:
     """What ``keys init`` says about the platform's public key (for seal), if one is configured."""
-    from .keys import fingerprint
-    from .seal import PlatformKey, SealError
+    from .privacy.keys import fingerprint
+    from .privacy.seal import PlatformKey, SealError
 
     path = settings.privacy.platform_key_file
     if path is None:
@@ -331,7 +331,7 @@ def _platform_key_lines(settings: Any) -> list[str]:
 
 def cmd_keys_init(args: argparse.Namespace) -> int:
     """Create the site pseudonym key where the config points (or add a version with --rotate)."""
-    from .keys import KeyFileError, create_site_key, load_keyring, rotate_site_key
+    from .privacy.keys import KeyFileError, create_site_key, load_keyring, rotate_site_key
 
     settings = _load(args.config)
     path = Path(settings.privacy.key_file or settings.gateway.state_dir / "keys" / "pseudonym.key")
@@ -362,7 +362,7 @@ def cmd_keys_init(args: argparse.Namespace) -> int:
         print(f"site key v{version} {fp}" + (" (active)" if version == ring.active else ""))
     for line in platform:
         print(line)
-    from .cli_commands import audit_cli_action
+    from .tools.audit import audit_cli_action
 
     warning = audit_cli_action(settings.gateway.state_dir, "keys rotate" if args.rotate else "keys init")
     if warning:
@@ -371,9 +371,9 @@ def cmd_keys_init(args: argparse.Namespace) -> int:
 
 
 def cmd_platform_keygen(args: argparse.Namespace) -> int:
-    from .keys import fingerprint
+    from .privacy.keys import fingerprint
     from .platform import generate_platform_keypair
-    from .seal import PlatformKey
+    from .privacy.seal import PlatformKey
 
     try:
         private_path, public_path = generate_platform_keypair(args.dir)
@@ -413,7 +413,7 @@ def _count_arg(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .cli_commands import row_count
+    from .tools.audit import row_count
 
     parser = argparse.ArgumentParser(prog="edge-agent", description="Community IoT gateway agent.")
     parser.add_argument("--version", action="version", version=f"edge-agent {__version__}")
@@ -465,7 +465,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", required=True, metavar="FILE", help="the platform's private key (PEM)")
     p.add_argument("file", nargs="?", metavar="PAYLOAD_FILE", help="JSON payload (default: stdin)")
     p.set_defaults(func=cmd_platform_unseal)
-    from . import cli_commands, doctor, scan
+    from .tools import audit as cli_commands
+    from .tools.doctor import verb as doctor
+    from .tools import scan
     from .sim import cli as sim_cli
 
     cli_commands.register(sub, platform_sub, _load)  # audit, platform signkey, platform sign

@@ -1,7 +1,7 @@
 """The platform's side of ``seal``: key pairs, opening sealed values, and an ``unseal`` tool.
 
 The gateway never runs this: it holds no private key. It lives here as the reference
-implementation of the format in ``edge_agent.seal`` (a platform team can run it or port it),
+implementation of the format in ``edge_agent.privacy.seal`` (a platform team can run it or port it),
 for the demo, and for the tests that prove a seal opens with the right key only::
 
     python -m edge_agent.platform keygen DIR                    # DIR/platform.key (0600), DIR/platform.pub
@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .seal import NONCE_BYTES, PUB_BYTES, TAG_BYTES, SealError, derive_key, is_sealed, kid_of
+from .privacy.seal import NONCE_BYTES, PUB_BYTES, TAG_BYTES, SealError, derive_key, is_sealed, kid_of
 
 __all__ = ["SealError", "open_sealed", "unseal_all", "generate_platform_keypair", "load_private_key",
            "main_unseal", "main"]

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from .alarms import RateOfRise, Report, Stale, Threshold
+from .field.alarms import RateOfRise, Report, Stale, Threshold
 from .model import DataClass, Point
 
 __all__ = [

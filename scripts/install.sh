@@ -134,7 +134,7 @@ key_path_of() {  # the site key file the config points at (empty when unknown)
   [ -x "$VENV/bin/python" ] && [ -f "$CONF" ] || return 0
   "$VENV/bin/python" -I - "$CONF" 2>/dev/null <<'PY' || true
 import sys
-from edge_agent.config import load_settings
+from edge_agent.config.schema import load_settings
 s = load_settings(sys.argv[1])
 print(s.privacy.key_file or s.gateway.state_dir / "keys" / "pseudonym.key")
 PY

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edge_agent.config import load_settings
-from edge_agent.daemon import Agent
+from edge_agent.config.schema import load_settings
+from edge_agent.agent.daemon import Agent
 from edge_agent.sim.devices import LevelSensor
 from edge_agent.sim.modbus import ModbusSimulator
 from edge_agent.sim.ptypair import PtyPair

@@ -8,8 +8,8 @@ import json
 import pytest
 from hypothesis import given, settings, strategies as st
 
-import edge_agent.alarms
-from edge_agent.alarms import RATE_CLEAR_FACTOR, DeviceAlarms, RateOfRise, Report, Stale, Threshold
+import edge_agent.field.alarms
+from edge_agent.field.alarms import RATE_CLEAR_FACTOR, DeviceAlarms, RateOfRise, Report, Stale, Threshold
 from edge_agent.model import DataClass, Priority, Quality, Reading
 
 DEV = "river-1"
@@ -32,7 +32,7 @@ def feed(alarms, values, step_s=10, pt="level_m"):
 
 
 def test_the_docstring_example_runs():
-    assert doctest.testmod(edge_agent.alarms).failed == 0
+    assert doctest.testmod(edge_agent.field.alarms).failed == 0
 
 
 # -- thresholds ----------------------------------------------------------------------------

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.buffer import Buffer, BufferError, OutRow
+from edge_agent.buffer.outbox import Buffer, BufferError, OutRow
 from edge_agent.model import Event, Priority, Quality, Reading
-from edge_agent.writer import BufferWriter
+from edge_agent.buffer.writer import BufferWriter
 
 T0 = 1_732_380_000_000
 
@@ -140,7 +140,7 @@ def test_ids_are_not_reused_after_a_crash_mid_append(path: Path) -> None:
     """A child appends in a loop and is killed with SIGKILL; twice, to cross a restart too."""
     code = """
 import sys
-from edge_agent.buffer import Buffer
+from edge_agent.buffer.outbox import Buffer
 from edge_agent.model import Reading
 buf = Buffer(sys.argv[1], id_block=300).open()
 n = 0
@@ -186,7 +186,7 @@ while True:
 def _kill_mid_append(path: Path, rows: int = 200) -> None:
     code = """
 import sys
-from edge_agent.buffer import Buffer
+from edge_agent.buffer.outbox import Buffer
 from edge_agent.model import Reading
 buf = Buffer(sys.argv[1], id_block=300).open()
 buf.append([Reading("river-1", "level_m", k, 1000 + k) for k in range(int(sys.argv[2]))])
@@ -382,7 +382,7 @@ def test_a_newer_schema_is_refused_not_quarantined_and_the_lock_is_released(path
 def test_read_stats_from_another_process_while_the_writer_runs(path: Path) -> None:
     code = """
 import json, sys
-from edge_agent.buffer import Buffer
+from edge_agent.buffer.outbox import Buffer
 for _ in range(5):
     s = Buffer.read_stats(sys.argv[1])
 print(json.dumps(s.__dict__))

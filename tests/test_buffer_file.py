@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.buffer import Buffer
-from edge_agent.buffer_file import BufferCorrupt, BufferDenied, BufferError, unreadable
-from edge_agent.buffer_stats import read_rows, read_stats
+from edge_agent.buffer.outbox import Buffer
+from edge_agent.buffer.file import BufferCorrupt, BufferDenied, BufferError, unreadable
+from edge_agent.buffer.stats import read_rows, read_stats
 from edge_agent.model import Reading
 
 

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent import buffer as buffer_module
-from edge_agent import evict
-from edge_agent.buffer import WAL_LIMIT, Buffer, BufferError
+from edge_agent.buffer import outbox as buffer_module
+from edge_agent.buffer import evict
+from edge_agent.buffer.outbox import WAL_LIMIT, Buffer, BufferError
 from edge_agent.model import Event, Priority, Reading
-from edge_agent.writer import BufferWriter
+from edge_agent.buffer.writer import BufferWriter
 
 T0 = 1_732_380_000_000
 KIB = 1024
@@ -321,7 +321,7 @@ def test_scribbled_pages_after_a_crash_fail_quick_check_and_are_quarantined(
         path: Path, caplog: pytest.LogCaptureFixture) -> None:
     code = """
 import os, signal, sys
-from edge_agent.buffer import Buffer
+from edge_agent.buffer.outbox import Buffer
 from edge_agent.model import Reading
 buf = Buffer(sys.argv[1]).open()
 for n in range(0, 40000, 1000):
@@ -449,7 +449,7 @@ def test_pending_until_id_and_max_id(path: Path) -> None:
 def test_max_id_after_a_crash_covers_every_id_and_the_next_is_above_it(path: Path) -> None:
     code = """
 import sys
-from edge_agent.buffer import Buffer
+from edge_agent.buffer.outbox import Buffer
 from edge_agent.model import Reading
 buf = Buffer(sys.argv[1], id_block=100).open()
 print(buf.append([Reading("d", "p", 1, 1000)] * 30)[-1], flush=True)

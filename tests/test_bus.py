@@ -12,8 +12,8 @@ from typing import Iterator
 import pytest
 from support.modbus_server import ModbusTestServer, ScriptedRtuDevice, rtu_frame
 
-import edge_agent.bus as bus_module
-from edge_agent.bus import DeviceFault, LinkError, ModbusBus, NoResponse
+import edge_agent.field.bus as bus_module
+from edge_agent.field.bus import DeviceFault, LinkError, ModbusBus, NoResponse
 from edge_agent.model import DType, Point, Reg
 from edge_agent.settings import BusSettings
 from edge_agent.sim.ptypair import PtyPair

@@ -9,12 +9,12 @@ import re
 
 import pytest
 
-from edge_agent.config import ConfigError, parse_settings
+from edge_agent.config.schema import ConfigError, parse_settings
 from edge_agent.drivers import cjt188_codec as cjt
 from edge_agent.drivers.cjt188_meter import DRIVER, METER_TYPES
 from edge_agent.model import Quality
-from edge_agent.readers import make_reader, open_link
-from edge_agent.registry import get_driver
+from edge_agent.field.readers import make_reader, open_link
+from edge_agent.field.registry import get_driver
 from edge_agent.sim.meters import Cjt188Bus, Cjt188Meter, MeterFaults
 from support.meter_line import meter_lines
 from test_dlt645_meter import said

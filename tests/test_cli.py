@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edge_agent.buffer import Buffer
+from edge_agent.buffer.outbox import Buffer
 from edge_agent.model import Reading
 from support.users import as_another_user, shared_dir, unreadable_mode
 from support.agent import cli, start_agent, stop_agent
@@ -206,7 +206,7 @@ def test_daemon_keeps_running_with_absent_port_refused_link_and_broker_down_at_s
 
 
 def test_tail_prints_buffered_rows_filtered_by_device_and_point(tmp_path):
-    from edge_agent.buffer import Buffer
+    from edge_agent.buffer.outbox import Buffer
     from edge_agent.model import Event, Priority, Reading
 
     cfg = write(tmp_path, base_config(tmp_path))

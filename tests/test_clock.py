@@ -12,14 +12,14 @@ import pytest
 import yaml
 
 import edge_agent.clock as clock_module
-from edge_agent.buffer_stats import read_rows
+from edge_agent.buffer.stats import read_rows
 from edge_agent.clock import STA_UNSYNC, TIME_ERROR, ClockState, ClockWatch, clock_state, read_adjtimex
-from edge_agent.config import load_settings
-from edge_agent.daemon import Agent
+from edge_agent.config.schema import load_settings
+from edge_agent.agent.daemon import Agent
 from edge_agent.model import Event, Priority, Reading
-from edge_agent.poll import DeviceReader
-from edge_agent.readers import open_link
-from edge_agent.registry import get_driver
+from edge_agent.field.poll import DeviceReader
+from edge_agent.field.readers import open_link
+from edge_agent.field.registry import get_driver
 from support.broker import free_port
 from support.keys import init_keys
 from support.modbus_server import ModbusTestServer

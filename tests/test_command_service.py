@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
-from edge_agent.buffer import Buffer
-from edge_agent.command_ops import CommandOps, parse_range
-from edge_agent.command_types import Command, CommandRejected
-from edge_agent.commands import QUEUE_MAX, CommandService
+from edge_agent.buffer.outbox import Buffer
+from edge_agent.commands.ops import CommandOps, parse_range
+from edge_agent.commands.types import Command, CommandRejected
+from edge_agent.commands.service import QUEUE_MAX, CommandService
 from edge_agent.errors import DeviceFault, LinkError, NoResponse
 from edge_agent.model import DType, Event, Point, Priority, Reading, Reg
 from edge_agent.settings import (BufferSettings, BusSettings, CommandSettings, DeviceSettings, GatewaySettings,
@@ -129,7 +129,7 @@ class FakeBus:
         self.calls: list[tuple] = []
 
     def write(self, device_id: int, point: Point, value: Any, *, timeout_s: float | None = None) -> None:
-        from edge_agent.registers import encode_value
+        from edge_agent.field.registers import encode_value
         self.calls.append(("write", device_id, point.name))
         payload = encode_value(point, value)
         if not self.stuck:

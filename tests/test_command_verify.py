@@ -13,11 +13,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge_agent.command_types import Command, CommandRejected
-from edge_agent.command_verify import CommandVerifier, VerifierError
-from edge_agent.ledger import Ledger
+from edge_agent.commands.types import Command, CommandRejected
+from edge_agent.commands.verify import CommandVerifier, VerifierError
+from edge_agent.commands.ledger import Ledger
 from edge_agent.settings import CommandSettings, TrustedKey
-from edge_agent.signing import generate, key_id, sign
+from edge_agent.commands.signing import generate, key_id, sign
 
 NOW_MS = 1_732_380_000_000
 PERSONAL = "13812345678"  # a mobile number: must never be echoed into a rejection message

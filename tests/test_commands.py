@@ -1,5 +1,5 @@
 """Platform commands end to end, with real parts only: a platform (paho, signing with
-``edge_agent.signing``) -> a real Mosquitto -> the agent as a subprocess (``edge-agent run``) ->
+``edge_agent.commands.signing``) -> a real Mosquitto -> the agent as a subprocess (``edge-agent run``) ->
 our gate simulator (TCP, recording every byte it receives) and our Modbus simulator (a level
 sensor) -> results on ``R/cmd/result`` and rows in the audit log (``edge-agent audit --json``).
 
@@ -65,7 +65,7 @@ def river():
 
 @pytest.fixture
 def keys(tmp_path: Path):
-    from edge_agent.signing import generate, load_private_key
+    from edge_agent.commands.signing import generate, load_private_key
 
     private, public, _ = generate(tmp_path / "platform")
     other, _, _ = generate(tmp_path / "stranger")  # a key the gateway does not trust
@@ -120,7 +120,7 @@ class Platform:
 
     def command(self, op: str, target: str | None = None, args: dict | None = None, *, cmd_id: str | None = None,
                 iat_ms: int | None = None, ttl_ms: int = 60_000, key: Any = None, kid: str | None = KID) -> dict:
-        from edge_agent.signing import sign
+        from edge_agent.commands.signing import sign
 
         self.n += 1
         iat = iat_ms if iat_ms is not None else int(time.time() * 1000)

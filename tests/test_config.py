@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.config import ConfigError, Problem, check_file, load_settings, parse_settings
+from edge_agent.config.schema import ConfigError, Problem, check_file, load_settings, parse_settings
 from edge_agent.model import DataClass, DType, Reg
 from edge_agent.settings import Settings
 

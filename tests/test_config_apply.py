@@ -25,12 +25,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edge_agent.command_types import Command, CommandRejected
-from edge_agent.config import load_settings
-from edge_agent.config_apply import (PENDING_NAME, PendingApply, clear_pending, install, prepare, read_pending,
+from edge_agent.commands.types import Command, CommandRejected
+from edge_agent.config.schema import load_settings
+from edge_agent.config.apply import (PENDING_NAME, PendingApply, clear_pending, install, prepare, read_pending,
                                      restore, sha256_file)
-from edge_agent.daemon import Supervisor
-from edge_agent.signing import generate
+from edge_agent.agent.daemon import Supervisor
+from edge_agent.commands.signing import generate
 from edge_agent.sim.devices import LevelSensor
 from edge_agent.sim.modbus import ModbusSimulator
 from support.agent import cli, start_agent, stop_agent, wait_until
@@ -190,7 +190,7 @@ def test_restore_puts_the_previous_config_back_once(tmp_path, current) -> None:
 
 def test_install_failure_leaves_the_running_config(tmp_path, current, monkeypatch) -> None:
     before = current.source.read_bytes()
-    import edge_agent.config_apply as config_apply
+    import edge_agent.config.apply as config_apply
 
     real = config_apply.write_atomic
 

@@ -184,7 +184,7 @@ EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "config").glob("*.ya
 def test_every_shipped_config_passes_check_its_files_are_only_warnings(example: Path) -> None:
     """The examples name files of a real gateway (/etc/edge-agent/...): absent here, so only
     ``check --strict`` fails on them, as it should on a gateway that lacks them."""
-    from edge_agent.config import check_config
+    from edge_agent.config.schema import check_config
 
     settings, found = check_config(example)
     assert settings is not None and all(p.warning for p in found), "\n".join(map(str, found))

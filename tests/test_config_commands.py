@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.config import ConfigError, check_file, load_settings
+from edge_agent.config.schema import ConfigError, check_file, load_settings
 from edge_agent.settings import OPS, CommandSettings, TrustedKey, WriteRule
 from support.agent import cli
 

@@ -13,13 +13,13 @@ import re
 
 import pytest
 
-from edge_agent.config import ConfigError, parse_settings
+from edge_agent.config.schema import ConfigError, parse_settings
 from edge_agent.drivers import dlt645_codec as dlt
 from edge_agent.drivers._meter import ReplyScanner
 from edge_agent.drivers.dlt645_meter import DRIVER, select_dis
 from edge_agent.model import Quality
-from edge_agent.readers import make_reader, open_link
-from edge_agent.registry import get_driver
+from edge_agent.field.readers import make_reader, open_link
+from edge_agent.field.registry import get_driver
 from edge_agent.sim.meters import Dlt645Bus, Dlt645Meter, MeterFaults
 from support.meter_line import meter_lines
 

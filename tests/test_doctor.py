@@ -26,9 +26,12 @@ from typing import Iterator
 import pytest
 import yaml
 
-from edge_agent import clock, doctor, doctor_broker, doctor_checks
+from edge_agent import clock
+from edge_agent.tools.doctor import verb as doctor
+from edge_agent.tools.doctor import broker as doctor_broker
+from edge_agent.tools.doctor import local as doctor_checks
 from edge_agent.cli import main
-from edge_agent.doctor import FAIL, OK, WARN, Finding, Who
+from edge_agent.tools.doctor.verb import FAIL, OK, WARN, Finding, Who
 from edge_agent.settings import BufferSettings
 from edge_agent.sim.ptypair import PtyPair
 from support.broker import Mosquitto, free_port
@@ -101,7 +104,7 @@ def pair() -> Iterator[PtyPair]:
     """A pty pair whose port no other process seems to hold. A process in another mount namespace
     (a container's agetty on its own /dev/pts/0) can show the same path and device number as
     ours (scan.holders matches by path, then by st_rdev); such a pty is skipped, not tested."""
-    from edge_agent import scan
+    from edge_agent.tools import scan
 
     skipped: list[PtyPair] = []
     try:

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent import evict
-from edge_agent.buffer import Buffer
+from edge_agent.buffer import evict
+from edge_agent.buffer.outbox import Buffer
 from edge_agent.model import Reading
-from edge_agent.writer import BufferWriter
+from edge_agent.buffer.writer import BufferWriter
 
 T0 = 1_732_380_000_000
 MIB = 1024**2

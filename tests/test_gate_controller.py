@@ -11,12 +11,12 @@ import time
 
 import pytest
 
-from edge_agent.config import parse_settings
+from edge_agent.config.schema import parse_settings
 from edge_agent.drivers import gate_controller as gate
 from edge_agent.errors import DeviceFault, NoResponse
 from edge_agent.model import DataClass, Priority, Quality
-from edge_agent.readers import make_reader, open_link
-from edge_agent.registry import get_driver
+from edge_agent.field.readers import make_reader, open_link
+from edge_agent.field.registry import get_driver
 from edge_agent.settings import DeviceSettings
 from edge_agent.sim.byteserver import ByteServer
 from edge_agent.sim.gate import GateSim

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.keys import KeyFileError, KeyRing, create_site_key, fingerprint, load_keyring, rotate_site_key
-from edge_agent.privacy import Privacy
-from edge_agent.pseudonym import pseudonymize
+from edge_agent.privacy.keys import KeyFileError, KeyRing, create_site_key, fingerprint, load_keyring, rotate_site_key
+from edge_agent.privacy.stage import Privacy
+from edge_agent.privacy.pseudonym import pseudonymize
 from edge_agent.settings import PrivacySettings
 
 

@@ -28,8 +28,8 @@ from typing import Any
 
 import yaml
 
-from edge_agent.keys import load_keyring
-from edge_agent.pseudonym import mask, pseudonymize
+from edge_agent.privacy.keys import load_keyring
+from edge_agent.privacy.pseudonym import mask, pseudonymize
 from edge_agent.sim.modbus import ModbusSimulator
 from support.agent import start_agent, status, stop_agent, wait_until
 from support.broker import Message, Mosquitto, Subscriber

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from edge_agent.cli import main
-from edge_agent.cli_commands import local_actor
-from edge_agent.ledger import GENESIS, Ledger, LedgerError, row_hash
+from edge_agent.tools.audit import local_actor
+from edge_agent.commands.ledger import GENESIS, Ledger, LedgerError, row_hash
 from support.agent import cli
 
 NOW = 1_732_380_000_000

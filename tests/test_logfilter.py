@@ -10,7 +10,7 @@ import subprocess
 import sys
 import textwrap
 
-from edge_agent.logfilter import ScrubFilter, install
+from edge_agent.privacy.logfilter import ScrubFilter, install
 
 ID, PHONE, PLATE = "11010519491231002X", "13812341234", "苏D40000"
 FRAME = bytes.fromhex("01 03 1c 31 31 30 31 30 35 31 39 34 39 31 32 33 31 30 30 32 58 c4 0b")

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edge_agent import logsetup
-from edge_agent.logfilter import RepeatFilter, ScrubFilter
+from edge_agent.agent import logsetup
+from edge_agent.privacy.logfilter import RepeatFilter, ScrubFilter
 from support.agent import cli, start_agent, stop_agent, wait_until
 from support.keys import init_keys
 

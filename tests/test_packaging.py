@@ -13,7 +13,7 @@ def test_regular_install_ships_the_drivers(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--disable-pip-version-check",
                     "--target", str(target), str(ROOT)], check=True, capture_output=True, timeout=300)
     assert (target / "edge_agent" / "drivers" / "qdy_level.py").is_file()
-    probe = ("import edge_agent, edge_agent.registry as r; "
+    probe = ("import edge_agent, edge_agent.field.registry as r; "
              "assert edge_agent.__file__.startswith(%r), edge_agent.__file__; print(sorted(r.drivers()))" % str(target))
     out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env={"PYTHONPATH": str(target)},
                          capture_output=True, text=True, timeout=60)

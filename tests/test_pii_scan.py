@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from support.residents import legacy_id, mobile, plate, resident_id, residents
 
-from edge_agent.pii_scan import classify, find, id_check_char, scan, scrub, valid_resident_id
+from edge_agent.privacy.pii_scan import classify, find, id_check_char, scan, scrub, valid_resident_id
 
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "pii.json").read_text(encoding="utf-8"))
 RESIDENTS = residents(1000)
@@ -47,7 +47,7 @@ def test_ids_printed_6_8_4_or_glued_to_letters_are_found(text: str, context: str
 
 
 def test_every_written_form_of_one_identifier_gives_one_pseudonym() -> None:
-    from edge_agent.pseudonym import normalise
+    from edge_agent.privacy.pseudonym import normalise
     for kind, forms in (("id", ["11010519491231002X", "110105 19491231 002x", "110105-19491231-002X"]),
                         ("phone", ["13812345678", "138.1234.5678", "+86 138-1234-5678"]),
                         ("plate", ["桂A12345", "桂A-12345", "桂a.12345", "桂 A12345", "桂A－12345"])):

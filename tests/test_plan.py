@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from edge_agent.model import DType, Point, Reg
-from edge_agent.plan import ReadRequest, plan_reads
-from edge_agent.registry import get_driver
+from edge_agent.field.plan import ReadRequest, plan_reads
+from edge_agent.field.registry import get_driver
 
 
 def h(name: str, address: int, dtype: DType = DType.UINT16, **kw: object) -> Point:

@@ -11,10 +11,10 @@ from typing import Any, Callable, Iterator
 import pytest
 from support.modbus_server import ModbusTestServer
 
-from edge_agent.bus import DeviceFault, LinkError, ModbusBus, NoResponse
+from edge_agent.field.bus import DeviceFault, LinkError, ModbusBus, NoResponse
 from edge_agent.model import DataClass, DType, Driver, Output, Point, Quality, Reg
-from edge_agent.poll import DeviceReader
-from edge_agent.registry import get_driver
+from edge_agent.field.poll import DeviceReader
+from edge_agent.field.registry import get_driver
 from edge_agent.settings import BusSettings, DeviceSettings
 from edge_agent.sim.ptypair import PtyPair
 

@@ -15,13 +15,13 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from support.residents import residents
 
-from edge_agent import geohash
-from edge_agent.keys import KeyFileError, KeyRing
+from edge_agent.privacy import geohash
+from edge_agent.privacy.keys import KeyFileError, KeyRing
 from edge_agent.model import DataClass, Event, Priority, Quality, Reading
 from edge_agent.platform import open_sealed
-from edge_agent.privacy import DEFAULT_ACTIONS, DROP, Privacy
-from edge_agent.pseudonym import mask, normalise, pseudonymize, token
-from edge_agent.seal import PlatformKey, SealError, is_sealed
+from edge_agent.privacy.stage import DEFAULT_ACTIONS, DROP, Privacy
+from edge_agent.privacy.pseudonym import mask, normalise, pseudonymize, token
+from edge_agent.privacy.seal import PlatformKey, SealError, is_sealed
 from edge_agent.settings import PrivacySettings
 
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "pii.json").read_text(encoding="utf-8"))

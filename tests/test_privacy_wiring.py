@@ -15,11 +15,11 @@ from typing import Any
 
 import yaml
 
-from edge_agent.config import load_settings
-from edge_agent.daemon import Agent
-from edge_agent.keys import load_keyring
+from edge_agent.config.schema import load_settings
+from edge_agent.agent.daemon import Agent
+from edge_agent.privacy.keys import load_keyring
 from edge_agent.model import DataClass, Event, Priority
-from edge_agent.pseudonym import mask, pseudonymize
+from edge_agent.privacy.pseudonym import mask, pseudonymize
 from edge_agent.sim.modbus import ModbusSimulator
 from support.agent import cli, start_agent, status, stop_agent
 from support.broker import Message, Mosquitto, Subscriber, free_port

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from edge_agent.model import DType, Point, Reg
-from edge_agent.registers import decode_value, encode_value
+from edge_agent.field.registers import decode_value, encode_value
 
 ORDERS = {"ABCD": ("big", "big"), "CDAB": ("big", "little"), "BADC": ("little", "big"), "DCBA": ("little", "little")}
 

@@ -4,7 +4,7 @@ of unsound declaration is named."""
 import pytest
 
 from edge_agent.model import DType, Driver, Output, Point, Reg
-from edge_agent.registry import DriverError, _check, drivers, point_problems
+from edge_agent.field.registry import DriverError, _check, drivers, point_problems
 
 
 def test_shipped_drivers_are_found_and_sound():

@@ -24,10 +24,10 @@ from typing import Iterator
 
 import pytest
 
-from edge_agent import scan
+from edge_agent.tools import scan
 from edge_agent.cli import main
 from edge_agent.drivers import dlt645_codec as dlt
-from edge_agent.scan_probe import (FOUND, GARBAGE, Scanner, ScanPlan, classify_dlt645, classify_modbus, crc16,
+from edge_agent.tools.scan_probe import (FOUND, GARBAGE, Scanner, ScanPlan, classify_dlt645, classify_modbus, crc16,
                                    modbus_request)
 from edge_agent.sim.byteserver import ByteServer
 from edge_agent.sim.devices import LevelSensor

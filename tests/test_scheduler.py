@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from edge_agent.health import HealthBoard
+from edge_agent.field.health import HealthBoard
 from edge_agent.model import Quality, Reading
-from edge_agent.scheduler import BusWorker, Schedule, next_due
+from edge_agent.field.scheduler import BusWorker, Schedule, next_due
 
 
 @dataclass
@@ -154,7 +154,7 @@ def test_repeated_failure_logged_once_at_error(caplog):
 
 
 def test_alarms_filter_readings_and_send_events_and_ticks_raise_stale():
-    from edge_agent.alarms import DeviceAlarms, Stale, Threshold
+    from edge_agent.field.alarms import DeviceAlarms, Stale, Threshold
 
     readings, events = [], []
     reader = FakeReader("dev-a")
@@ -195,7 +195,7 @@ def test_an_alarms_bug_never_ends_the_bus_and_readings_still_flow(caplog):
 def test_bad_frames_are_warned_once_with_the_reason_then_summed_at_most_once_a_minute(caplog):
     import logging
 
-    from edge_agent.health import BadFrameLog
+    from edge_agent.field.health import BadFrameLog
 
     now = [1000.0]
     frames = BadFrameLog(logging.getLogger("edge_agent.poll"), "device hub-1", clock=lambda: now[0])

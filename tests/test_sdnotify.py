@@ -25,13 +25,13 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from edge_agent import sdnotify
-from edge_agent.config import load_settings
-from edge_agent.health import HealthBoard
-from edge_agent.liveness import Liveness, StatusLine, poll_budget_s, stall_after_s
-from edge_agent.poll import PollResult
-from edge_agent.scheduler import BusWorker, Schedule
-from edge_agent.sdnotify import Watchdog, notify, watchdog_interval
+from edge_agent.agent import sdnotify
+from edge_agent.config.schema import load_settings
+from edge_agent.field.health import HealthBoard
+from edge_agent.agent.liveness import Liveness, StatusLine, poll_budget_s, stall_after_s
+from edge_agent.field.poll import PollResult
+from edge_agent.field.scheduler import BusWorker, Schedule
+from edge_agent.agent.sdnotify import Watchdog, notify, watchdog_interval
 from edge_agent.sim.devices import LevelSensor
 from edge_agent.sim.modbus import ModbusSimulator
 from support.agent import start_agent, stop_agent, wait_until
@@ -276,8 +276,8 @@ def test_a_failing_liveness_check_counts_as_dead(listener, caplog) -> None:
 # --- stall limits ---------------------------------------------------------------------------
 
 def test_the_stall_limit_covers_the_longest_legitimate_poll(tmp_path) -> None:
-    from edge_agent.readers import make_reader, open_link
-    from edge_agent.registry import get_driver
+    from edge_agent.field.readers import make_reader, open_link
+    from edge_agent.field.registry import get_driver
 
     points = [{"name": f"p{i}_V", "reg": "holding", "address": i * 200, "type": "uint16", "class": "telemetry"}
               for i in range(10)]  # 200 apart: ten requests, never merged
@@ -342,9 +342,9 @@ class FakeService:
 
 
 def test_a_config_apply_restart_says_reloading_then_ready(tmp_path, listener, monkeypatch) -> None:
-    from edge_agent.command_types import Command
-    from edge_agent.daemon import Supervisor
-    from edge_agent.signing import generate
+    from edge_agent.commands.types import Command
+    from edge_agent.agent.daemon import Supervisor
+    from edge_agent.commands.signing import generate
 
     monkeypatch.setenv("NOTIFY_SOCKET", listener.address)
     monkeypatch.setenv("WATCHDOG_USEC", "200000")

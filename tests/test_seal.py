@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from edge_agent.platform import generate_platform_keypair, load_private_key, main, main_unseal, open_sealed
-from edge_agent.seal import PlatformKey, SealError, is_sealed, seal
+from edge_agent.privacy.seal import PlatformKey, SealError, is_sealed, seal
 
 PRIVATE = X25519PrivateKey.generate()
 KEY = PlatformKey(PRIVATE.public_key())

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_agent.cli import main
-from edge_agent.signing import (SigningKeyError, canonical, generate, key_id, load_private_key, load_public_key,
+from edge_agent.commands.signing import (SigningKeyError, canonical, generate, key_id, load_private_key, load_public_key,
                                 public_raw, sign, verify_signature)
 from support.agent import cli
 from support.broker import Mosquitto, Subscriber
@@ -115,7 +115,7 @@ def load_pem_x25519_public(private_path: Path) -> bytes:
 
 
 def test_importing_the_command_modules_does_not_load_cryptography() -> None:
-    code = ("import sys, edge_agent.signing, edge_agent.command_verify, edge_agent.ledger, edge_agent.cli_commands; "
+    code = ("import sys, edge_agent.commands.signing, edge_agent.commands.verify, edge_agent.commands.ledger, edge_agent.tools.audit; "
             "print(any(m.startswith('cryptography') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "False"

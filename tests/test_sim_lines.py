@@ -21,10 +21,10 @@ import yaml
 import edge_agent.sim.residents as package_residents
 import support.residents as test_residents
 from edge_agent.drivers import wearables_hub
-from edge_agent.keys import load_keyring
-from edge_agent.link import ByteLink
+from edge_agent.privacy.keys import load_keyring
+from edge_agent.field.link import ByteLink
 from edge_agent.model import Quality
-from edge_agent.pseudonym import kind_of, pseudonymize
+from edge_agent.privacy.pseudonym import kind_of, pseudonymize
 from edge_agent.sim import cli
 from edge_agent.sim.byteserver import ByteServer
 from edge_agent.sim.gate import GateSim

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edge_agent.config import parse_settings
+from edge_agent.config.schema import parse_settings
 from edge_agent.drivers import cjt188_codec as cjt
 from edge_agent.drivers import dlt645_codec as dlt
-from edge_agent.readers import make_reader, open_link
-from edge_agent.registry import get_driver
+from edge_agent.field.readers import make_reader, open_link
+from edge_agent.field.registry import get_driver
 from edge_agent.sim import cli
 from edge_agent.sim.byteserver import ByteServer
 from edge_agent.sim.meters import Cjt188Bus, Cjt188Meter, Dlt645Bus, Dlt645Meter, MeterFaults, take_frame

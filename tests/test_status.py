@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from edge_agent import cli as cli_module
-from edge_agent.control import (MAX_REQUEST, SERVICE_GROUP, ControlError, ControlServer, ControlUnavailable, query,
+from edge_agent.agent.control import (MAX_REQUEST, SERVICE_GROUP, ControlError, ControlServer, ControlUnavailable, query,
                                 socket_path)
 from support.agent import cli, start_agent, status, stop_agent, wait_until
 from support.broker import Mosquitto, Subscriber, free_port
@@ -117,7 +117,7 @@ def test_status_asks_the_running_daemon_then_reads_the_buffer_file_once_it_stopp
 
 def test_status_falls_back_when_the_socket_does_not_answer(tmp_path: Path, monkeypatch, capsys) -> None:
     """A hung daemon (the socket accepts, nobody answers) costs the wait, then the file is read."""
-    from edge_agent.buffer import Buffer
+    from edge_agent.buffer.outbox import Buffer
     from edge_agent.model import Reading
 
     cfg = {"gateway": {"id": GW, "site": SITE, "state_dir": str(tmp_path / "state")},

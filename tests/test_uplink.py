@@ -27,8 +27,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent.model import Priority
 from edge_agent.settings import GatewaySettings, MqttSettings
-from edge_agent.uplink import POLL_S, Topics, Uplink, UplinkError, encode
-from edge_agent.buffer import OutRow
+from edge_agent.uplink.drain import POLL_S, Topics, Uplink, UplinkError, encode
+from edge_agent.buffer.outbox import OutRow
 from support.broker import Mosquitto, Subscriber
 
 GW = "gw-001"
@@ -260,7 +260,7 @@ def test_birth_is_retained_on_connect_carries_the_backlog_and_a_clean_stop_says_
 def test_state_is_published_again_every_interval_with_the_extra_state(
         tmp_path: Path, broker: Mosquitto, sub: Subscriber, make_uplink: Callable[..., Uplink],
         monkeypatch: pytest.MonkeyPatch) -> None:
-    import edge_agent.uplink_state as uplink_state
+    import edge_agent.uplink.state as uplink_state
 
     monkeypatch.setattr(uplink_state, "CHECK_S", 0.05)  # the stats are re-read this often
     buf = FakeBuffer()
@@ -286,7 +286,7 @@ def test_state_is_published_again_every_interval_with_the_extra_state(
 def test_the_state_waits_for_eviction_changes_not_for_the_interval(
         tmp_path: Path, broker: Mosquitto, sub: Subscriber, make_uplink: Callable[..., Uplink],
         monkeypatch: pytest.MonkeyPatch) -> None:
-    import edge_agent.uplink_state as uplink_state
+    import edge_agent.uplink.state as uplink_state
 
     monkeypatch.setattr(uplink_state, "CHECK_S", 0.05)
     buf = FakeBuffer()
@@ -308,7 +308,7 @@ AGENT = """
 import sys, threading, time
 from pathlib import Path
 from edge_agent.settings import GatewaySettings, MqttSettings
-from edge_agent.uplink import Uplink
+from edge_agent.uplink.drain import Uplink
 
 class Empty:
     def pending(self, limit, *, prio=None, after_id=0, until_id=None): return []
@@ -474,7 +474,7 @@ def test_a_flapping_broker_during_a_real_buffer_drain_loses_nothing(
     persistent and so is the broker's store: whatever the broker acknowledged reaches it."""
     import random
 
-    from edge_agent.buffer import Buffer
+    from edge_agent.buffer.outbox import Buffer
     from edge_agent.model import Reading
 
     class SlowBuffer(Buffer):  # a slow SD card: the drain lasts long enough for six outages
@@ -605,7 +605,7 @@ def test_an_ack_that_overtakes_publish_is_still_counted(tmp_path: Path) -> None:
 
 
 def test_lane_order_critical_high_live_then_one_backlog_window(tmp_path: Path) -> None:
-    """The order of edge_agent.lanes, message by message: each step publishes one message."""
+    """The order of edge_agent.uplink.lanes, message by message: each step publishes one message."""
     buf = FakeBuffer()
     buf.add_readings(25)  # 1-25
     normal_event = buf.add_event("device_online", Priority.NORMAL)  # 26
@@ -713,7 +713,7 @@ def test_a_reconnect_sends_unacked_rows_again_with_identical_bodies(tmp_path: Pa
 # -- with the real buffer ------------------------------------------------------------------------------
 def test_drains_the_real_buffer(tmp_path: Path, broker: Mosquitto, sub: Subscriber,
                                 make_uplink: Callable[..., Uplink]) -> None:
-    from edge_agent.buffer import Buffer
+    from edge_agent.buffer.outbox import Buffer
     from edge_agent.model import Event, Reading
 
     with Buffer(tmp_path / "outbox.db") as buf:
@@ -739,7 +739,7 @@ def test_a_critical_event_and_a_live_reading_overtake_a_100k_backlog(
         tmp_path: Path, broker: Mosquitto, sub: Subscriber, make_uplink: Callable[..., Uplink]) -> None:
     """Freshness while a big backlog drains: rows buffered mid-drain go out within the next
     couple of messages (the in-flight window aside), not after the 100,000 old readings."""
-    from edge_agent.buffer import Buffer
+    from edge_agent.buffer.outbox import Buffer
     from edge_agent.model import Event, Reading
 
     n = 100_000
@@ -797,7 +797,7 @@ def test_tls_never_falls_back_to_plaintext(tmp_path: Path, broker: Mosquitto, su
 def test_a_failing_buffer_read_is_logged_once_and_retried(
         tmp_path: Path, broker: Mosquitto, sub: Subscriber, make_uplink: Callable[..., Uplink],
         caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
-    import edge_agent.uplink as uplink_module
+    import edge_agent.uplink.drain as uplink_module
 
     monkeypatch.setattr(uplink_module, "RETRY_BUFFER_S", 0.05)
     buf = FakeBuffer()

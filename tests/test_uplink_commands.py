@@ -15,10 +15,10 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_agent.buffer import OutRow
+from edge_agent.buffer.outbox import OutRow
 from edge_agent.model import Priority
 from edge_agent.settings import GatewaySettings, MqttSettings
-from edge_agent.uplink import Topics, Uplink
+from edge_agent.uplink.drain import Topics, Uplink
 from support.broker import Mosquitto, Subscriber
 
 GW, SITE = "gw-cmd", "site-c"

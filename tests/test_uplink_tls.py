@@ -18,10 +18,10 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from edge_agent.buffer import Buffer
+from edge_agent.buffer.outbox import Buffer
 from edge_agent.model import Reading
 from edge_agent.settings import GatewaySettings, MqttSettings, TlsSettings
-from edge_agent.uplink import Topics, Uplink
+from edge_agent.uplink.drain import Topics, Uplink
 from support.broker import Mosquitto, Subscriber
 from support.certs import Pki, make_pki
 

@@ -15,16 +15,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_agent import geohash
-from edge_agent.config import parse_settings
+from edge_agent.privacy import geohash
+from edge_agent.config.schema import parse_settings
 from edge_agent.drivers import _jsonlines
 from edge_agent.drivers import wearables_hub as hub
-from edge_agent.keys import KeyRing
+from edge_agent.privacy.keys import KeyRing
 from edge_agent.model import DataClass, Priority, Quality
-from edge_agent.privacy import Privacy
-from edge_agent.pseudonym import pseudonymize
-from edge_agent.readers import make_reader, open_link
-from edge_agent.registry import get_driver
+from edge_agent.privacy.stage import Privacy
+from edge_agent.privacy.pseudonym import pseudonymize
+from edge_agent.field.readers import make_reader, open_link
+from edge_agent.field.registry import get_driver
 from edge_agent.settings import DeviceSettings, PrivacySettings
 from edge_agent.sim.byteserver import ByteServer
 from edge_agent.sim.hub import HubSim

@@ -16,7 +16,7 @@ import random
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from edge_agent.pii_scan import PROVINCES, id_check_char
+from edge_agent.privacy.pii_scan import PROVINCES, id_check_char
 
 __all__ = ["Resident", "residents", "resident_id", "legacy_id", "mobile", "plate", "name", "SEPARATORS"]
 

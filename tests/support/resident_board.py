@@ -22,7 +22,7 @@ import threading
 from typing import Any, Sequence
 
 from edge_agent.model import DType, Point, Reg
-from edge_agent.registers import encode_value
+from edge_agent.field.registers import encode_value
 from edge_agent.sim.devices import DeviceModel
 from support.residents import Resident
 

@@ -1,0 +1,1 @@
+"""The only SQLite user: the outbox, its file, ids, eviction, statistics and the writer thread."""

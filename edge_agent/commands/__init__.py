@@ -1,0 +1,1 @@
+"""Platform commands: types, verification, ops, signing, the audit ledger, the service."""

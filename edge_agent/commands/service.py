@@ -1,0 +1,386 @@
+"""Platform commands on the gateway: queue, verify, authorise, execute, answer, audit.
+
+``R/cmd`` payloads arrive on paho's network thread (``Uplink(on_command=service.submit)``);
+``submit`` only queues them (bounded: ``QUEUE_MAX`` messages; a payload over
+``commands.max_bytes`` is queued as its size alone and refused ``too_large`` unread; a full
+queue drops the message and counts it). One worker thread then runs ``handle`` for each, in
+order:
+
+1. **verify** (``command_verify.CommandVerifier``): size, JSON, schema, signature by a trusted
+   key, validity times, replay. A refusal is answered with its code and audited ``rejected``.
+2. **authorise** (here): the op enabled in ``commands.ops``; a device op names a configured,
+   enabled device; ``device.write`` names a point in that device's ``writable`` and a value its
+   ``WriteRule`` allows; the other ops name no target. Refusals: ``not_allowed`` (or
+   ``bad_request`` for a malformed request), audited ``rejected``.
+3. **audit** ``accepted`` *before* acting: if the audit log cannot be written, nothing is done
+   (``internal``). A command never acts unrecorded.
+4. **execute** (``command_ops.CommandOps``), then audit ``done`` or ``failed``, and hand the
+   result to ``publish_result`` (``Uplink.publish_result``: ``R/cmd/result``, QoS 1).
+
+``config.apply`` is the daemon's: when its ``apply_config`` returns None the daemon publishes
+the result itself later (after the new uplink connected, or after a rollback) and audits the
+outcome; here it is audited ``accepted`` only.
+
+``handle`` never raises: whatever goes wrong becomes a result (``internal`` for a bug, by its
+type name only). Results and audit rows carry command ids, op names, device and point names and
+codes, never a value read from a device; a written value appears in the audit detail only when
+it is a number, a boolean or a short word (``open``), as ``WriteRule`` lists allow.
+
+Threads: paho's network thread calls ``submit``; the worker (``commands``) runs everything
+else; a ``buffer.replay`` runs on a thread of its own (``command_ops``).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import re
+import threading
+import time
+from typing import Any, Callable, Protocol
+
+from .ops import WRITE_EXTRA_ARGS, CommandOps, parse_range
+from .types import Command, CommandRejected, result
+from ..settings import Settings
+
+__all__ = ["CommandService", "Verifier", "AuditLog", "QUEUE_MAX", "DEVICE_OPS", "UNVERIFIED"]
+
+log = logging.getLogger("edge_agent.commands")
+
+QUEUE_MAX = 64  # messages waiting for the worker; more are dropped (and counted)
+LOG_REFUSALS_PER_MIN = 10  # refusals logged at WARNING per minute; the rest at DEBUG (all are audited)
+DEVICE_OPS = ("device.poll", "device.write")  # ops whose target is a device
+UNVERIFIED = "unverified"  # the audit actor of a message whose signature did not verify
+_WORD = re.compile(r"[a-z_]{1,16}")
+_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+class _Oversize(int):
+    """A queued payload's size when it was too large to keep."""
+
+
+class Verifier(Protocol):
+    """``command_verify.CommandVerifier``: a ``Command``, or ``CommandRejected``."""
+
+    def verify(self, payload: bytes) -> Command: ...
+
+
+class AuditLog(Protocol):
+    """What the service needs of ``ledger.Ledger``."""
+
+    def audit(self, kind: str, *, actor: str, cmd_id: str | None = None, op: str | None = None,
+              target: str | None = None, outcome: str, code: str | None = None, detail: str = "") -> int: ...
+
+    def close(self) -> None: ...
+
+
+class CommandService:
+    """Takes command payloads, answers each with a result (module docstring)."""
+
+    def __init__(self, settings: Settings, verifier: Verifier, ledger: AuditLog, ops: CommandOps, *,
+                 clock: Callable[[], float] = time.time, queue_max: int = QUEUE_MAX,
+                 owns_ledger: bool = False) -> None:
+        self.settings = settings
+        self._verifier = verifier
+        self._ledger = ledger
+        self._ops = ops
+        self._clock = clock
+        self._owns_ledger = owns_ledger
+        self._max_bytes = settings.commands.max_bytes
+        self._queue: queue.Queue[bytes | _Oversize | None] = queue.Queue(maxsize=max(1, queue_max))
+        self._publish: Callable[[dict[str, Any]], None] | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self.received = 0
+        self.dropped = 0  # queue full
+        self._dropped_audited = 0
+        self.unhandled = 0  # still queued when the service stopped
+        self.handled = 0
+        self._log_window = (0.0, 0)  # (monotonic start of the minute, refusals logged in it)
+
+    @classmethod
+    def build(cls, settings: Settings, agent: Any,
+              apply_config: Callable[[Command], dict[str, Any] | None] | None) -> "CommandService":
+        """The service of a running agent: the ledger ``{state_dir}/commands.db`` (opened here,
+        closed by ``stop``), the verifier with the configured keys, the ops on ``agent``.
+        Raises the verifier's clear error when a key file cannot be used."""
+        from .verify import CommandVerifier
+        from .ledger import Ledger
+
+        ledger = Ledger(settings.gateway.state_dir / "commands.db")
+        ledger.open()
+        try:
+            verifier = CommandVerifier.from_settings(settings.commands, ledger)
+        except BaseException:
+            ledger.close()
+            raise
+        return cls(settings, verifier, ledger, CommandOps(agent, apply_config), owns_ledger=True)
+
+    # -- the network thread's side ------------------------------------------------------------
+    def submit(self, payload: bytes) -> None:
+        """Queue one ``R/cmd`` payload; returns at once (paho's network thread calls this)."""
+        with self._lock:
+            self.received += 1
+        size = len(payload)
+        try:
+            self._queue.put_nowait(bytes(payload) if size <= self._max_bytes else _Oversize(size))
+        except queue.Full:
+            with self._lock:
+                self.dropped += 1
+                first = self.dropped - self._dropped_audited == 1
+            log.log(logging.WARNING if first else logging.DEBUG, "commands: %d messages wait already; "
+                    "dropping one (%d dropped so far)", self._queue.maxsize, self.dropped)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self, publish_result: Callable[[dict[str, Any]], None]) -> None:
+        """Start the worker; results go to ``publish_result`` (``Uplink.publish_result``)."""
+        if self._thread is not None:
+            raise RuntimeError("command service already started")
+        self._publish = publish_result
+        self._thread = threading.Thread(target=self._run, name="commands", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Finish the command in hand (queued ones are not handled: one audit row counts them),
+        end a replay, close the ledger when ``build`` opened it. May be called from the worker itself
+        (a ``config.apply`` that restarts the agent at once): it then does not wait for itself."""
+        self._stopping.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            left = 0
+            try:
+                while True:
+                    left += self._queue.get_nowait() is not None
+            except queue.Empty:
+                pass
+            self.unhandled += left
+            try:
+                self._queue.put_nowait(None)  # wakes a worker waiting for work
+            except queue.Full:
+                pass  # refilled meanwhile: the worker sees _stopping after its current message
+            if thread is not threading.current_thread():
+                thread.join(timeout)
+                if thread.is_alive():
+                    log.warning("commands: the worker did not stop within %.1f s", timeout)
+        self._ops.stop()
+        self._audit_drops()
+        if self.unhandled:
+            self._write_audit(actor=UNVERIFIED, outcome="rejected",
+                              detail=f"{self.unhandled} message(s) on R/cmd not handled: the agent stopped")
+        if self._owns_ledger:
+            self._ledger.close()
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            payload = self._queue.get()
+            if payload is None or self._stopping.is_set():
+                self.unhandled += payload is not None
+                return
+            self._audit_drops()
+            if isinstance(payload, _Oversize):  # the verifier's first rule, without keeping the bytes
+                answer = self._refused(CommandRejected("too_large", f"payload is {int(payload)} bytes, more than "
+                                                                    f"the {self._max_bytes} allowed"), None)
+            else:
+                answer = self.handle(payload)
+            if answer is not None and self._publish is not None:
+                try:
+                    self._publish(answer)
+                except Exception as exc:  # the worker outlives a failing uplink
+                    log.error("commands: the result of %s could not be queued: %s", answer.get("id"), exc)
+
+    # -- one command ----------------------------------------------------------------------------
+    def handle(self, payload: bytes) -> dict[str, Any] | None:
+        """Verify, authorise, execute, audit; the result (None: the daemon answers later). Never raises."""
+        with self._lock:
+            self.handled += 1
+        try:
+            cmd = self._verifier.verify(payload)
+        except CommandRejected as exc:
+            return self._refused(exc, None)
+        except Exception as exc:  # a verifier bug: refuse, never act
+            log.error("commands: verification failed unexpectedly (%s)", type(exc).__name__)
+            return self._refused(CommandRejected("internal", "the command could not be checked"), None)
+        try:
+            self.authorise(cmd)
+        except CommandRejected as exc:
+            return self._refused(exc, cmd)
+        if not self._audit(cmd, "accepted", detail=_summary(cmd)):
+            return result(cmd.id, False, self._now_ms(), code="internal",
+                          message="the audit log cannot be written; the command was not carried out")
+        try:
+            data = self._execute(cmd)
+        except CommandRejected as exc:
+            self._audit(cmd, "failed", code=exc.code, detail=exc.message)
+            return result(cmd.id, False, self._now_ms(), code=exc.code, message=exc.message)
+        except Exception as exc:  # a bug in an op: say which kind, never the message (it may hold a value)
+            log.error("commands: %s %s failed unexpectedly (%s)", cmd.op, cmd.id, type(exc).__name__)
+            message = f"the gateway failed to carry out the command ({type(exc).__name__})"
+            self._audit(cmd, "failed", code="internal", detail=message)
+            return result(cmd.id, False, self._now_ms(), code="internal", message=message)
+        if data is None:  # config.apply: the daemon answers when the new config runs (or rolled back)
+            return None
+        self._audit(cmd, "done", detail=_done(cmd, data))
+        return result(cmd.id, True, self._now_ms(), data=data)
+
+    def authorise(self, cmd: Command) -> None:
+        """Whether this gateway lets ``cmd`` act (module docstring); CommandRejected when not."""
+        commands = self.settings.commands
+        if cmd.op not in commands.ops:
+            raise CommandRejected("not_allowed", f"op {cmd.op} is not enabled on this gateway")
+        if cmd.op not in DEVICE_OPS:
+            if cmd.target is not None:
+                raise CommandRejected("bad_request", f"{cmd.op} takes no target")
+            _check_args(cmd, None)
+            return
+        if cmd.target is None:
+            raise CommandRejected("bad_request", f"{cmd.op} needs a target device")
+        device = next((d for d in self.settings.devices if d.name == cmd.target), None)
+        if device is None:
+            raise CommandRejected("not_allowed", f"{_name(cmd.target)} is not a device of this gateway")
+        if not device.enabled:
+            raise CommandRejected("not_allowed", f"device {device.name} is disabled")
+        _check_args(cmd, self.settings.bus(device.bus).is_modbus)
+        if cmd.op != "device.write":
+            return
+        point, value = cmd.args.get("point"), cmd.args.get("value")
+        if not isinstance(point, str) or "value" not in cmd.args:
+            raise CommandRejected("bad_request", "device.write needs args.point (a name) and args.value")
+        rule = device.writable.get(point)
+        if rule is None:
+            raise CommandRejected("not_allowed", f"{device.name}: point {_name(point)} is not writable "
+                                                 "by commands (devices.writable)")
+        if not rule.allows(value):
+            raise CommandRejected("not_allowed", f"{device.name}: that value is not allowed for {point} "
+                                                 "(devices.writable)")
+
+    def _execute(self, cmd: Command) -> dict[str, Any] | None:
+        ops = self._ops
+        if cmd.op == "agent.ping":
+            return ops.ping()
+        if cmd.op == "device.poll":
+            return ops.poll(cmd.target)
+        if cmd.op == "device.write":
+            return ops.write(cmd.target, cmd.args["point"], cmd.args["value"], cmd.args)
+        if cmd.op == "buffer.replay":
+            return ops.replay(cmd.args, cmd.id)
+        if cmd.op == "config.apply":
+            return ops.apply(cmd)
+        raise CommandRejected("unknown_op", f"op {_name(cmd.op)} is not known")
+
+    # -- results and audit rows -----------------------------------------------------------------
+    def _refused(self, exc: CommandRejected, cmd: Command | None) -> dict[str, Any]:
+        cmd_id = cmd.id if cmd is not None else _safe_id(exc.cmd_id)
+        actor = cmd.signer if cmd is not None else (exc.signer or UNVERIFIED)
+        self._write_audit(actor=actor, cmd_id=cmd_id, op=cmd.op if cmd else None,
+                          target=cmd.target if cmd else None, outcome="rejected", code=exc.code, detail=exc.message)
+        log.log(self._refusal_level(), "commands: %s refused: %s (%s)", cmd_id or "a message", exc.code, exc.message)
+        return result(cmd_id, False, self._now_ms(), code=exc.code, message=exc.message)
+
+    def _audit(self, cmd: Command, outcome: str, *, code: str | None = None, detail: str = "") -> bool:
+        return self._write_audit(actor=cmd.signer, cmd_id=cmd.id, op=cmd.op, target=cmd.target,
+                                 outcome=outcome, code=code, detail=detail)
+
+    def _write_audit(self, **row: Any) -> bool:
+        try:
+            self._ledger.audit("command", **row)
+            return True
+        except Exception as exc:
+            log.error("commands: cannot write the audit log (%s: %s)", type(exc).__name__, exc)
+            return False
+
+    def _audit_drops(self) -> None:
+        """One audit row for the messages dropped since the last one (a flood of R/cmd)."""
+        with self._lock:
+            new = self.dropped - self._dropped_audited
+            self._dropped_audited = self.dropped
+        if new:
+            self._write_audit(actor=UNVERIFIED, outcome="rejected",
+                              detail=f"{new} message(s) on R/cmd dropped unread: the queue was full")
+
+    def _refusal_level(self) -> int:
+        """WARNING for the first refusals of a minute, DEBUG past ``LOG_REFUSALS_PER_MIN`` (a flood)."""
+        start, count = self._log_window
+        now = time.monotonic()
+        if now - start >= 60:
+            start, count = now, 0
+        self._log_window = (start, count + 1)
+        if count == LOG_REFUSALS_PER_MIN:
+            log.warning("commands: more than %d refusals this minute; the rest are logged at DEBUG "
+                        "(all are in the audit log)", LOG_REFUSALS_PER_MIN)
+        return logging.WARNING if count < LOG_REFUSALS_PER_MIN else logging.DEBUG
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+
+def _check_args(cmd: Command, modbus: bool | None) -> None:
+    """The shape of ``args`` for ``cmd.op``, checked before the ``accepted`` row, so a malformed
+    request is ``rejected``. What only the op can judge (a value the driver cannot encode, a
+    lane the gate does not have, a config that does not validate) it refuses after, as ``failed``.
+    ``modbus``: whether a device op's target is on a Modbus bus (None for other ops)."""
+    args = cmd.args
+    if cmd.op in ("agent.ping", "device.poll"):
+        if args:
+            raise CommandRejected("bad_request", f"{cmd.op} takes no args, not "
+                                                 f"{', '.join(_name(k) for k in sorted(args))}")
+    elif cmd.op == "buffer.replay":
+        parse_range(args)
+    elif cmd.op == "config.apply":
+        unknown = sorted(set(args) - {"config"})
+        if unknown:
+            raise CommandRejected("bad_request", f"config.apply takes only config, not "
+                                                 f"{', '.join(_name(k) for k in unknown)}")
+    elif cmd.op == "device.write":
+        extra = sorted(set(args) - {"point", "value"})
+        if modbus and extra:
+            raise CommandRejected("bad_request", f"a Modbus write takes only point and value, "
+                                                 f"not {', '.join(_name(k) for k in extra)}")
+        unknown = [k for k in extra if k not in WRITE_EXTRA_ARGS]
+        if unknown:
+            raise CommandRejected("bad_request", f"device.write takes point, value and "
+                                                 f"{', '.join(WRITE_EXTRA_ARGS)}, not {', '.join(_name(k) for k in unknown)}")
+        lane = args.get("lane")
+        if "lane" in args and (isinstance(lane, bool) or not isinstance(lane, int) or lane < 0):
+            raise CommandRejected("bad_request", "args.lane must be a non-negative integer")
+
+
+def _name(text: object) -> str:
+    return str(text) if isinstance(text, str) and _ID.fullmatch(text) else "(unprintable name)"
+
+
+def _safe_id(cmd_id: object) -> str | None:
+    """A command id from a message that did not verify, only when it has the id's form."""
+    return cmd_id if isinstance(cmd_id, str) and _ID.fullmatch(cmd_id) else None
+
+
+def _value(value: object) -> str:
+    """A written value for the audit detail, when it cannot be personal data (else elided)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str) and _WORD.fullmatch(value):
+        return value
+    return "(value)"
+
+
+def _summary(cmd: Command) -> str:
+    """What an accepted command is about to do, for its ``accepted`` audit row."""
+    if cmd.op == "device.write":
+        lane = cmd.args.get("lane")
+        return f"{cmd.args['point']}={_value(cmd.args['value'])}" + (f" lane {_value(lane)}" if lane is not None else "")
+    if cmd.op == "buffer.replay":
+        return " ".join(f"{k}={_value(v)}" for k, v in sorted(cmd.args.items()))
+    if cmd.op == "config.apply":
+        return "config apply requested"
+    return cmd.op
+
+
+def _done(cmd: Command, data: dict[str, Any]) -> str:
+    if cmd.op == "buffer.replay":
+        return f"replaying {data.get('rows', 0)} row(s)" + (
+            f" ids {data['first_id']}..{data['last_id']}" if data.get("rows") else "")
+    if cmd.op == "device.write":
+        return _summary(cmd) + (" acked" if data.get("acked") else f" read back: {data.get('read_back')}")
+    return _summary(cmd)

@@ -1,0 +1,1 @@
+"""`edge-agent doctor`: the verb, its findings, local checks and broker checks."""

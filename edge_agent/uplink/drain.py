@@ -1,0 +1,486 @@
+"""The uplink: drains the buffer to MQTT at QoS 1 and marks rows sent only when the broker acks.
+
+Threads: paho's network thread (``loop_start``: connect, reconnect with exponential backoff,
+all callbacks), our drain thread (the only one that reads rows from and marks rows in the
+buffer) and the state thread of ``uplink_state`` (reads ``Buffer.stats()`` only). They share
+a small state under ``_lock``; the lock is never held across a paho call.
+
+Drain: while connected, ``lanes.select`` picks the next rows (critical, high, live, then one
+backlog window: the order is described there, and only there), a message carries at most
+``batch_max`` rows of one kind, and at most ``inflight`` messages wait for their PUBACK. The
+live floor (``Buffer.max_id()``) is read by the drain thread after each (re)connect.
+
+State: the retained ``R/state`` birth on connect, re-published every ``state_interval_s`` and
+when the buffer's evicted counts change (``uplink_state``); the Last Will says offline.
+Connection logging (log once, recovery once) is ``mqtt_client.ConnectionLog``.
+
+Commands (issue 6): with ``on_command``, ``R/cmd`` is subscribed on every connect and its
+payloads handed on; ``publish_result`` and ``publish_replay`` send results and replays. All of
+it is ``uplink_commands.CommandChannel``, which this class calls from its callbacks.
+
+At least once: on a disconnect the cursors and the in-flight map are reset, and paho's own
+copies of unacked messages are dropped at the next CONNACK, so every unacked row is fetched
+and published again by us, once, with a byte-identical body (the platform de-duplicates on
+``(gw, id)``). A row is marked sent only after the PUBACK of a message that carried it.
+
+paho facts relied on (2.2):
+- ``on_publish`` may run on the network thread before ``publish()`` returns its mid: an ack for
+  a mid we do not know yet, while a publish is under way, is parked in ``_early`` and claimed
+  by the publishing thread. A generation counter (bumped on every connect and disconnect) makes
+  a publish that straddles a reconnect harmless.
+- ``on_publish`` runs holding paho's out-message lock, and ``publish()`` takes it: holding our
+  lock across ``publish()`` could deadlock, so we never do.
+- With a clean session paho re-sends unacked QoS 1 messages after a reconnect; ``on_connect``
+  runs before that re-send and calls ``drop_out_messages()``, since we re-send from the buffer.
+- ``loop_start`` retries a failed *first* connect too (``retry_first_connection=True``), with the
+  ``reconnect_delay_set`` backoff; ``on_connect_fail`` runs inside paho's ``except OSError``,
+  so ``sys.exception()`` there is the reason (refused, DNS, TLS).
+- A connection that dies before its CONNACK (the broker rejecting our client certificate after
+  a TLS 1.3 handshake) gives ``on_disconnect`` without ``on_connect``: a failed attempt too.
+- The broker publishes the Last Will when it sees no packet for 1.5 x keepalive.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping, Protocol
+
+from paho.mqtt.enums import MQTTErrorCode
+
+from .. import __version__
+from .lanes import KINDS, Batch, Cursors, Outbox as LaneOutbox, select
+from .client import (ConnectionLog, ErrorTap, MqttConfigError, build_client, client_id_for,
+                          describe_error, describe_rc, describe_socket_error, keepalive_s)
+from ..settings import GatewaySettings, MqttSettings
+from .channel import CommandChannel, encode
+from .state import StateReporter, StatsLike
+
+__all__ = ["Uplink", "UplinkStats", "UplinkError", "Outbox", "Topics", "topics", "encode"]
+
+log = logging.getLogger("edge_agent.uplink")
+
+POLL_S = 1.0  # the longest the drain sleeps when idle (wake() cuts it short)
+RETRY_PUBLISH_S = 0.5  # after publish() returned an error code (queue full, no connection)
+RETRY_REFUSED_S = 10.0  # after the broker refused a message in its PUBACK (MQTT 5)
+RETRY_BUFFER_S = 1.0  # after the buffer raised
+
+
+class UplinkError(Exception):
+    """The uplink cannot start (a settings file it needs cannot be read)."""
+
+
+class Outbox(LaneOutbox, Protocol):
+    """What the uplink needs of the buffer (``Buffer`` has it)."""
+
+    def mark_sent(self, ids: Iterable[int]) -> None: ...
+
+    def stats(self) -> StatsLike: ...
+
+
+@dataclass(frozen=True)
+class Topics:
+    root: str
+    telemetry: str
+    events: str
+    state: str
+    cmd: str
+    cmd_result: str
+
+    @classmethod
+    def of(cls, prefix: str, site: str, gateway_id: str) -> "Topics":
+        r = f"{prefix}/{site}/{gateway_id}"
+        return cls(r, f"{r}/telemetry", f"{r}/events", f"{r}/state", f"{r}/cmd", f"{r}/cmd/result")
+
+
+def topics(mqtt: MqttSettings, gateway: GatewaySettings) -> Topics:
+    return Topics.of(mqtt.topic_prefix, gateway.site, gateway.id)
+
+
+@dataclass(frozen=True)
+class UplinkStats:
+    """Counters since construction; published_* count re-sends after a reconnect too."""
+
+    connected: bool
+    published_messages: int
+    published_items: int
+    acked_items: int
+    last_ack_at: int | None  # ms since the epoch
+    last_error: str | None  # the most recent failure; kept after recovery
+    reconnects: int  # successful connects after the first
+
+
+class Uplink:
+    """Drains ``buffer`` to the broker in ``mqtt``; ``start()`` returns at once, even with the broker down.
+
+    ``state_interval_s``: how often the retained state is published again while connected.
+    ``extra_state``: called (on the state thread) for further keys of the state message, e.g.
+    ``{"write_errors": n}``; it cannot replace the uplink's own keys.
+    ``on_command``: called on paho's network thread with the payload of every message on
+    ``R/cmd`` (subscribed only when given); it must return at once (queue, never block).
+    """
+
+    def __init__(self, mqtt: MqttSettings, gateway: GatewaySettings, buffer: Outbox, *,
+                 version: str = __version__, clock: Callable[[], float] = time.time,
+                 started_at_ms: int | None = None, state_interval_s: float = 60.0,
+                 extra_state: Callable[[], Mapping[str, Any]] | None = None,
+                 on_command: Callable[[bytes], None] | None = None) -> None:
+        self._mqtt = mqtt
+        self._gw = gateway.id
+        self._gateway = gateway
+        self._buffer = buffer
+        self._clock = clock
+        self.topics = topics(mqtt, gateway)
+        self._batch_max = max(1, mqtt.batch_max)
+        self._client: Any = None
+        self._thread: threading.Thread | None = None
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._grace_until = 0.0
+        self._state = StateReporter(
+            gw=self._gw, version=version,
+            started_ms=started_at_ms if started_at_ms is not None else self._now_ms(),
+            stats=buffer.stats, publish=self._publish_state, interval_s=state_interval_s, extra=extra_state)
+        self._conn_log = ConnectionLog(self.address, client_id_for(mqtt, gateway), log)
+        self._commands = CommandChannel(gw=self._gw, topics=self.topics, client=lambda: self._client,
+                                        connected=lambda: self.connected, now_ms=self._now_ms,
+                                        on_command=on_command)
+        self._errors = ErrorTap()  # paho's error lines (network thread)
+        self._lock = threading.Lock()
+        # shared with the network thread, under _lock
+        self._connected = False
+        self._gen = 0
+        self._window = max(1, mqtt.inflight)
+        self._cursors: Cursors | None = None  # None: the live floor is to be read (after a connect)
+        self._staged: deque[Batch] = deque()  # selected, not yet published (the rest of a window)
+        self._inflight: dict[int, Batch] = {}  # mid -> batch awaiting its PUBACK
+        self._early: dict[int, Any] = {}  # acks that came before publish() returned
+        self._publishing = False
+        self._acked: list[int] = []  # acked ids not yet marked sent (the drain thread marks them)
+        self._hold_until = 0.0
+        self._published_messages = self._published_items = self._acked_items = 0
+        self._last_ack_at: int | None = None
+        self._last_error: str | None = None
+        self._reconnects = 0
+        # network thread only
+        self._refused = False  # this attempt's CONNACK refused us (its on_disconnect is no news)
+        # drain thread only (log state)
+        self._publish_failing = False
+        self._buffer_failing = False
+        self._refusing = False
+
+    # -- public ------------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        with self._lock:
+            return self._connected
+
+    @property
+    def address(self) -> str:
+        return f"{self._mqtt.host}:{self._mqtt.port}"
+
+    def start(self) -> None:
+        """Connect in the background and start draining; raises only for unusable settings files."""
+        if self._thread is not None:
+            raise RuntimeError("uplink already started")
+        will = encode({"online": False, "gw": self._gw})
+        try:
+            client = build_client(self._mqtt, self._gateway, will=(self.topics.state, will), errors=self._errors)
+        except MqttConfigError as exc:
+            raise UplinkError(str(exc)) from None
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        self._commands.attach(client)
+        self._state.refresh()  # the first birth carries the backlog
+        self._client = client
+        self._stopping.clear()
+        self._conn_log.starting()
+        client.connect_async(self._mqtt.host, self._mqtt.port, keepalive=keepalive_s(self._mqtt), clean_start=True)
+        client.loop_start()
+        self._thread = threading.Thread(target=self._drain_main, name="uplink-drain", daemon=True)
+        self._thread.start()
+        self._state.start()
+
+    def wake(self) -> None:
+        """New rows are buffered: drain now rather than at the next poll tick."""
+        self._wake.set()
+
+    def publish_result(self, result: Mapping[str, Any]) -> None:
+        """Queue a command result for ``R/cmd/result`` (QoS 1, not retained); returns at once.
+        Sent in order, each until acknowledged; while offline the newest 100 wait."""
+        self._commands.results.put(dict(result))
+
+    def publish_replay(self, kind: str, bodies: list[dict[str, Any]], cmd_id: str, *,
+                       timeout_s: float = 10.0) -> bool:
+        """Publish buffered rows of one ``kind`` ('reading' or 'event') again, ids and bodies as
+        they were, in one message marked ``"replay": cmd_id``, and wait for its PUBACK. False when
+        not connected, stopping, or not acknowledged within ``timeout_s``. Any thread."""
+        return self._commands.publish_replay(kind, bodies, cmd_id, timeout_s=timeout_s)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Let in-flight messages be acked (half of ``timeout`` at most), publish the retained
+        offline state, disconnect cleanly (so the broker discards the Last Will)."""
+        client = self._client
+        if client is None:
+            return
+        deadline = time.monotonic() + timeout
+        self._grace_until = time.monotonic() + timeout / 2
+        self._commands.closing(timeout / 2)  # the last results go out while the drain finishes
+        self._stopping.set()
+        self._wake.set()
+        self._state.stop(max(0.1, timeout / 4))  # no online state after the offline one
+        if self._thread is not None:
+            self._thread.join(max(0.0, deadline - time.monotonic()))
+            if self._thread.is_alive():
+                log.warning("uplink: the drain thread did not stop within %.1f s", timeout)
+        self._commands.detach(max(0.1, self._grace_until - time.monotonic()))
+        if self.connected:
+            offline = encode({"online": False, "gw": self._gw, "stopped": self._now_ms()})
+            info = client.publish(self.topics.state, offline, qos=1, retain=True)
+            if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                try:
+                    info.wait_for_publish(max(0.1, deadline - time.monotonic()))
+                except (RuntimeError, ValueError):
+                    pass  # the connection went meanwhile: the Last Will says offline instead
+        client.disconnect()
+        client.loop_stop()
+        if self._thread is not None and not self._thread.is_alive():
+            try:  # acks that came after the drain thread ended (it is gone: the buffer is ours now)
+                self._flush_acks()
+            except Exception as exc:
+                log.error("uplink: marking acked rows sent failed at stop: %s", exc)
+        with self._lock:
+            was_connected, self._connected = self._connected, False
+        self._client = None
+        self._thread = None
+        log.log(logging.INFO if was_connected else logging.DEBUG, "mqtt: disconnected from %s", self.address)
+
+    def stats(self) -> UplinkStats:
+        with self._lock:
+            return UplinkStats(self._connected, self._published_messages, self._published_items,
+                               self._acked_items, self._last_ack_at, self._last_error, self._reconnects)
+
+    # -- paho callbacks (network thread) ----------------------------------------------
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        if reason_code.is_failure:
+            self._refused = True
+            self._connect_failed(f"the broker refused the connection: {reason_code}")
+            return
+        self._errors.take()  # errors of earlier attempts
+        client.drop_out_messages()  # before paho re-sends them: unacked rows come again from the buffer
+        client.publish(self.topics.state, encode(self._state.birth()), qos=1, retain=True)
+        window = max(1, self._mqtt.inflight)
+        receive_max = getattr(properties, "ReceiveMaximum", None)  # MQTT 5: the broker's own limit
+        if receive_max:
+            window = max(1, min(window, receive_max - 1))  # one left for state messages
+        with self._lock:
+            self._reset_locked()
+            self._connected = True
+            self._window = window
+            if self._conn_log.ever_connected:
+                self._reconnects += 1
+        self._conn_log.connected()
+        self._wake.set()
+        self._commands.on_connect(client)  # subscribes R/cmd again: the session is clean
+
+    def _on_connect_fail(self, client: Any, userdata: Any) -> None:
+        # paho calls this inside its `except OSError`: the exception is the reason
+        self._connect_failed(describe_error(sys.exception(), tls=self._mqtt.tls.enabled))
+
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        with self._lock:
+            was_connected = self._connected
+            self._connected = False
+            self._reset_locked()
+        self._commands.on_disconnect()  # results and replays in flight are sent again
+        self._wake.set()
+        paho_error = self._errors.take()
+        refused, self._refused = self._refused, False
+        if self._stopping.is_set():
+            return
+        if not was_connected:  # the attempt ended before a CONNACK let us in
+            if not refused:  # (a refusal is already reported)
+                self._connect_failed(describe_socket_error(paho_error))
+            return
+        why = "" if str(reason_code) == "Unspecified error" else f" ({reason_code})"  # 3.1.1 gives no reason
+        with self._lock:
+            self._last_error = f"connection lost{why}"
+        self._conn_log.lost(why)
+
+    def _on_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
+        with self._lock:
+            batch = self._inflight.pop(mid, None)
+            if batch is None:
+                if self._publishing:  # the ack overtook publish(); the publishing thread claims it
+                    self._early[mid] = reason_code
+                return  # a state message, or a message of a session we have already reset
+            self._acked_locked(batch, reason_code)
+        self._wake.set()
+
+    def _connect_failed(self, reason: str) -> None:
+        with self._lock:
+            self._last_error = reason
+        self._conn_log.failed(reason)
+
+    # -- shared state (caller holds _lock) ---------------------------------------------
+    def _reset_locked(self) -> None:
+        """Forget what is in flight: after a (re)connect every unacked row is fetched again."""
+        self._gen += 1
+        self._cursors = None
+        self._staged.clear()
+        self._inflight.clear()
+        self._early.clear()
+        self._hold_until = 0.0
+
+    def _acked_locked(self, batch: Batch, reason_code: Any) -> None:
+        if reason_code is not None and reason_code.is_failure:
+            # MQTT 5 lets the broker refuse a message in its PUBACK: keep the rows, try later
+            self._staged.appendleft(batch)
+            self._hold_until = time.monotonic() + RETRY_REFUSED_S
+            self._last_error = f"the broker refused a message on {self._topic(batch)}: {reason_code}"
+            log.log(logging.DEBUG if self._refusing else logging.ERROR, "mqtt: %s; retrying in %.0f s",
+                    self._last_error, RETRY_REFUSED_S)
+            self._refusing = True
+            return
+        self._refusing = False
+        self._acked.extend(batch.ids)
+        self._acked_items += len(batch.rows)
+        self._last_ack_at = self._now_ms()
+
+    # -- state (the state thread) -------------------------------------------------------------
+    def _publish_state(self, state: dict[str, Any]) -> bool:
+        """Hand a retained online state to paho; False when not connected (the birth will do)."""
+        client = self._client
+        if client is None or not self.connected:
+            return False
+        info = client.publish(self.topics.state, encode(state), qos=1, retain=True)
+        return info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    # -- drain (our thread) ---------------------------------------------------------------
+    def _drain_main(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._flush_acks()
+                delay = self._step()
+                if self._buffer_failing:
+                    self._buffer_failing = False
+                    log.info("uplink: draining again")
+            except Exception as exc:  # the drain must outlive a bad moment of the buffer
+                delay = RETRY_BUFFER_S
+                log.log(logging.DEBUG if self._buffer_failing else logging.ERROR,
+                        "uplink: drain failed (%s: %s); retrying", type(exc).__name__, exc,
+                        exc_info=self._buffer_failing)  # the trace of repeats at DEBUG only
+                self._buffer_failing = True
+            if delay > 0:
+                self._wake.wait(delay)
+                self._wake.clear()
+        # stopping: give what is in flight a chance to be acked, then mark it sent
+        while time.monotonic() < self._grace_until:
+            with self._lock:
+                if not (self._inflight and self._connected):
+                    break
+            self._wake.wait(0.05)
+            self._wake.clear()
+        try:
+            self._flush_acks()
+        except Exception as exc:
+            log.error("uplink: marking acked rows sent failed at stop: %s", exc)
+
+    def _flush_acks(self) -> None:
+        with self._lock:
+            ids, self._acked = self._acked, []
+        if not ids:
+            return
+        try:
+            self._buffer.mark_sent(ids)
+        except BaseException:
+            with self._lock:
+                self._acked[:0] = ids
+            raise
+
+    def _step(self) -> float:
+        """Publish one message if the window allows; the time to wait before the next step."""
+        with self._lock:
+            if not self._connected or len(self._inflight) >= self._window:
+                return POLL_S  # an ack or a connect wakes us earlier
+            hold = self._hold_until - time.monotonic()
+            if hold > 0:
+                return hold
+            gen = self._gen
+            batch = self._staged.popleft() if self._staged else None
+            cursors = self._cursors
+        if batch is None:
+            if cursors is None:  # connected since the last step: what is buffered now is backlog
+                cursors = Cursors.at_connect(self._buffer.max_id())
+            window = select(self._buffer, cursors, self._batch_max)
+            with self._lock:
+                if gen != self._gen:
+                    return 0.0  # a reconnect reset the lanes meanwhile: select again
+                self._cursors = window.cursors if window is not None else cursors
+                if window is None:
+                    return POLL_S
+                self._staged.extend(window.batches[1:])
+            if window.unknown_kinds:
+                log.error("uplink: skipping buffered row(s) of unknown kind %s", list(window.unknown_kinds))
+            if not window.batches:
+                return 0.0
+            batch = window.batches[0]
+        return 0.0 if self._publish(batch, gen) else RETRY_PUBLISH_S
+
+    def _publish(self, batch: Batch, gen: int) -> bool:
+        """Hand one message to paho; False when it refused (the batch waits, staged, for a retry)."""
+        client = self._client
+        if client is None:
+            return True  # stopped
+        key = KINDS[batch.kind][1]
+        payload = encode({"v": 1, "gw": self._gw, "sent": self._now_ms(), key: [r.body for r in batch.rows]})
+        with self._lock:
+            if gen != self._gen or not self._connected:
+                return True  # the lanes were reset: these rows will be fetched again
+            self._publishing = True
+        info = None
+        error: str | None = None
+        try:
+            info = client.publish(self._topic(batch), payload, qos=1)
+        except (ValueError, OSError) as exc:  # e.g. a message past the MQTT size limit
+            error = str(exc)
+        with self._lock:
+            self._publishing = False
+            early = self._early.pop(info.mid, None) if info is not None else None
+            self._early.clear()
+            if gen != self._gen:
+                return True  # a reconnect happened during publish(): the rows come again
+            if info is not None and info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                self._published_messages += 1
+                self._published_items += len(batch.rows)
+                if early is not None:
+                    self._acked_locked(batch, early)
+                else:
+                    self._inflight[info.mid] = batch
+                failed = False
+            else:
+                error = error or describe_rc(info.rc if info is not None else -1)
+                self._staged.appendleft(batch)
+                self._hold_until = time.monotonic() + RETRY_PUBLISH_S
+                self._last_error = f"publish on {self._topic(batch)} failed: {error}"
+                failed = True
+        if failed:
+            log.log(logging.DEBUG if self._publish_failing else logging.WARNING,
+                    "mqtt: publish of %d %s(s) failed (%s); retrying", len(batch.rows), batch.kind, error)
+        elif self._publish_failing:
+            log.info("mqtt: publishing again")
+        self._publish_failing = failed
+        return not failed
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _topic(self, batch: Batch) -> str:
+        return getattr(self.topics, KINDS[batch.kind][0])
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
