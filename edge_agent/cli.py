@@ -74,7 +74,7 @@ def _privacy(settings: Any, config: str) -> Any:
 def cmd_run(args: argparse.Namespace) -> int:
     from .buffer.outbox import BufferError
     from .commands.verify import VerifierError
-    from .agent.daemon import run
+    from .agent.supervisor import run
     from .privacy.keys import KeyFileError
     from .commands.ledger import LedgerError
     from .privacy.seal import SealError

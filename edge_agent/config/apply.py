@@ -13,7 +13,7 @@ each of which either completes or leaves the running config untouched:
    ``commands.config_backups`` kept), then the pending-apply record ``{state_dir}/config-apply.json``
    is written (command id, signer, backup, SHA-256 of the new text, deadline), then the new text
    replaces the file (temp file, fsync, rename, fsync of the directory).
-3. The daemon (``daemon.Supervisor``) restarts the agent with the new settings. The result is
+3. The daemon (``supervisor.Supervisor``) restarts the agent with the new settings. The result is
    sent once: ``ok`` when the new uplink has connected, or ``rolled_back`` after ``restore`` put
    the backup back and the previous config runs again (the failed text is kept as ``FILE.failed``).
    The record is removed only after that result is handed to the uplink.
