@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .verb import FAIL, OK, WARN, Finding
+from .finding import FAIL, OK, WARN, Finding
 
 __all__ = ["run", "BrokerProbe", "expiry", "EXPIRY_WARN_DAYS"]
 

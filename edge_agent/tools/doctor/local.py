@@ -17,7 +17,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from .verb import FAIL, OK, SERVICE_USER, TIMEOUT_S, WARN, Finding, Who
+from .finding import FAIL, OK, SERVICE_USER, TIMEOUT_S, WARN, Finding, Who
 
 __all__ = ["check_config_file", "check_serial", "check_clock", "check_state_dir", "check_disk", "check_keys",
            "check_systemd", "owner_text"]
