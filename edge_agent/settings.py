@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from .field.alarms import RateOfRise, Report, Stale, Threshold
 from .model import DataClass, Point
+from .rules import RateOfRise, Report, Stale, Threshold
 
 __all__ = [
     "GatewaySettings", "TlsSettings", "MqttSettings", "BufferSettings", "PrivacySettings",
@@ -163,7 +163,7 @@ class DeviceSettings:
     points: tuple[Point, ...] = ()  # modbus_generic only
     enabled: bool = True
     privacy: dict[str, str] = field(default_factory=dict)  # point name -> action, over its class's
-    alarms: tuple[Threshold | RateOfRise | Stale, ...] = ()  # rules for alarms.DeviceAlarms
+    alarms: tuple[Threshold | RateOfRise | Stale, ...] = ()  # rules for field.alarms.DeviceAlarms
     report: Report = field(default_factory=Report)  # every_poll, or on_change with deadband/heartbeat
     offline_after: int | None = None  # unanswered polls in a row before an offline event; None: not set (3)
     options: dict[str, object] = field(default_factory=dict)  # the driver's Option values, defaults filled in

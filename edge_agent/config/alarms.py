@@ -1,4 +1,4 @@
-"""The ``alarms``, ``report`` and ``offline_after`` keys of one device, read into ``alarms`` objects.
+"""The ``alarms``, ``report`` and ``offline_after`` keys of one device, read into ``rules`` objects.
 
 Called by ``config.py`` for every device; problems go to the same ``Report`` with the same
 ``FILE:LINE: key.path: message`` form. A rule's kind is told by its keys: ``above``/``below``
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from ..field.alarms import RateOfRise, Report as ReportFilter, Stale, Threshold
 from ..model import Priority
+from ..rules import RateOfRise, Report as ReportFilter, Stale, Threshold
 from .source import Report, Section, choice, did_you_mean, duration, identifier, integer, number
 
 __all__ = ["ALARM_KEYS", "AlarmConfig", "read_alarm_config"]
@@ -114,7 +114,7 @@ def _build(report: Report, r: Section, cls: type, **fields: Any) -> Any:
         return None
     try:
         return cls(**fields)
-    except ValueError as exc:  # a check of alarms.py not mirrored above: still a located problem
+    except ValueError as exc:  # a check of rules.py not mirrored above: still a located problem
         report.add(r.line, r.path, str(exc))
         return None
 

@@ -5,7 +5,7 @@ must be decided here and wait in the buffer's critical lane, which overtakes any
 Why pure (no I/O, no threads, no clock, no logging): rules run on readings *before* privacy,
 and time is passed in as ms, so tests replay any history with explicit timestamps.
 
-Rules (frozen; a config loader builds them; every check is in ``__post_init__``):
+Rules (declared in ``edge_agent/rules.py``, frozen; a config loader builds them), as applied here:
 
 - ``Threshold``: ``alarm`` at ``v > above`` (or ``v < below``), ``alarm_clear`` only once the
   value is back past the limit by ``hysteresis`` (``v <= above - hysteresis``), so a value
@@ -34,11 +34,9 @@ the triggering value; the value and rate carry the reading's class in ``Event.cl
 privacy treats them as it treats the reading (a ``health`` point stays ``health``). Both events
 of a pair (alarm/clear, stale/fresh, offline/online) share a lane, so they arrive in order.
 
-Reporting: ``Report("every_poll")`` passes every reading; ``Report("on_change", deadband,
-heartbeat_s)`` passes a number that moved more than ``deadband`` from the last one reported, any
-other value that changed, and always the first reading of a point, every non-good reading, a
-quality change and one reading per ``heartbeat_s``. Points missing from a per-point mapping are
-reported every poll: losing data quietly is worse than sending too much.
+Reporting: a ``Report`` (``rules.py`` says what passes) per device or per point; points missing
+from a per-point mapping are reported every poll: losing data quietly is worse than sending too
+much.
 
 Wiring: one ``DeviceAlarms`` per device, owned by its bus worker (not thread-safe). After a poll,
 ``readings, events = alarms.on_poll(result.readings, result.answered, now_ms)``; sink the
@@ -60,15 +58,13 @@ A flood warning: a level rising 0.5 m/min, polled every 10 s.
 
 from __future__ import annotations
 
-import math
 from collections import deque
-from dataclasses import dataclass
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from ..model import DataClass, Event, Priority, Quality, Reading
+from ..rules import RateOfRise, Report, Rule, Stale, Threshold, finite
 
-__all__ = ["Threshold", "RateOfRise", "Stale", "Report", "DeviceAlarms", "RATE_CLEAR_FACTOR", "LINK_PRIO",
-           "STALE_GRACE"]
+__all__ = ["DeviceAlarms", "RATE_CLEAR_FACTOR", "LINK_PRIO", "STALE_GRACE"]
 
 RATE_CLEAR_FACTOR = 0.8  # a rate alarm clears below 80 % of its trigger rate
 LINK_PRIO = Priority.HIGH  # online/offline events
@@ -76,98 +72,12 @@ STALE_GRACE = 0.5  # intervals added to Stale.after_intervals, for poll jitter
 _HISTORY_MAX = 1024  # readings kept per rate rule, whatever the poll rate (every queue is bounded)
 
 
-def _number(value: Any) -> float | None:
-    """``value`` as a finite float, or None for anything an alarm rule must not look at."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
-
-
 def _check(ok: bool, where: str, what: str) -> None:
     if not ok:
         raise ValueError(f"{where}: {what}")
 
 
-def _check_prio(prio: Any, where: str) -> None:
-    _check(isinstance(prio, Priority), where, f"prio must be a Priority, not {prio!r}")
-
-
-@dataclass(frozen=True)
-class Threshold:
-    point: str
-    above: float | None = None
-    below: float | None = None
-    hysteresis: float = 0.0
-    prio: Priority = Priority.HIGH
-    name: str | None = None
-
-    def __post_init__(self) -> None:
-        where = f"threshold on {self.point!r}"
-        _check(bool(self.point) and isinstance(self.point, str), where, "needs a point name")
-        _check(self.above is not None or self.below is not None, where, "needs above, below or both")
-        for key in ("above", "below", "hysteresis"):
-            value = getattr(self, key)
-            _check(value is None or _number(value) is not None, where, f"{key} must be a finite number")
-        _check(self.hysteresis >= 0, where, "hysteresis must be >= 0")
-        if self.above is not None and self.below is not None:
-            _check(self.below < self.above, where, "below must be lower than above")
-        _check_prio(self.prio, where)
-
-
-@dataclass(frozen=True)
-class RateOfRise:
-    point: str
-    per_minute: float
-    window_s: float = 60.0
-    prio: Priority = Priority.CRITICAL
-    name: str | None = None
-
-    def __post_init__(self) -> None:
-        where = f"rate of rise on {self.point!r}"
-        _check(bool(self.point) and isinstance(self.point, str), where, "needs a point name")
-        _check(_number(self.per_minute) is not None and self.per_minute > 0, where, "per_minute must be > 0")
-        _check(_number(self.window_s) is not None and self.window_s > 0, where, "window_s must be > 0")
-        _check_prio(self.prio, where)
-
-
-@dataclass(frozen=True)
-class Stale:
-    after_intervals: int = 3
-    prio: Priority = Priority.HIGH
-
-    def __post_init__(self) -> None:
-        _check(isinstance(self.after_intervals, int) and self.after_intervals >= 1, "stale",
-               "after_intervals must be a whole number >= 1")
-        _check_prio(self.prio, "stale")
-
-
-@dataclass(frozen=True)
-class Report:
-    mode: Literal["every_poll", "on_change"] = "every_poll"
-    deadband: float = 0.0
-    heartbeat_s: float | None = None
-
-    def __post_init__(self) -> None:
-        _check(self.mode in ("every_poll", "on_change"), "report", "mode is 'every_poll' or 'on_change'")
-        _check(_number(self.deadband) is not None and self.deadband >= 0, "report", "deadband must be >= 0")
-        _check(self.heartbeat_s is None or (_number(self.heartbeat_s) is not None and self.heartbeat_s > 0),
-               "report", "heartbeat_s must be > 0")
-
-    def passes(self, reading: Reading, last: Reading | None) -> bool:
-        """Whether ``reading`` is buffered, given the point's ``last`` reported reading."""
-        if self.mode == "every_poll" or last is None or reading.q is not Quality.GOOD or reading.q != last.q:
-            return True
-        since = reading.ts - last.ts
-        if self.heartbeat_s is not None and (since >= self.heartbeat_s * 1000 or since < 0):  # < 0: clock stepped back
-            return True
-        new, old = _number(reading.val), _number(last.val)
-        if new is not None and old is not None:
-            return abs(new - old) > self.deadband
-        return bool(reading.val != last.val)
-
-
 _EVERY_POLL = Report()
-Rule = Threshold | RateOfRise | Stale
 
 
 def _slope_per_minute(points: Sequence[tuple[int, float]]) -> float:
@@ -186,7 +96,7 @@ class DeviceAlarms:
     def __init__(self, device: str, interval_s: float, rules: Sequence[Rule] = (),
                  report: Report | Mapping[str, Report] = _EVERY_POLL, *, offline_after: int = 3) -> None:
         where = f"device {device!r}"
-        _check(_number(interval_s) is not None and interval_s > 0, where, "interval_s must be > 0")
+        _check(finite(interval_s) is not None and interval_s > 0, where, "interval_s must be > 0")
         _check(isinstance(offline_after, int) and offline_after >= 1, where, "offline_after must be >= 1")
         for rule in rules:
             _check(isinstance(rule, (Threshold, RateOfRise, Stale)), where, f"unknown alarm rule {rule!r}")
@@ -216,7 +126,7 @@ class DeviceAlarms:
             if reading.q is not Quality.GOOD:
                 continue
             events.extend(self._fresh(reading))
-            value = _number(reading.val)
+            value = finite(reading.val)
             if value is None:
                 continue
             for i, rule in self._rules:
