@@ -11,54 +11,25 @@ that cannot open (port taken, no such serial device): one line and exit 1.
 from __future__ import annotations
 
 import argparse
-import difflib
 import inspect
 import signal
 import sys
 import threading
-from typing import Any, NoReturn, Sequence
+from typing import Any, Sequence
 
 from edge_agent.units import parse_duration
 
+from . import cli_lines, cli_meters
+from .args import coerce, fmt_address, one_line_error, parse_hostport, suggest
 from .devices import MODELS, DeviceModel, Faults
 from .modbus import ModbusSimulator
 from .ptypair import PtyPair
 
-__all__ = ["register", "main", "parse_device", "parse_fault", "parse_hostport"]
+__all__ = ["register", "main", "parse_device", "parse_fault"]
 
 PROG = "edge-agent simulate modbus"
 _FAULT_FLAGS = ("silence", "garbage", "bad_crc")
 _FAULT_VALUES = ("exception", "delay", "deaf")
-
-
-def _suggest(word: str, choices: Sequence[str]) -> str:
-    close = [c for c in choices if word and c.startswith(word)] or difflib.get_close_matches(word, list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else f" (one of: {', '.join(choices)})"
-
-
-def _coerce(text: str, default: Any, what: str) -> Any:
-    kind = type(default) if default is not None and default is not inspect.Parameter.empty else None
-    if kind is bool:
-        if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
-            raise argparse.ArgumentTypeError(f"{what}: {text!r} is not true or false")
-        return text.lower() in ("true", "1", "yes")
-    try:
-        if kind is None:  # no default to go by (e.g. seed=None): an integer if it looks like one
-            return int(text) if text.lstrip("-").isdigit() else float(text)
-        if kind is int:  # 0x0B reads as hex; 08 stays eight
-            return int(text, 0) if text.lower().startswith(("0x", "0o", "0b")) else int(text)
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{what}: {text!r} is not {'an integer' if kind is int else 'a number'}") from None
-
-
-def parse_hostport(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:502`` for IPv6); port 0 picks a free one."""
-    host, sep, port = text.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT, e.g. 127.0.0.1:5020")
-    return host, int(port)
 
 
 def _unit(text: str, spec: str) -> int:
@@ -74,7 +45,7 @@ def parse_device(spec: str) -> tuple[int, str, dict[str, Any]]:
         raise argparse.ArgumentTypeError(f"{spec!r} is not UNIT:MODEL[:key=value,...], e.g. 1:qdy_level")
     unit, model = _unit(parts[0], spec), parts[1]
     if model not in MODELS:
-        raise argparse.ArgumentTypeError(f"{spec!r}: unknown model {model!r}{_suggest(model, list(MODELS))}")
+        raise argparse.ArgumentTypeError(f"{spec!r}: unknown model {model!r}{suggest(model, list(MODELS))}")
     params = {name: p.default for name, p in inspect.signature(MODELS[model]).parameters.items()}
     kwargs: dict[str, Any] = {}
     for item in filter(None, parts[2].split(",") if len(parts) > 2 else []):
@@ -82,8 +53,8 @@ def parse_device(spec: str) -> tuple[int, str, dict[str, Any]]:
         if not sep:
             raise argparse.ArgumentTypeError(f"{spec!r}: {item!r} is not key=value")
         if key not in params:
-            raise argparse.ArgumentTypeError(f"{spec!r}: {model} has no option {key!r}{_suggest(key, list(params))}")
-        kwargs[key] = _coerce(value, params[key], f"{spec!r}: {key}")
+            raise argparse.ArgumentTypeError(f"{spec!r}: {model} has no option {key!r}{suggest(key, list(params))}")
+        kwargs[key] = coerce(value, params[key], f"{spec!r}: {key}")
     try:
         MODELS[model](**kwargs)  # the model's own range checks, before anything listens
     except ValueError as exc:
@@ -102,7 +73,7 @@ def parse_fault(spec: str) -> tuple[int, dict[str, Any]]:
         if key in _FAULT_FLAGS and not eq:
             fields[key] = True
         elif key == "exception" and eq:
-            fields["exception"] = _coerce(value, 0, f"{spec!r}: exception")
+            fields["exception"] = coerce(value, 0, f"{spec!r}: exception")
         elif key in ("delay", "deaf") and eq:
             try:
                 fields[f"{key}_s"] = float(value)
@@ -112,7 +83,7 @@ def parse_fault(spec: str) -> tuple[int, dict[str, Any]]:
                 except ValueError as exc:
                     raise argparse.ArgumentTypeError(f"{spec!r}: {key} {exc}") from None
         else:
-            hint = _suggest(key, list(_FAULT_FLAGS) + [f"{v}=" for v in _FAULT_VALUES])
+            hint = suggest(key, list(_FAULT_FLAGS) + [f"{v}=" for v in _FAULT_VALUES])
             raise argparse.ArgumentTypeError(f"{spec!r}: unknown fault {item!r}{hint}")
     try:
         Faults(**fields)
@@ -121,21 +92,15 @@ def parse_fault(spec: str) -> tuple[int, dict[str, Any]]:
     return unit, fields
 
 
-def _one_line_error(parser: argparse.ArgumentParser) -> None:
-    def error(message: str) -> NoReturn:
-        parser.exit(2, f"{parser.prog}: error: {message}\n")
-    parser.error = error  # type: ignore[method-assign]
-
-
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``simulate`` verb to the agent's CLI; the handler is ``args.func(args) -> int``."""
     simulate = subparsers.add_parser("simulate", help="simulated devices for a bench test",
                                      description="Simulated field devices, so a gateway can be tested without hardware.")
-    _one_line_error(simulate)
+    one_line_error(simulate)
     kinds = simulate.add_subparsers(dest="sim_kind", metavar="KIND", required=True)
     modbus = kinds.add_parser("modbus", help="Modbus TCP / RTU devices", prog=PROG,
                               description="Serve simulated Modbus devices until SIGINT or SIGTERM.")
-    _one_line_error(modbus)
+    one_line_error(modbus)
     modbus.add_argument("--tcp", type=parse_hostport, action="append", default=[], metavar="HOST:PORT",
                         help="Modbus TCP listener (port 0 picks a free one)")
     modbus.add_argument("--rtu-tcp", type=parse_hostport, action="append", default=[], metavar="HOST:PORT",
@@ -151,9 +116,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     modbus.add_argument("--fault", type=parse_fault, action="append", default=[], metavar="UNIT:FAULT",
                         help="silence, garbage, bad_crc, exception=N, delay=SECONDS or deaf=SECONDS (comma-separated)")
     modbus.set_defaults(func=run_modbus, _parser=modbus)
-    from . import cli_lines, cli_meters  # the other families: dlt645, cjt188, hub, gate
-
-    cli_meters.register(kinds)
+    cli_meters.register(kinds)  # the other families: dlt645, cjt188, hub, gate
     cli_lines.register(kinds)
     return simulate
 
@@ -181,9 +144,9 @@ def run_modbus(args: argparse.Namespace) -> int:
     framing = f"{args.baud} 8{args.parity}{args.stopbits}"
     try:
         for host, port in args.tcp:
-            print(f"modbus TCP on {_fmt(sim.serve_tcp(host, port))}", flush=True)
+            print(f"modbus TCP on {fmt_address(sim.serve_tcp(host, port))}", flush=True)
         for host, port in args.rtu_tcp:
-            print(f"modbus RTU-over-TCP on {_fmt(sim.serve_tcp(host, port, rtu_framing=True))}", flush=True)
+            print(f"modbus RTU-over-TCP on {fmt_address(sim.serve_tcp(host, port, rtu_framing=True))}", flush=True)
         if args.pty:
             pair = PtyPair(baud=args.baud, bits_per_byte=10 + (args.parity != "N") + (args.stopbits - 1))
             sim.serve_serial(pair.b, baud=args.baud, parity=args.parity, stopbits=args.stopbits)
@@ -206,15 +169,10 @@ def run_modbus(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fmt(address: tuple[str, int]) -> str:
-    host, port = address
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Stand-alone entry: ``python -m edge_agent.sim.cli simulate modbus ...``."""
     parser = argparse.ArgumentParser(prog="edge-agent")
-    _one_line_error(parser)
+    one_line_error(parser)
     register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
     args = parser.parse_args(argv)
     return args.func(args)

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 from edge_agent.units import parse_seconds as seconds_of
 
 from .byteserver import ByteServer
-from .cli import _fmt, _one_line_error, _suggest, parse_hostport
+from .args import fmt_address, one_line_error, parse_hostport, suggest
 from .gate import GateFaults, GateSim
 from .hub import HubFaults, HubSim
 from .ptypair import PtyPair
@@ -70,7 +70,7 @@ def fault_parser(known: Sequence[str]):
         names = [n.strip() for n in text.split(",") if n.strip()]
         for name in names:
             if name not in known:
-                raise argparse.ArgumentTypeError(f"unknown fault {name!r}{_suggest(name, list(known))}")
+                raise argparse.ArgumentTypeError(f"unknown fault {name!r}{suggest(name, list(known))}")
         if not names:
             raise argparse.ArgumentTypeError(f"no fault named; one of: {', '.join(known)}")
         return names
@@ -99,7 +99,7 @@ def register(kinds: Any) -> None:
     """Add ``hub`` and ``gate`` to the ``simulate`` kinds (argparse subparsers)."""
     hub = kinds.add_parser("hub", help="a wearables hub (JSON lines)", prog="edge-agent simulate hub",
                            description="Serve a simulated wearables hub until SIGINT or SIGTERM.")
-    _one_line_error(hub)
+    one_line_error(hub)
     _add_listeners(hub, 115200)
     hub.add_argument("--residents", type=_count(1, 10000, "residents"), default=5, metavar="N",
                      help="synthetic residents, one band each (default 5)")
@@ -119,7 +119,7 @@ def register(kinds: Any) -> None:
 
     gate = kinds.add_parser("gate", help="a gate controller (JSON lines)", prog="edge-agent simulate gate",
                             description="Serve a simulated gate controller until SIGINT or SIGTERM.")
-    _one_line_error(gate)
+    one_line_error(gate)
     _add_listeners(gate, 9600)
     gate.add_argument("--lanes", type=_count(1, 255, "lanes"), default=2, metavar="N", help="default 2")
     gate.add_argument("--passage-every", type=parse_seconds, default=5.0, metavar="DURATION",
@@ -168,7 +168,7 @@ def _serve(what: str, handler: Any, args: argparse.Namespace, summary: str) -> i
     server, pair = ByteServer(handler), None
     try:
         for host, port in args.tcp:
-            print(f"{what} TCP on {_fmt(server.serve_tcp(host, port, baud=args.baud))}", flush=True)
+            print(f"{what} TCP on {fmt_address(server.serve_tcp(host, port, baud=args.baud))}", flush=True)
         if args.pty:
             pair = PtyPair(baud=args.baud)
             server.serve_serial(pair.b, baud=args.baud)

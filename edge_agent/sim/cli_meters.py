@@ -27,7 +27,7 @@ from typing import Any, Callable
 from edge_agent.units import parse_duration
 
 from .byteserver import ByteServer
-from .cli import _coerce, _fmt, _one_line_error, _suggest, parse_hostport
+from .args import coerce, fmt_address, one_line_error, parse_hostport, suggest
 from .meters import Cjt188Bus, Cjt188Meter, Dlt645Bus, Dlt645Meter, MeterFaults
 from .ptypair import PtyPair
 
@@ -53,7 +53,7 @@ def _value(text: str, default: Any, what: str) -> Any:
     """A meter option's value, typed by its default (text stays text: a meter type, a DI order)."""
     if isinstance(default, str) and not isinstance(default, bool):
         return text
-    return _coerce(text, default, what)
+    return coerce(text, default, what)
 
 
 def meter_parser(kind: str) -> Callable[[str], tuple[str, dict[str, Any]]]:
@@ -71,7 +71,7 @@ def meter_parser(kind: str) -> Callable[[str], tuple[str, dict[str, Any]]]:
                 raise argparse.ArgumentTypeError(f"{spec!r}: {item!r} is not key=value")
             if key not in params:
                 raise argparse.ArgumentTypeError(f"{spec!r}: a {kind} meter has no option {key!r}"
-                                                 f"{_suggest(key, list(params))}")
+                                                 f"{suggest(key, list(params))}")
             kwargs[key] = _value(value, params[key], f"{spec!r}: {key}")
         try:
             cls(address, **kwargs)  # the meter's own range checks, before anything listens
@@ -105,11 +105,11 @@ def fault_parser(kind: str) -> Callable[[str], tuple[str, dict[str, Any]]]:
             if key in _FAULT_FLAGS and not eq:
                 fields[key] = True
             elif key == "error" and eq:
-                fields["error"] = _coerce(value, 0, f"{spec!r}: error")
+                fields["error"] = coerce(value, 0, f"{spec!r}: error")
             elif key == "delay" and eq:
                 fields["delay_s"] = _delay(value, spec)
             else:
-                hint = _suggest(key, list(_FAULT_FLAGS) + [f"{v}=" for v in _FAULT_VALUES])
+                hint = suggest(key, list(_FAULT_FLAGS) + [f"{v}=" for v in _FAULT_VALUES])
                 raise argparse.ArgumentTypeError(f"{spec!r}: unknown fault {item!r}{hint}")
         try:
             MeterFaults(**fields)
@@ -122,7 +122,7 @@ def fault_parser(kind: str) -> Callable[[str], tuple[str, dict[str, Any]]]:
 def _add_kind(kinds: Any, kind: str, title: str, example: str) -> None:
     p = kinds.add_parser(kind, help=f"{title} meters", prog=f"edge-agent simulate {kind}",
                          description=f"Serve simulated {title} meters on one line until SIGINT or SIGTERM.")
-    _one_line_error(p)
+    one_line_error(p)
     p.add_argument("--tcp", type=parse_hostport, action="append", default=[], metavar="HOST:PORT",
                    help="TCP listener, as a serial-to-Ethernet converter (port 0 picks a free one)")
     line = p.add_mutually_exclusive_group()
@@ -175,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
     framing = f"{args.baud} 8{args.parity}{args.stopbits}"
     try:
         for host, port in args.tcp:
-            print(f"{kind} TCP on {_fmt(server.serve_tcp(host, port, baud=args.baud, bits_per_byte=bits))}", flush=True)
+            print(f"{kind} TCP on {fmt_address(server.serve_tcp(host, port, baud=args.baud, bits_per_byte=bits))}", flush=True)
         if args.pty:
             pair = PtyPair(baud=args.baud, bits_per_byte=bits)
             # our end with the default line settings: a pty carries no parity bits (some kernels
