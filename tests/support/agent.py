@@ -19,9 +19,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Mapping
+
+from support.waiting import wait_until
 
 __all__ = ["start_agent", "stop_agent", "status", "wait_until", "cli"]
 
@@ -60,12 +61,3 @@ def status(config: Path) -> dict:
     out = cli("status", "-c", str(config), "--json", timeout=30)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
-
-
-def wait_until(predicate: Callable[[], object], timeout: float, what: str, *, interval: float = 0.2) -> None:
-    """Poll ``predicate`` every ``interval`` seconds until it is true; fail after ``timeout``
-    seconds naming ``what`` was awaited."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(interval)

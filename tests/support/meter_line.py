@@ -3,6 +3,7 @@ at 2400 baud, 11 bits a byte (8E1, as DL/T 645 and CJ/T 188 meters use)."""
 
 from __future__ import annotations
 
+import re
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
@@ -27,3 +28,8 @@ def meter_lines(bus_class: Callable[[Any], Any]) -> Iterator[Callable[..., tuple
     finally:
         for thing in started:
             thing.stop() if isinstance(thing, ByteServer) else thing.close()
+
+
+def said(expect: str | re.Pattern, error: str) -> bool:
+    """An error text says what a case expects: a substring, or a pattern's match."""
+    return bool(expect.search(error)) if isinstance(expect, re.Pattern) else expect in error

@@ -29,6 +29,7 @@ from edge_agent.settings import DeviceSettings, PrivacySettings
 from edge_agent.sim.byteserver import ByteServer
 from edge_agent.sim.hub import HubSim
 from edge_agent.sim.ptypair import PtyPair
+from support.waiting import poll_until
 from support.residents import residents
 
 NOW = 1_732_380_005.25  # the gateway's clock in these tests
@@ -257,16 +258,6 @@ def hub_on_pty():
         yield sim, make_reader(device, get_driver(device.driver), link)
         link.close()
         server.stop()
-
-
-def poll_until(r, predicate, timeout: float = 5.0):
-    """Poll like the bus worker does (again at once) until ``predicate(collected)``; all results."""
-    got, deadline = [], time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got.append(r.poll())
-        if predicate(got):
-            return got
-    raise AssertionError(f"not seen within {timeout}s: {[(len(x.readings), x.events, x.errors) for x in got]}")
 
 
 def test_simulated_hub_over_a_pty_gives_readings_per_band_and_critical_alarms(hub_on_pty):

@@ -29,6 +29,8 @@ from edge_agent.model import Priority
 from edge_agent.settings import GatewaySettings, MqttSettings
 from edge_agent.uplink.drain import POLL_S, Topics, Uplink, UplinkError, encode
 from edge_agent.buffer.outbox import OutRow
+from support.waiting import wait_until
+from support.paths import ROOT as CHECKOUT
 from support.broker import Mosquitto, Subscriber
 
 GW = "gw-001"
@@ -139,14 +141,6 @@ def settings(broker: Mosquitto, **kw: Any) -> MqttSettings:
 
 def gateway(tmp_path: Path) -> GatewaySettings:
     return GatewaySettings(id=GW, site=SITE, state_dir=tmp_path)
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
 
 
 def decoded(messages: list[Any], topic: str) -> list[dict[str, Any]]:
@@ -331,7 +325,7 @@ def test_last_will_is_retained_offline_when_the_agent_dies_without_disconnecting
         broker: Mosquitto, sub: Subscriber, sig: signal.Signals) -> None:
     """SIGKILL: the kernel closes the socket, the broker publishes the will at once. SIGSTOP: the
     socket stays open and silent; the broker gives up after 1.5 x keepalive (2 s here)."""
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(CHECKOUT)}
     proc = subprocess.Popen([sys.executable, "-c", AGENT, str(broker.port), GW, SITE],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     try:

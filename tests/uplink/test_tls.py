@@ -22,6 +22,7 @@ from edge_agent.buffer.outbox import Buffer
 from edge_agent.model import Reading
 from edge_agent.settings import GatewaySettings, MqttSettings, TlsSettings
 from edge_agent.uplink.drain import Topics, Uplink
+from support.waiting import wait_until
 from support.broker import Mosquitto, Subscriber
 from support.certs import Pki, make_pki
 
@@ -77,14 +78,6 @@ def make_uplink() -> Iterator[Callable[..., Uplink]]:
     yield make
     for up in made:
         up.stop(timeout=2)
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 def reading_ids(messages: list[Any]) -> set[int]:

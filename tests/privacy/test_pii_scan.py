@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import json
 import random
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.paths import TESTS
 from support.residents import legacy_id, mobile, plate, resident_id, residents
 
 from edge_agent.privacy.pii_scan import classify, find, id_check_char, scan, scrub, valid_resident_id
 
-VECTORS = json.loads((Path(__file__).parent / "vectors" / "pii.json").read_text(encoding="utf-8"))
+VECTORS = json.loads((TESTS / "vectors" / "pii.json").read_text(encoding="utf-8"))
 RESIDENTS = residents(1000)
 CONTEXTS = ("{}", "身份证号：{}。", "ID{}", "ID:{},", "({})", "联系人{}请回电", "“{}”", "{}\n", "tel={}&x=1",
             "a {} b", "[{}]", "号码 {} ；", "{}，", "备注:{}!", "\t{}\t")

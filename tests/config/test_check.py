@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from support.paths import ROOT
 from support.agent import cli
 from support.users import as_another_user, shared_dir, unreadable_mode
 from support.keys import init_keys
@@ -177,7 +178,7 @@ def test_a_file_the_checking_user_cannot_read_is_a_warning() -> None:
         assert f"'sudo edge-agent check -c {path}'" in out.stdout
 
 
-EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "config").glob("*.yaml"))
+EXAMPLES = sorted((ROOT / "config").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[e.name for e in EXAMPLES])

@@ -4,19 +4,20 @@ and corrupted bytes only ever raise FrameError, and each failure has its own rea
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from edge_agent.drivers import dlt645_codec as dlt
+
+from support.paths import TESTS
 from edge_agent.drivers.dlt645_codec import (
     BadBCD, BadChecksum, BadLength, BadStartOrEnd, FrameError, MeterError, ShortFrame,
     UnknownDI, WrongAddress, WrongControl, WrongDI,
 )
 
-VECTORS = json.loads((Path(__file__).parent / "vectors" / "dlt645.json").read_text(encoding="utf-8"))
+VECTORS = json.loads((TESTS / "vectors" / "dlt645.json").read_text(encoding="utf-8"))
 METER = "123456789012"
 
 

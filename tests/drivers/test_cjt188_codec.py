@@ -5,20 +5,21 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from edge_agent.drivers import cjt188_codec as cjt
+
+from support.paths import TESTS
 from edge_agent.drivers.cjt188_codec import (
     BadBCD, BadChecksum, BadLength, BadStartOrEnd, FrameError, MeterError, ShortFrame,
     UnknownUnit, UnsupportedMeterType, WrongAddress, WrongControl, WrongDI, WrongMeterType,
     WrongSequence,
 )
 
-VECTORS = json.loads((Path(__file__).parent / "vectors" / "cjt188.json").read_text(encoding="utf-8"))
+VECTORS = json.loads((TESTS / "vectors" / "cjt188.json").read_text(encoding="utf-8"))
 METER = "78330011223344"  # public example: number 0011223344, factory code 7833
 
 # Public worked examples (CJ/T 188 protocol analysis, topic.alibabacloud.com); the article

@@ -21,7 +21,7 @@ from edge_agent.settings import DeviceSettings
 from edge_agent.sim.byteserver import ByteServer
 from edge_agent.sim.gate import GateSim
 from edge_agent.sim.ptypair import PtyPair
-from test_wearables_hub import poll_until
+from support.waiting import poll_until
 
 NOW = 1_732_380_005.25
 DEVICE = DeviceSettings(name="gate-1", bus="gb", driver="gate_controller", address=None, interval_s=1.0)

@@ -21,7 +21,7 @@ from edge_agent.model import Quality
 from edge_agent.field.readers import make_reader, open_link
 from edge_agent.field.registry import get_driver
 from edge_agent.sim.meters import Dlt645Bus, Dlt645Meter, MeterFaults
-from support.meter_line import meter_lines
+from support.meter_line import meter_lines, said
 
 A, B = "000000000101", "000000000102"
 
@@ -114,10 +114,6 @@ FAULTS = {
     "bad_checksum": ({"bad_checksum": True}, "skipped a frame with a bad checksum (2 attempts)", False),
     "error": ({"error": 0x04}, "meter answered with an error reply (password error)", True),
 }
-
-
-def said(expect: str | re.Pattern, error: str) -> bool:
-    return bool(expect.search(error)) if isinstance(expect, re.Pattern) else expect in error
 
 
 @pytest.mark.parametrize("fault", FAULTS)

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from support.paths import TESTS
 from support.residents import residents
 
 from edge_agent.privacy import geohash
@@ -24,7 +25,7 @@ from edge_agent.privacy.pseudonym import mask, normalise, pseudonymize, token
 from edge_agent.privacy.seal import PlatformKey, SealError, is_sealed
 from edge_agent.settings import PrivacySettings
 
-VECTORS = json.loads((Path(__file__).parent / "vectors" / "pii.json").read_text(encoding="utf-8"))
+VECTORS = json.loads((TESTS / "vectors" / "pii.json").read_text(encoding="utf-8"))
 KEY1, KEY2, OTHER = bytes(range(32)), bytes(range(32, 64)), bytes(range(64, 96))
 RING = KeyRing({1: KEY1})
 RING2 = KeyRing({1: KEY1, 2: KEY2})

@@ -16,8 +16,9 @@ from edge_agent.config.schema import ConfigError, Problem, check_file, load_sett
 from edge_agent.model import DataClass, DType, Reg
 from edge_agent.settings import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
-CASES = sorted(p for p in (Path(__file__).parent / "config_cases").iterdir() if p.is_dir())
+from support.paths import ROOT, TESTS
+
+CASES = sorted(p for p in (TESTS / "config" / "cases").iterdir() if p.is_dir())
 EXAMPLES = sorted((ROOT / "config").glob("*.yaml"))
 
 MINIMAL = """\

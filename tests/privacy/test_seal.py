@@ -25,9 +25,10 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from edge_agent.platform import generate_platform_keypair, load_private_key, main, main_unseal, open_sealed
 from edge_agent.privacy.seal import PlatformKey, SealError, is_sealed, seal
 
+from support.paths import ROOT
+
 PRIVATE = X25519PrivateKey.generate()
 KEY = PlatformKey(PRIVATE.public_key())
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def raw(public: X25519PublicKey) -> bytes:

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from support.paths import ROOT
+
 SCRIPT = ROOT / "scripts" / "install.sh"
 UNIT_SRC = ROOT / "systemd" / "edge-agent.service"
 ANALYZE = shutil.which("systemd-analyze")

@@ -16,8 +16,7 @@ from edge_agent.model import Quality
 from edge_agent.field.readers import make_reader, open_link
 from edge_agent.field.registry import get_driver
 from edge_agent.sim.meters import Cjt188Bus, Cjt188Meter, MeterFaults
-from support.meter_line import meter_lines
-from test_dlt645_meter import said
+from support.meter_line import meter_lines, said
 
 W1, W2, HEAT, GAS = "00000000000101", "00000000000102", "00000000000201", "00000000000301"
 

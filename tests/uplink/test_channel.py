@@ -9,7 +9,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -19,6 +19,7 @@ from edge_agent.buffer.outbox import OutRow
 from edge_agent.model import Priority
 from edge_agent.settings import GatewaySettings, MqttSettings
 from edge_agent.uplink.drain import Topics, Uplink
+from support.waiting import wait_until
 from support.broker import Mosquitto, Subscriber
 
 GW, SITE = "gw-cmd", "site-c"
@@ -55,13 +56,6 @@ class OneRowBuffer:
 
     def stats(self) -> Stats:
         return Stats()
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def platform_publish(broker: Mosquitto, topic: str, payload: bytes, *, retain: bool = False) -> None:

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from edge_agent.sim.residents import residents
 
-ROOT = Path(__file__).resolve().parent.parent
+from support.paths import ROOT
+
 
 
 def test_demo_shows_the_community_end_to_end():

@@ -22,10 +22,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from edge_agent.cli import main
 from edge_agent.commands.signing import (SigningKeyError, canonical, generate, key_id, load_private_key, load_public_key,
                                 public_raw, sign, verify_signature)
+from support.paths import ROOT
 from support.agent import cli
 from support.broker import Mosquitto, Subscriber
 
-ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_SEED = hashlib.sha256(b"edge-agent docs example key").digest()  # public: docs only, never trusted
 EXAMPLE = {"v": 1, "id": "c-7d1e", "op": "device.write", "target": "gate-1",
            "args": {"point": "barrier", "value": "open"}, "iat": 1732380000000, "exp": 1732380060000}
