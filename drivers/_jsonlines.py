@@ -26,10 +26,8 @@ import threading
 import time
 from typing import Any, Callable, Iterable
 
-from edge_agent.errors import LinkError
-from edge_agent.field.link import MAX_LINE, LineTooLong
-from edge_agent.model import Event, Reading
-from edge_agent.field.poll import PollResult
+from edge_agent.errors import LineTooLong, LinkError
+from edge_agent.model import MAX_LINE, Event, PollResult, Reading
 from edge_agent.units import format_duration
 
 __all__ = ["JsonLineReader", "BadFrame", "decode_line", "number", "clock_ms",

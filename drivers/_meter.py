@@ -15,8 +15,7 @@ import math
 from typing import Any, Callable
 
 from edge_agent.errors import NoResponse
-from edge_agent.model import DataClass, Quality, Reading
-from edge_agent.field.poll import PollResult
+from edge_agent.model import DataClass, PollResult, Quality, Reading
 
 __all__ = ["ReplyScanner", "ask", "reason_for", "make_reading", "attempts_text"]
 

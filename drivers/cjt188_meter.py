@@ -28,10 +28,8 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from edge_agent.errors import LinkError, NoResponse
-from edge_agent.field.health import bug_location
-from edge_agent.model import Driver, Option, Output, Reading
-from edge_agent.field.poll import PollResult
+from edge_agent.errors import LinkError, NoResponse, bug_location
+from edge_agent.model import Driver, Option, Output, PollResult, Reading
 
 from . import cjt188_codec as cjt
 from ._meter import ReplyScanner, ask, attempts_text, make_reading, reason_for

@@ -37,10 +37,8 @@ import logging
 import time
 from typing import Any, Callable
 
-from edge_agent.errors import LinkError, NoResponse
-from edge_agent.field.health import bug_location
-from edge_agent.model import Driver, Option, Output, Reading
-from edge_agent.field.poll import PollResult
+from edge_agent.errors import LinkError, NoResponse, bug_location
+from edge_agent.model import Driver, Option, Output, PollResult, Reading
 
 from . import dlt645_codec as dlt
 from ._meter import ReplyScanner, ask, attempts_text, make_reading, reason_for

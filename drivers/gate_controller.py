@@ -32,8 +32,7 @@ import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
-from edge_agent.errors import DeviceFault, NoResponse
-from edge_agent.field.link import LineTooLong
+from edge_agent.errors import DeviceFault, LineTooLong, NoResponse
 from edge_agent.model import DataClass, Driver, Event, Output, Priority, Quality, Reading
 
 from ._jsonlines import BadFrame, JsonLineReader, clock_ms, decode_line

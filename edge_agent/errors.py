@@ -11,12 +11,18 @@ protocol share one vocabulary without importing either library::
      +-- DeviceFault    the device answered, refusing: a Modbus exception, a DL/T 645 error
                         reply, a gate's negative ack; ``.code`` says which
 
-Messages name the bus, the device and the cause, never a value read (it may be personal).
+    LineTooLong (a ValueError)  a talking device's line passed ``model.MAX_LINE`` bytes and was
+                        discarded: a bad frame, not a failed poll
+
+Messages name the bus, the device and the cause, never a value read (it may be personal);
+``bug_location`` names an unexpected exception the same way, by type and place only.
 """
 
 from __future__ import annotations
 
-__all__ = ["BusError", "LinkError", "NoResponse", "DeviceFault", "EXCEPTION_NAMES"]
+import traceback
+
+__all__ = ["BusError", "LinkError", "NoResponse", "DeviceFault", "LineTooLong", "EXCEPTION_NAMES", "bug_location"]
 
 EXCEPTION_NAMES = {
     1: "illegal function", 2: "illegal data address", 3: "illegal data value",
@@ -24,6 +30,15 @@ EXCEPTION_NAMES = {
     7: "negative acknowledge", 8: "memory parity error", 10: "gateway path unavailable",
     11: "gateway target device failed to respond",
 }
+
+
+def bug_location(exc: BaseException) -> str:
+    """``ExcType at file.py:LINE`` of the innermost frame: enough to find the bug, no values."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return type(exc).__name__
+    last = frames[-1]
+    return f"{type(exc).__name__} at {last.filename.rsplit('/', 1)[-1]}:{last.lineno}"
 
 
 class BusError(Exception):
@@ -47,3 +62,7 @@ class DeviceFault(BusError):
             name = EXCEPTION_NAMES.get(code, "unknown exception") if isinstance(code, int) else str(code)
             message = f"exception {code} ({name})"
         super().__init__(message)
+
+
+class LineTooLong(ValueError):
+    """A line passed its link's ``max_line`` bytes; it was discarded up to its newline."""

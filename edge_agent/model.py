@@ -1,4 +1,4 @@
-"""The floor everything stands on: points, drivers, readings and events.
+"""The floor everything stands on: points, drivers, readings, events and a poll's result.
 
 A driver *declares* its points; the planner, the decoder, privacy and the buffer all work
 from these declarations. This module imports nothing of ours but ``units``, so drivers can
@@ -15,12 +15,13 @@ from .units import parse_duration
 
 __all__ = [
     "Reg", "DType", "DataClass", "Quality", "Priority", "Point", "Output", "Option", "Driver", "Reading", "Event",
-    "PROTOCOLS",
-    "REGISTER_WIDTH", "MAX_READ_REGISTERS", "MAX_READ_BITS",
+    "PollResult", "PROTOCOLS",
+    "REGISTER_WIDTH", "MAX_READ_REGISTERS", "MAX_READ_BITS", "MAX_LINE",
 ]
 
 MAX_READ_REGISTERS = 125  # Modbus application protocol 1.1b3, function 03/04
 MAX_READ_BITS = 2000  # function 01/02
+MAX_LINE = 4096  # CONTRACT section 7: a hub or gate line is at most 4096 bytes
 
 
 class Reg(StrEnum):
@@ -207,7 +208,7 @@ class Driver:
 
     A driver for another protocol than Modbus sets ``protocol`` and ``reader``: a factory
     ``reader(device: DeviceSettings, link: ByteLink, clock) -> object`` whose ``poll()`` returns
-    a ``poll.PollResult``, publishing only ``outputs`` names. ``streaming`` marks a device that
+    a ``PollResult``, publishing only ``outputs`` names. ``streaming`` marks a device that
     talks unprompted (hub, gate): its reader's ``poll()`` waits up to about a second for lines
     and is called again at once; the device ``interval`` does not apply to it. A reader may offer
     ``write(point, value, **args)``, raising ``errors.DeviceFault``/``NoResponse`` when refused
@@ -278,3 +279,22 @@ class Event:
         if not self.clk_synced:
             out["clk"] = "unsynced"
         return out
+
+
+@dataclass
+class PollResult:
+    """What one poll of one device returns, whichever reader made it (``field.poll`` for
+    Modbus, a driver's own reader otherwise). ``requests`` counts bus transactions made (retries
+    included); ``answered`` is False when no request got any answer (the device or its link is
+    down). ``events`` are what the device itself reported (SOS, passage); ``bad_frames`` counts
+    what it sent that could not be used (a garbled or over-long line), skipped without failing
+    the poll: they are not ``errors``, and the first few are named in ``bad_frame_notes``
+    (``line N: reason``, never content)."""
+
+    readings: list[Reading] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    requests: int = 0
+    answered: bool = False
+    events: list[Event] = field(default_factory=list)
+    bad_frames: int = 0
+    bad_frame_notes: list[str] = field(default_factory=list)

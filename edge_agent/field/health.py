@@ -13,22 +13,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import traceback
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Sequence
 
-__all__ = ["DeviceHealth", "HealthBoard", "FailureLog", "BadFrameLog", "bug_location", "BAD_FRAME_LOG_EVERY_S"]
+__all__ = ["DeviceHealth", "HealthBoard", "FailureLog", "BadFrameLog", "BAD_FRAME_LOG_EVERY_S"]
 
 BAD_FRAME_LOG_EVERY_S = 60.0  # at most one bad-frame summary line per device per minute
-
-
-def bug_location(exc: BaseException) -> str:
-    """``ExcType at file.py:LINE`` of the innermost frame: enough to find the bug, no values."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    if not frames:
-        return type(exc).__name__
-    last = frames[-1]
-    return f"{type(exc).__name__} at {last.filename.rsplit('/', 1)[-1]}:{last.lineno}"
 
 
 class FailureLog:

@@ -14,7 +14,7 @@ Two ways to use it, both under ``lock`` (reentrant; one transaction at a time on
   the last transaction, as on a Modbus bus.
 - ``read_line(timeout_s)``: the next ``\\n``-terminated line of a talking device. Memory is
   bounded: a line longer than ``max_line`` is discarded up to its newline and reported once as
-  ``LineTooLong``, never buffered whole.
+  ``errors.LineTooLong``, never buffered whole.
 """
 
 from __future__ import annotations
@@ -28,25 +28,21 @@ from typing import Callable
 
 import serial
 
-from ..errors import LinkError, NoResponse
+from ..errors import LineTooLong, LinkError, NoResponse
+from ..model import MAX_LINE
 from ..settings import BusSettings
 
-__all__ = ["ByteLink", "LineTooLong", "RETRY_LINK_AFTER_S", "MAX_LINE"]
+__all__ = ["ByteLink", "RETRY_LINK_AFTER_S"]
 
 log = logging.getLogger("edge_agent.link")
 
 RETRY_LINK_AFTER_S = 1.0
-MAX_LINE = 4096  # CONTRACT section 7: a hub or gate line is at most 4096 bytes
 _CHUNK = 512
 _READ_STEP_S = 0.05  # a serial port's read timeout: how often a wait looks at its deadline
 
 
 def _is_pty(path: str) -> bool:
     return os.path.realpath(path).startswith("/dev/pts/")
-
-
-class LineTooLong(ValueError):
-    """A line passed ``max_line`` bytes; it was discarded up to its newline."""
 
 
 Complete = Callable[[bytes], "int | None"]  # bytes so far -> the frame's length once known, else None

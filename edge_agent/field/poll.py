@@ -22,34 +22,15 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..errors import DeviceFault, LinkError, NoResponse
-from .health import bug_location
-from ..model import DataClass, Driver, Event, Point, Quality, Reading
+from ..errors import DeviceFault, LinkError, NoResponse, bug_location
+from ..model import DataClass, Driver, Point, PollResult, Quality, Reading
 from .plan import ReadRequest, plan_reads
 from .registers import decode_value
 from ..settings import DeviceSettings
 
-__all__ = ["PollResult", "DeviceReader"]
-
-
-@dataclass
-class PollResult:
-    """``requests`` counts bus transactions made (retries included); ``answered`` is False when
-    no request got any answer (the device or its link is down). ``events`` are what the device
-    itself reported (SOS, passage); ``bad_frames`` counts what it sent that could not be used
-    (a garbled or over-long line), skipped without failing the poll: they are not ``errors``,
-    and the first few are named in ``bad_frame_notes`` (``line N: reason``, never content)."""
-
-    readings: list[Reading] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    requests: int = 0
-    answered: bool = False
-    events: list[Event] = field(default_factory=list)
-    bad_frames: int = 0
-    bad_frame_notes: list[str] = field(default_factory=list)
+__all__ = ["DeviceReader"]
 
 
 def _judge(value: Any, valid: tuple[float, float] | None) -> tuple[Any, Quality]:

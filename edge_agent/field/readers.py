@@ -28,7 +28,7 @@ def open_link(bus: BusSettings) -> Any:
 
 def make_reader(device: DeviceSettings, driver: Driver, link: Any,
                 clock: Callable[[], float] = time.time) -> Any:
-    """An object whose ``poll()`` returns a ``poll.PollResult`` for ``device``."""
+    """An object whose ``poll()`` returns a ``model.PollResult`` for ``device``."""
     if driver.protocol == "modbus":
         from .poll import DeviceReader
         return DeviceReader(device, driver, link, clock)

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Protocol, Sequence
 
 from .alarms import DeviceAlarms
-from .health import BadFrameLog, FailureLog, HealthBoard, bug_location
+from ..errors import bug_location
+from .health import BadFrameLog, FailureLog, HealthBoard
 from ..model import Event, Quality, Reading
 
 __all__ = ["Schedule", "BusWorker", "next_due"]
@@ -36,7 +37,7 @@ log = logging.getLogger("edge_agent.poll")
 
 
 class Reader(Protocol):
-    def poll(self): ...  # -> poll.PollResult
+    def poll(self): ...  # -> model.PollResult
 
 
 @dataclass
