@@ -343,7 +343,7 @@ class FakeService:
 
 def test_a_config_apply_restart_says_reloading_then_ready(tmp_path, listener, monkeypatch) -> None:
     from edge_agent.commands.types import Command
-    from edge_agent.agent.daemon import Supervisor
+    from edge_agent.agent.supervisor import Supervisor
     from edge_agent.commands.signing import generate
 
     monkeypatch.setenv("NOTIFY_SOCKET", listener.address)

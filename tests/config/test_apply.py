@@ -4,7 +4,7 @@ Three layers, each proved on its own:
 
 - ``config_apply`` alone (no agent): what ``prepare`` refuses and why, what ``install`` writes
   (backups, the pending record, the new file) and what ``restore`` puts back.
-- The daemon's supervision (``daemon.Supervisor``) in-process, with a real Mosquitto and a real
+- The daemon's supervision (``supervisor.Supervisor``) in-process, with a real Mosquitto and a real
   Modbus simulator but a fake apply trigger (the test calls ``apply_config`` itself, as the
   command worker would): a good config swaps the agent and the result is ok once its uplink is
   connected; a wrong broker address is rolled back within ``rollback_after`` with nothing
@@ -29,7 +29,7 @@ from edge_agent.commands.types import Command, CommandRejected
 from edge_agent.config.schema import load_settings
 from edge_agent.config.apply import (PENDING_NAME, PendingApply, clear_pending, install, prepare, read_pending,
                                      restore, sha256_file)
-from edge_agent.agent.daemon import Supervisor
+from edge_agent.agent.supervisor import Supervisor
 from edge_agent.commands.signing import generate
 from edge_agent.sim.devices import LevelSensor
 from edge_agent.sim.modbus import ModbusSimulator
