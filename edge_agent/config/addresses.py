@@ -9,11 +9,11 @@ readings mix and their replies collide on RS-485. What counts as the same place:
 - the same **protocol** on it, and the same **address** as the device is sent it: a Modbus
   device id (serial, RTU over TCP) or unit id (modbus-tcp); a DL/T 645 or CJ/T 188 meter
   address after zero-fill to the standard's width (``"101"`` is ``"000000000101"``), which
-  ``config.meter_address`` has already done, exactly as the drivers fill it on the wire;
+  ``devices.meter_address`` has already done, exactly as the drivers fill it on the wire;
 - **enabled** devices only: a device with ``enabled: false`` is not polled, so an old entry
   kept disabled beside its replacement is not a clash.
 
-Called by ``config.py`` after every device is read; devices whose bus or address has problems
+Called by ``devices`` after every device is read; devices whose bus or address has problems
 (already reported) are skipped.
 """
 

@@ -1,6 +1,6 @@
 """The ``alarms``, ``report`` and ``offline_after`` keys of one device, read into ``rules`` objects.
 
-Called by ``config.py`` for every device; problems go to the same ``Report`` with the same
+Called by ``devices`` for every device; problems go to the same ``Report`` with the same
 ``FILE:LINE: key.path: message`` form. A rule's kind is told by its keys: ``above``/``below``
 make a ``Threshold``, ``rise_per_minute`` a ``RateOfRise``, ``stale_after`` a ``Stale``; one
 rule is one kind. Point names are checked against what the device publishes. No I/O here.

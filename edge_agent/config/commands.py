@@ -1,8 +1,9 @@
 """The ``commands`` section and each device's ``writable`` mapping, read into ``settings`` objects.
 
-Called by ``config.py``; problems go to the same ``Report`` in the same ``FILE:LINE: key.path:
-message`` form. No I/O: a trusted key file is only named here; the daemon loads it at start and
-refuses to run when it is missing (like the privacy key files).
+Called by ``schema`` (the section) and ``devices`` (``writable``); problems go to the same
+``Report`` in the same ``FILE:LINE: key.path: message`` form. No I/O: a trusted key file is only
+named here; the daemon loads it at start and refuses to run when it is missing (like the
+privacy key files).
 
 ``commands`` (off when absent; see ``CommandSettings``)::
 

@@ -5,7 +5,7 @@
 arbitrary objects), each value keeps its 1-based line, duplicate keys are caught (safe_load
 silently keeps the last one), and ``Section`` reads a mapping field by field, turning every
 mistake into a ``Problem`` instead of stopping at the first one. The edge-agent schema
-itself lives in ``config.py``; nothing here knows about it.
+itself lives in ``schema`` and its section readers; nothing here knows about it.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from ..units import parse_duration, parse_size
 
 __all__ = [
     "Problem", "Report", "Node", "compose", "plain", "Section", "REQUIRED", "did_you_mean", "describe",
-    "integer", "number", "boolean", "string", "identifier", "choice", "duration", "size", "path",
+    "integer", "number", "boolean", "string", "host", "identifier", "choice", "duration", "size", "path",
     "number_pair",
 ]
 
@@ -243,6 +243,14 @@ def string(value: Any) -> str:
     if not value.strip():
         raise ValueError("must not be empty")
     return value
+
+
+def host(value: Any) -> str:
+    """A host name or address as a link or the broker is given it: no scheme, path or spaces."""
+    text = string(value)
+    if "://" in text or "/" in text or " " in text.strip():
+        raise ValueError(f"{text!r} is not a host name or address (no scheme, path or spaces; the port is separate)")
+    return text.strip()
 
 
 _IDENT = re.compile(r"[A-Za-z0-9_.-]+")

@@ -88,7 +88,7 @@ def parse_ids(text: str) -> tuple[int, ...]:
 
 def parse_bauds(text: str) -> tuple[int, ...]:
     """``9600,19200`` -> rates in the order given, repeats dropped; UsageError otherwise."""
-    from ..config.schema import BAUDS
+    from ..config.buses import BAUDS
 
     rates: list[int] = []
     for part in (p.strip() for p in text.split(",")):

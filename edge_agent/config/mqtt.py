@@ -1,0 +1,82 @@
+"""The ``mqtt`` section with its ``tls`` and ``credentials``: how the gateway reaches its broker.
+
+Called by ``schema``; problems go to the same ``Report``. Files (password, TLS) are only named
+here: ``check`` looks for them (``files``), ``run`` reads them. No I/O.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..settings import MqttSettings, TlsSettings
+from .source import Report, Section, boolean, duration, host, integer, path, string
+
+__all__ = ["read_mqtt"]
+
+
+def read_mqtt(report: Report, top: Section, base: Path) -> MqttSettings | None:
+    """``mqtt:`` (required); None when it is missing or not a mapping."""
+    s = top.section("mqtt", ("host", "port", "tls", "credentials", "topic_prefix", "client_id", "protocol",
+                             "keepalive", "batch_max", "inflight", "reconnect_min", "reconnect_max"), required=True)
+    if s is None:
+        return None
+    tls = _tls(report, s, base)
+    username, password_file = _credentials(report, s, base)
+    reconnect_min = s.get("reconnect_min", duration(0.01, 3600), 1.0)
+    reconnect_max = s.get("reconnect_max", duration(0.01, 86400), 60.0)
+    if reconnect_min is not None and reconnect_max is not None and reconnect_max < reconnect_min:
+        report.add(s.line_of("reconnect_max"), s.sub("reconnect_max"),
+                   "must be at least reconnect_min (the first retry delay)")
+    protocol = s.get("protocol", _mqtt_protocol, "3.1.1")
+    return MqttSettings(
+        host=s.get("host", host), port=s.get("port", integer(1, 65535), 8883 if tls.enabled else 1883),
+        tls=tls, username=username, password_file=password_file,
+        topic_prefix=s.get("topic_prefix", _topic_prefix, "edge/v1"),
+        client_id=s.get("client_id", string, None), protocol=protocol,
+        keepalive_s=s.get("keepalive", duration(1, 65535), 30.0),
+        batch_max=s.get("batch_max", integer(1, 10000), 500), inflight=s.get("inflight", integer(1, 1000), 20),
+        reconnect_min_s=reconnect_min, reconnect_max_s=reconnect_max)
+
+
+def _tls(report: Report, mqtt: Section, base: Path) -> TlsSettings:
+    s = mqtt.section("tls", ("enabled", "ca_file", "cert_file", "key_file", "verify_hostname"),
+                     secrets={"key": "key_file"})
+    if s is None:
+        return TlsSettings()
+    files = {k: s.get(k, path(base), None) for k in ("ca_file", "cert_file", "key_file")}
+    for have, need in (("cert_file", "key_file"), ("key_file", "cert_file")):
+        if s.given(have) and not s.given(need):
+            report.add(s.line_of(have), s.sub(need),
+                       f"required with {have}: a client certificate and its key go together")
+    if any(s.given(k) for k in files) and "enabled" not in s.values:
+        report.add(s.line, s.sub("enabled"), "TLS files are given but enabled is not set: "
+                   "write enabled: true (or enabled: false to connect in plain text)")
+    return TlsSettings(enabled=bool(s.get("enabled", boolean, False)), **files,
+                       verify_hostname=s.get("verify_hostname", boolean, True))
+
+
+def _credentials(report: Report, mqtt: Section, base: Path) -> tuple[str | None, Path | None]:
+    s = mqtt.section("credentials", ("username", "password_file"), secrets={"password": "password_file"})
+    if s is None:
+        return None, None
+    if s.given("password_file") and not s.given("username"):
+        report.add(s.line_of("password_file"), s.sub("username"), "required with password_file")
+    return s.get("username", string, None), s.get("password_file", path(base), None)
+
+
+def _topic_prefix(value: Any) -> str:
+    text = string(value)
+    if "+" in text or "#" in text:
+        raise ValueError(f"{text!r} must not contain the MQTT wildcards '+' or '#'")
+    if any(not part for part in text.split("/")):
+        raise ValueError(f"{text!r} has an empty level (leading, trailing or doubled '/')")
+    return text
+
+
+def _mqtt_protocol(value: Any) -> str:
+    if type(value) is int and value == 5:
+        return "5"  # YAML reads an unquoted 5 as an integer
+    if value in ("3.1.1", "5"):
+        return str(value)
+    raise ValueError(f"must be '3.1.1' or '5', got {value!r}")
