@@ -16,10 +16,14 @@ from .rules import RateOfRise, Report, Stale, Threshold
 __all__ = [
     "GatewaySettings", "TlsSettings", "MqttSettings", "BufferSettings", "PrivacySettings",
     "BusSettings", "DeviceSettings", "Settings", "TrustedKey", "CommandSettings", "WriteRule", "OPS",
+    "PRIVACY_ACTIONS",
 ]
 
 # CONTRACT section 6: the ops a platform command may name
 OPS = ("agent.ping", "device.poll", "device.write", "config.apply", "buffer.replay")
+# CONTRACT section 5: what a config may map a data class (or one point) to; the privacy stage
+# applies these and free_text's default, scan, which is not written in a config
+PRIVACY_ACTIONS = ("keep", "pseudonymize", "mask", "generalize", "drop", "seal")
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..model import DataClass, Driver, Point
-from ..settings import PrivacySettings
+from ..settings import PRIVACY_ACTIONS, PrivacySettings
 from .gateway import DEFAULT_STATE_DIR
 from .source import Report, Section, choice, did_you_mean, integer, path
 
 __all__ = ["PRIVACY_ACTIONS", "read_privacy", "read_device_privacy"]
-
-PRIVACY_ACTIONS = ("keep", "pseudonymize", "mask", "generalize", "drop", "seal")
 
 
 def read_privacy(report: Report, top: Section, base: Path, state_dir: Path) -> tuple[PrivacySettings, bool]:

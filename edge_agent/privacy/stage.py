@@ -64,7 +64,7 @@ from ..model import DataClass, Event, Reading
 from .pii_scan import PLACEHOLDERS, Kind, find, scan, scrub
 from .pseudonym import age_band, birth_date, kind_of, mask, normalise, pseudonymize, surname
 from .seal import PlatformKey, seal
-from ..settings import PrivacySettings
+from ..settings import PRIVACY_ACTIONS, PrivacySettings
 
 __all__ = ["Privacy", "DEFAULT_ACTIONS", "ACTIONS", "DROP"]
 
@@ -76,7 +76,7 @@ DEFAULT_ACTIONS: dict[DataClass, str] = {
     DataClass.LOCATION: "generalize",
     DataClass.FREE_TEXT: "scan",
 }
-ACTIONS = ("keep", "pseudonymize", "mask", "generalize", "drop", "seal", "scan")
+ACTIONS = (*PRIVACY_ACTIONS, "scan")  # scan: free_text's default, never written in a config
 _LAT_KEYS, _LON_KEYS = ("lat", "latitude"), ("lon", "lng", "longitude")
 _PAIR = re.compile(r"\s*(-?\d{1,3}(?:\.\d+)?)\s*,\s*(-?\d{1,3}(?:\.\d+)?)\s*")
 _DATE = re.compile(r"\s*(\d{4})-(\d{2})-(\d{2})\s*")
