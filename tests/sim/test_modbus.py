@@ -19,6 +19,7 @@ from pymodbus.framer.rtu import FramerRTU
 
 from edge_agent.model import Reg
 from edge_agent.sim import cli
+from edge_agent.sim.args import parse_hostport
 from edge_agent.sim.devices import EnergyMeter, Faults, LevelSensor, RelayBoard
 from edge_agent.sim.modbus import ModbusSimulator, _RtuStream, crc16, execute, rtu_frame
 from edge_agent.sim.ptypair import PtyPair
@@ -455,7 +456,7 @@ def test_cli_parsers():
     assert cli.parse_fault("1:garbage,delay=500ms,exception=0x0B") == (
         1, {"garbage": True, "delay_s": 0.5, "exception": 11})
     assert cli.parse_fault("4:deaf=0.5") == cli.parse_fault("4:deaf=500ms") == (4, {"deaf_s": 0.5})
-    assert cli.parse_hostport("[::1]:502") == ("::1", 502)
+    assert parse_hostport("[::1]:502") == ("::1", 502)
 
 
 def test_cli_port_in_use_is_one_line(capsys):

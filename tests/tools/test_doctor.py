@@ -31,7 +31,7 @@ from edge_agent.tools.doctor import verb as doctor
 from edge_agent.tools.doctor import broker as doctor_broker
 from edge_agent.tools.doctor import local as doctor_checks
 from edge_agent.cli import main
-from edge_agent.tools.doctor.verb import FAIL, OK, WARN, Finding, Who
+from edge_agent.tools.doctor.finding import FAIL, OK, WARN, Finding, Who
 from edge_agent.settings import BufferSettings
 from edge_agent.sim.ptypair import PtyPair
 from support.broker import Mosquitto, free_port
