@@ -1,5 +1,7 @@
 """Simulated DL/T 645 electricity meters and CJ/T 188 water, gas and heat meters, several on
-one line, as ``byteserver.ByteServer`` handlers. Frames are made with the project's codecs.
+one line, as ``byteserver.ByteServer`` handlers. Frames are built and parsed by ``frames645``
+and ``frames188``, written from the standards apart from the agent's drivers (which the tests
+read these meters with), so a codec bug cannot cancel itself out.
 
 A line (``Dlt645Bus``, ``Cjt188Bus``) takes the frames the agent sends, skipping noise, and
 hands each to the meters it addresses (AA bytes of an address are wildcards):
@@ -37,8 +39,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Iterable
 
-from edge_agent.drivers import cjt188_codec as cjt
-from edge_agent.drivers import dlt645_codec as dlt
+from . import frames188 as f188
+from . import frames645 as f645
 
 __all__ = ["MeterFaults", "Dlt645Meter", "Cjt188Meter", "Dlt645Bus", "Cjt188Bus", "CJT_METER_TYPES"]
 
@@ -152,23 +154,23 @@ class Dlt645Meter(_Meter):
         if not 0 <= reply_wake <= 4:
             raise ValueError(f"reply_wake {reply_wake}: 0 to 4 FE bytes")
         names = missing.replace("+", "/").split("/") if isinstance(missing, str) else list(missing)
-        points = {f.point for f in dlt.DI_TABLE.values()}
+        points = {p.point for p in f645.POINTS.values()}
         unknown = [n for n in names if n and n not in points]
         if unknown:
             raise ValueError(f"missing: unknown point {unknown[0]!r}; points: {', '.join(sorted(points))}")
         self.version, self.phases, self.multi_frame, self.reply_wake = version, phases, multi_frame, reply_wake
-        self.has = {di for di, f in dlt.DI_TABLE.items() if f.version == version and f.point not in names
-                    and not (phases == 1 and f.point in _BC_PHASE)}
+        self.has = {di for di, p in f645.POINTS.items() if p.version == version and p.point not in names
+                    and not (phases == 1 and p.point in _BC_PHASE)}
         self.nominal = {"voltage": voltage, "current": current, "frequency": frequency}
         self.power_factor, self.wander = power_factor, wander
         self._energy = {"import": float(energy_kwh), "export": float(export_kwh)}
         self._rng = random.Random(seed)
         self._now = {key: [value] * 3 for key, value in self.nominal.items()}
         for di in self.has:  # every value must fit its format, the wandering ones at their widest
-            point = dlt.DI_TABLE[di].point
+            point = f645.POINTS[di].point
             value = self.values()[point] * (1 + wander if point.startswith(_WANDERING) else 1.0)
             try:
-                dlt.encode_value(di, value)
+                f645.encode_value(di, value)
             except ValueError:
                 raise ValueError(f"{point} {value:.6g} does not fit its DL/T 645 register") from None
         self._rest: dict[int, bytes] = {}  # DI -> the bytes a 12 request fetches after a B1
@@ -187,7 +189,7 @@ class Dlt645Meter(_Meter):
         return sum(v * i for v, i in zip(self._now["voltage"][:n], self._now["current"][:n])) * self.power_factor / 1000
 
     def values(self) -> dict[str, float]:
-        """The present quantities, by the codec's point names (B/C phases read 0 on a single-phase meter)."""
+        """The present quantities, by point name (``frames645.POINTS``; B/C phases read 0 on a single-phase meter)."""
         with self._lock:
             v, i = self._now["voltage"], self._now["current"]
             out = {"energy_import_kWh": self._energy["import"], "energy_export_kWh": self._energy["export"],
@@ -200,43 +202,43 @@ class Dlt645Meter(_Meter):
                 out[f"current_{phase}_A"] = i[k] if live else 0.0
             return out
 
-    def answer(self, frame: dlt.Frame, error: int | None) -> bytes:
+    def answer(self, frame: f645.Frame, error: int | None) -> bytes:
         c, data = frame.control, frame.data
         reads = {0x11: 4, 0x12: 5} if self.version == 2007 else {0x01: 2}
-        if c == 0x13 and frame.address == dlt.WILDCARD:
+        if c == 0x13 and frame.address == f645.WILDCARD:
             self.asked.append((c, None))
-            return dlt.encode_address_reply(self.address, wake=self.reply_wake)
+            return f645.address_reply(self.address, wake=self.reply_wake)
         if c not in reads or len(data) != reads[c]:
             return b""  # not a read this meter speaks: silence
         size = 4 if self.version == 2007 else 2
         di = int.from_bytes(data[:size], "little")
         self.asked.append((c, di))
         if error is not None:
-            return dlt.encode_error_reply(self.address, error, version=self.version, wake=self.reply_wake)
+            return f645.error_reply(self.address, error, version=self.version, wake=self.reply_wake)
         if c == 0x12:
             return self._next(di, data[4])
         return self._read(di)
 
     def _read(self, di: int) -> bytes:
         if di not in self.has:
-            return dlt.encode_error_reply(self.address, 0x02, version=self.version, wake=self.reply_wake)
+            return f645.error_reply(self.address, 0x02, version=self.version, wake=self.reply_wake)
         self._advance()
-        value = self.values()[dlt.DI_TABLE[di].point]
+        value = self.values()[f645.POINTS[di].point]
         if not (self.multi_frame and di == 0x00000000):
-            return dlt.encode_reply(self.address, di, value, version=self.version, wake=self.reply_wake)
-        raw = dlt.encode_value(di, value)
+            return f645.reply(self.address, di, value, version=self.version, wake=self.reply_wake)
+        raw = f645.encode_value(di, value)
         self._rest[di] = raw[2:]
-        return dlt.encode_frame(self.address, 0xB1, di.to_bytes(4, "little") + raw[:2], wake=self.reply_wake)
+        return f645.build(self.address, 0xB1, di.to_bytes(4, "little") + raw[:2], wake=self.reply_wake)
 
     def _next(self, di: int, seq: int) -> bytes:
         rest = self._rest.pop(di, None)
         if rest is None or seq != 1:
-            return dlt.encode_error_reply(self.address, 0x01, wake=self.reply_wake)  # other error
-        return dlt.encode_frame(self.address, 0x92, di.to_bytes(4, "little") + rest + bytes([seq]),
+            return f645.error_reply(self.address, 0x01, wake=self.reply_wake)  # other error
+        return f645.build(self.address, 0x92, di.to_bytes(4, "little") + rest + bytes([seq]),
                                 wake=self.reply_wake)
 
-    def addressed_by(self, frame: dlt.Frame) -> bool:
-        return frame.address != dlt.BROADCAST and _addressed(frame.address, self.address)
+    def addressed_by(self, frame: f645.Frame) -> bool:
+        return frame.address != f645.BROADCAST and _addressed(frame.address, self.address)
 
     def __repr__(self) -> str:
         return f"Dlt645Meter({self.address}, {self.version}, {self.phases} phase{'s' if self.phases > 1 else ''})"
@@ -281,24 +283,24 @@ class Cjt188Meter(_Meter):
         rate = self.power_kw if self.is_heat else self.rate_m3_per_h
         self.total = (self.total + rate * self._elapsed_h()) % 1e6  # the register rolls over
 
-    def answer(self, frame: cjt.Frame, error: int | None) -> bytes:
+    def answer(self, frame: f188.Frame, error: int | None) -> bytes:
         if frame.control != 0x01 or len(frame.data) != 3 or frame.data[:2] not in (b"\x90\x1f", b"\x1f\x90"):
             return b""
         ser = frame.data[2]
         self.asked.append((frame.control, 0x901F))
         common = {"ser": ser, "di_order": self.reply_di_order, "wake": self.reply_wake}
         if error is not None:
-            return cjt.encode_error_reply(self.address, self.meter_type, ser=ser, status=error, wake=self.reply_wake)
+            return f188.error_reply(self.address, self.meter_type, ser=ser, status=error, wake=self.reply_wake)
         self._advance()
         clock = datetime.now().replace(microsecond=0)
         if self.is_heat:
-            return cjt.encode_heat_reply(self.address, self.meter_type, heat_kwh=round(self.total, 2),
-                                         settlement_heat_kwh=round(self.settlement, 2), clock=clock, **common)
-        return cjt.encode_reply(self.address, self.meter_type, flow=round(self.total, 2),
-                                settlement_flow=round(self.settlement, 2), clock=clock, valve=self.valve,
+            return f188.heat_reply(self.address, self.meter_type, heat_kwh=round(self.total, 2),
+                                   settlement_kwh=round(self.settlement, 2), clock=clock, **common)
+        return f188.water_reply(self.address, self.meter_type, flow_m3=round(self.total, 2),
+                                settlement_m3=round(self.settlement, 2), clock=clock, valve=self.valve,
                                 battery_low=self.battery_low, **common)
 
-    def addressed_by(self, frame: cjt.Frame) -> bool:
+    def addressed_by(self, frame: f188.Frame) -> bool:
         return frame.meter_type in (self.meter_type, 0xAA) and _addressed(frame.address, self.address)
 
     def __repr__(self) -> str:
@@ -390,12 +392,12 @@ class _Line:
 class Dlt645Bus(_Line):
     """DL/T 645 meters sharing one RS-485 line."""
 
-    needed = staticmethod(dlt.frame_length_needed)
-    parse = staticmethod(dlt.decode_frame)
+    needed = staticmethod(f645.frame_length)
+    parse = staticmethod(f645.parse)
 
 
 class Cjt188Bus(_Line):
     """CJ/T 188 meters sharing one line."""
 
-    needed = staticmethod(cjt.frame_length_needed)
-    parse = staticmethod(cjt.decode_frame)
+    needed = staticmethod(f188.frame_length)
+    parse = staticmethod(f188.parse)
