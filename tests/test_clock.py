@@ -120,15 +120,15 @@ def test_the_agent_marks_what_it_buffers_while_the_clock_is_unsynced(tmp_path: P
     agent = Agent(agent_settings(tmp_path), clock=watch)
     agent.start()
     try:
-        agent.accept([Reading("river-1", "level_m", 1.0, T0)])
-        agent.accept_events([Event("hub-1", "sos", Priority.CRITICAL, T0 + 1, {"band": "B-1"})])
+        agent.intake.accept_readings([Reading("river-1", "level_m", 1.0, T0)])
+        agent.intake.accept_events([Event("hub-1", "sos", Priority.CRITICAL, T0 + 1, {"band": "B-1"})])
         watch.now = SYNCED
-        agent.accept([Reading("river-1", "level_m", 2.0, T0 + 2)])
-        agent.accept_events([Event("hub-1", "fall", Priority.CRITICAL, T0 + 3)])
+        agent.intake.accept_readings([Reading("river-1", "level_m", 2.0, T0 + 2)])
+        agent.intake.accept_events([Event("hub-1", "fall", Priority.CRITICAL, T0 + 3)])
         watch.now = UNKNOWN  # cannot tell: not marked
-        agent.accept([Reading("river-1", "level_m", 3.0, T0 + 4)])
+        agent.intake.accept_readings([Reading("river-1", "level_m", 3.0, T0 + 4)])
         assert agent.writer.flush(5)
-        assert agent.unsynced_items == 2 and agent.status()["clock"]["unsynced_items"] == 2
+        assert agent.intake.unsynced_items == 2 and agent.status()["clock"]["unsynced_items"] == 2
     finally:
         agent.stop()
     rows = buffered(tmp_path)
@@ -155,7 +155,7 @@ def test_ids_follow_buffering_order_when_the_clock_jumps_back(tmp_path: Path) ->
                 result = reader.poll()
                 assert result.answered and not result.errors, result.errors
                 polled.extend(r.ts for r in result.readings)
-                agent.accept(result.readings)
+                agent.intake.accept_readings(result.readings)
             assert agent.writer.flush(5)
         finally:
             link.close()
@@ -174,7 +174,7 @@ def test_the_agent_asks_the_watch_per_batch(tmp_path: Path, state: ClockState, m
     agent = Agent(agent_settings(tmp_path), clock=watch)
     agent.start()
     try:
-        agent.accept([Reading("river-1", "level_m", float(i), T0 + i) for i in range(50)])
+        agent.intake.accept_readings([Reading("river-1", "level_m", float(i), T0 + i) for i in range(50)])
         assert agent.writer.flush(5)
     finally:
         agent.stop()

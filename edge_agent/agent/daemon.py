@@ -1,9 +1,9 @@
-"""The running gateway (``Agent``), wiring the pipeline: buses -> pollers -> privacy -> buffer -> uplink.
+"""The running gateway (``Agent``), wiring the pipeline: buses -> pollers -> intake (privacy) -> buffer -> uplink.
 
 Privacy is built first, in ``Agent.__init__``, before any file, device or broker is touched:
 its key files are the one thing that may stop the agent at start (``KeyFileError``,
-``SealError``), and every reading (``accept``) and event (``accept_events``) passes it before
-it is queued for the buffer.
+``SealError``), and every reading and event passes it, in the ``Intake`` the bus workers feed,
+before it is queued for the buffer.
 
 Start order follows the data: the command service first when ``commands`` has keys (its key
 files are checked before anything opens), the buffer (nothing polled may be lost), then the
@@ -18,11 +18,9 @@ READY/RELOADING/watchdog are the supervisor's too.
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from .. import __version__
 from ..field.alarms import DeviceAlarms
@@ -32,8 +30,8 @@ from ..commands.types import Command
 from ..buffer.writer import BufferWriter
 from ..buffer.idfloor import ID_FLOOR_COPY
 from .control import ControlError, ControlServer, socket_path
+from .intake import Intake
 from ..field.health import HealthBoard
-from ..model import Event, Reading
 from .procstat import RateMeter, cpu_seconds
 from . import status as status_view
 from ..privacy.stage import Privacy
@@ -56,11 +54,11 @@ BuildService = Callable[[Settings, "Agent", ApplyConfig | None], Any]
 class Agent:
     """The running gateway. ``start()`` returns once polling and the buffer are up.
 
-    Everything buffered passes ``accept``/``accept_events``: marked ``clk_synced=False`` while
-    ``clock`` (a cached ``ClockWatch``; the seam tests replace) says the system clock is not
-    synchronised, then privacy, then the writer, whose buffer assigns ids in buffering order
-    whatever the stamps say. ``control`` serves ``edge-agent status`` (``status.live``) on
-    ``{state_dir}/control.sock``; started last, stopped first."""
+    Everything polled enters through ``intake`` (``agent/intake.py``), fed by the bus workers:
+    marked ``clk_synced=False`` while ``clock`` (a cached ``ClockWatch``; the seam tests replace)
+    says the system clock is not synchronised, then privacy, then the writer, whose buffer
+    assigns ids in buffering order whatever the stamps say. ``control`` serves ``edge-agent
+    status`` (``status.live``) on ``{state_dir}/control.sock``; started last, stopped first."""
 
     def __init__(self, settings: Settings, *, apply_config: ApplyConfig | None = None,
                  build_service: BuildService | None = None, clock: ClockWatch | None = None) -> None:
@@ -81,8 +79,7 @@ class Agent:
         self.started_ms = int(time.time() * 1000)
         self.started_mono = time.monotonic()  # uptime: the wall clock may jump at NTP sync
         self.clock = clock or ClockWatch()  # is the system clock synchronised (cached)?
-        self.unsynced_items = 0  # readings and events marked clk "unsynced" since start
-        self._unsynced_lock = threading.Lock()
+        self.intake: Intake | None = None  # clock mark and privacy, from the bus workers to the writer
         self.drain_meter = RateMeter(60.0)  # acked items/s over the last minute (status)
         self.cpu_meter = RateMeter(60.0)  # CPU seconds/s over the last minute (state, status)
         self.control: ControlServer | None = None
@@ -102,6 +99,7 @@ class Agent:
         self.writer = BufferWriter(self.buffer, commit_interval_s=s.buffer.commit_interval_s,
                                    commit_max=s.buffer.commit_max, on_commit=lambda ids: self.uplink.wake())
         self.writer.start()
+        self.intake = Intake(self.privacy, self.clock, self.writer.put)
         for d in s.devices:  # counted (as unknown) from the first R/state on, before any poll
             if d.enabled:
                 self.health.add(d.name, d.bus)
@@ -118,8 +116,8 @@ class Agent:
                 self.readers[d.name] = make_reader(d, driver, bus)
                 schedules.append(Schedule(d.name, self.readers[d.name], d.interval_s, alarms=self._alarms(d),
                                           stream=driver.streaming))
-            self.workers.append(BusWorker(bus_settings.name, schedules, self.accept, self.health,
-                                          events_sink=self.accept_events))
+            self.workers.append(BusWorker(bus_settings.name, schedules, self.intake.accept_readings, self.health,
+                                          events_sink=self.intake.accept_events))
         for worker in self.workers:
             worker.start()
         self._start_control()
@@ -160,27 +158,6 @@ class Agent:
     def status(self, request: Any = None) -> dict:
         """What ``edge-agent status`` shows, as the running agent sees it (``status.live``)."""
         return status_view.live(self)
-
-    def _stamped(self, items: list) -> list:
-        """Items taken while the system clock is not synchronised, marked so (``clk: "unsynced"``).
-        Their ids are still assigned by the buffer in buffering order, whatever their ``ts``."""
-        if not items or self.clock.synced:
-            return items
-        with self._unsynced_lock:
-            self.unsynced_items += len(items)
-        return [item if not item.clk_synced else replace(item, clk_synced=False) for item in items]
-
-    def accept(self, readings: list[Reading]) -> None:
-        """Everything polled enters here: clock mark, privacy, then the buffer."""
-        protected = self.privacy.apply_readings(self._stamped(list(readings)))
-        if protected and self.writer is not None:
-            self.writer.put(protected)
-
-    def accept_events(self, events: Iterable[Event]) -> None:
-        """Every event (alarm, SOS, passage) enters here: clock mark, privacy, then the buffer."""
-        protected = [self.privacy.apply_event(e) for e in self._stamped(list(events))]
-        if protected and self.writer is not None:
-            self.writer.put(protected)
 
     def housekeeping(self) -> None:
         try:

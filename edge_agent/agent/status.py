@@ -95,7 +95,7 @@ def live(agent: Any) -> dict[str, Any]:
         "devices": devices,
         "device_counts": figures["devices"],
         "clock": {"synced": clock.synced, "source": clock.source, "detail": clock.detail,
-                  "unsynced_items": agent.unsynced_items},
+                  "unsynced_items": agent.intake.unsynced_items if agent.intake is not None else 0},
         "key_in_use": _key_in_use(agent),
         "process": {"cpu_s": figures["cpu_s"], "cpu_pct": figures["cpu_pct"], "rss_bytes": figures["rss_bytes"]},
         "disk_free_bytes": figures["disk_free_bytes"],

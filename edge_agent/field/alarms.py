@@ -40,7 +40,7 @@ much.
 
 Wiring: one ``DeviceAlarms`` per device, owned by its bus worker (not thread-safe). After a poll,
 ``readings, events = alarms.on_poll(result.readings, result.answered, now_ms)``; sink the
-readings, ``accept_events(events)``; between polls, ``accept_events(alarms.tick(now_ms))``.
+readings, ``events_sink(events)``; between polls, ``events_sink(alarms.tick(now_ms))``.
 
 A flood warning: a level rising 0.5 m/min, polled every 10 s.
 

@@ -176,7 +176,7 @@ def test_events_pass_privacy_before_the_buffer(tmp_path: Path) -> None:
         agent.start()
         try:
             r = PEOPLE[0]
-            agent.accept_events([Event("hub-1", "sos", Priority.CRITICAL, int(time.time() * 1000), data={
+            agent.intake.accept_events([Event("hub-1", "sos", Priority.CRITICAL, int(time.time() * 1000), data={
                 "band": "B-00017", "wearer": {"id_no": r.id_no, "name": r.name, "phone": r.mobile},
                 "hr_bpm": 131, "note": f"家属电话{r.mobile}"},
                 classes={"wearer.id_no": DataClass.IDENTIFIER, "wearer.name": DataClass.NAME,
