@@ -29,8 +29,8 @@ from edge_agent.agent import sdnotify
 from edge_agent.config.schema import load_settings
 from edge_agent.field.health import HealthBoard
 from edge_agent.agent.liveness import Liveness, StatusLine, poll_budget_s, stall_after_s
-from edge_agent.field.poll import PollResult
 from edge_agent.field.scheduler import BusWorker, Schedule
+from edge_agent.model import PollResult
 from edge_agent.agent.sdnotify import Watchdog, notify, watchdog_interval
 from edge_agent.sim.devices import LevelSensor
 from edge_agent.sim.modbus import ModbusSimulator

@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import edge_agent.field.alarms
-from edge_agent.field.alarms import RATE_CLEAR_FACTOR, DeviceAlarms, RateOfRise, Report, Stale, Threshold
+from edge_agent.field.alarms import RATE_CLEAR_FACTOR, DeviceAlarms
 from edge_agent.model import DataClass, Priority, Quality, Reading
+from edge_agent.rules import RateOfRise, Report, Stale, Threshold
 
 DEV = "river-1"
 S = 1000  # ms per second
@@ -316,24 +317,12 @@ def test_alarms_see_readings_the_report_filter_holds_back():
 
 
 # -- construction --------------------------------------------------------------------------
-@pytest.mark.parametrize("make", [
-    lambda: Threshold("level_m"),
-    lambda: Threshold("level_m", above=1, below=2),
-    lambda: Threshold("level_m", above=1, hysteresis=-0.1),
-    lambda: Threshold("level_m", above=float("nan")),
-    lambda: Threshold("", above=1),
-    lambda: Threshold("level_m", above=1, prio="critical"),
-    lambda: RateOfRise("level_m", per_minute=0),
-    lambda: RateOfRise("level_m", per_minute=0.2, window_s=0),
-    lambda: Stale(after_intervals=0),
-    lambda: Report("sometimes"),
-    lambda: Report("on_change", deadband=-1),
-    lambda: Report("on_change", heartbeat_s=0),
+@pytest.mark.parametrize("make", [  # the rules' own checks: tests/test_rules.py
     lambda: DeviceAlarms(DEV, 0, []),
     lambda: DeviceAlarms(DEV, 10, [], offline_after=0),
     lambda: DeviceAlarms(DEV, 10, [Stale(), Stale()]),
     lambda: DeviceAlarms(DEV, 10, ["level_m > 3"]),
 ])
-def test_bad_rules_fail_at_construction(make):
+def test_bad_device_alarms_fail_at_construction(make):
     with pytest.raises(ValueError):
         make()

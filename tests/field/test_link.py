@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from edge_agent.errors import LinkError, NoResponse
-from edge_agent.field.link import ByteLink, LineTooLong
+from edge_agent.errors import LineTooLong, LinkError, NoResponse
+from edge_agent.field.link import ByteLink
 from edge_agent.settings import BusSettings
 from edge_agent.sim.byteserver import ByteServer
 from edge_agent.sim.ptypair import PtyPair

@@ -154,7 +154,8 @@ def test_repeated_failure_logged_once_at_error(caplog):
 
 
 def test_alarms_filter_readings_and_send_events_and_ticks_raise_stale():
-    from edge_agent.field.alarms import DeviceAlarms, Stale, Threshold
+    from edge_agent.field.alarms import DeviceAlarms
+    from edge_agent.rules import Stale, Threshold
 
     readings, events = [], []
     reader = FakeReader("dev-a")
