@@ -26,7 +26,7 @@ from .. import __version__
 from ..field.alarms import DeviceAlarms
 from ..buffer.outbox import Buffer
 from ..clock import ClockWatch
-from ..commands.types import Command
+from ..commands.view import AgentView, ApplyConfig, UplinkState
 from ..buffer.writer import BufferWriter
 from ..buffer.idfloor import ID_FLOOR_COPY
 from .control import ControlError, ControlServer, socket_path
@@ -47,8 +47,7 @@ log = logging.getLogger("edge_agent")
 
 FINAL_DRAIN_S = 3.0  # on stop, how long to keep publishing what the last polls buffered
 
-ApplyConfig = Callable[[Command], "dict[str, Any] | None"]
-BuildService = Callable[[Settings, "Agent", ApplyConfig | None], Any]
+BuildService = Callable[[Settings, AgentView], Any]  # -> the command service (commands.service.CommandService)
 
 
 class Agent:
@@ -74,7 +73,7 @@ class Agent:
         self.uplink: Uplink | None = None
         self.writer: BufferWriter | None = None
         self.buses: dict[str, object] = {}  # bus name -> ModbusBus or ByteLink
-        self.readers: dict[str, object] = {}  # device name -> its reader (write() for issue 6's commands)
+        self.readers: dict[str, object] = {}  # device name -> its reader (its write() is the device's write path)
         self.workers: list[BusWorker] = []
         self.started_ms = int(time.time() * 1000)
         self.started_mono = time.monotonic()  # uptime: the wall clock may jump at NTP sync
@@ -89,7 +88,7 @@ class Agent:
         for warning in self.privacy.warnings:
             log.warning("privacy: %s", warning)
         if s.commands.enabled:
-            self.commands = self._build_service(s, self, self._apply_config)
+            self.commands = self._build_service(s, self.command_view())
         self.buffer.open()
         self.uplink = Uplink(s.mqtt, s.gateway, self.buffer, version=__version__, started_at_ms=self.started_ms,
                              extra_state=self._extra_state,
@@ -132,6 +131,30 @@ class Agent:
             return None
         return DeviceAlarms(device.name, device.interval_s, device.alarms, device.report,
                             offline_after=device.offline_after or 3)
+
+    def command_view(self) -> AgentView:
+        """What the command ops may use of this agent, and nothing more (``commands.view``)."""
+        return AgentView(settings=self.settings, version=__version__, started_ms=self.started_ms,
+                         reader=self.readers.get, request_poll=self._request_poll, backlog=self.buffer.stats,
+                         uplink=self._uplink_state, publish_replay=self._publish_replay,
+                         apply_config=self._apply_config)
+
+    def _request_poll(self, device: str) -> bool:
+        """Ask the device's bus worker to poll it at its next turn; False when nobody polls it."""
+        bus = self.settings.device(device).bus
+        for worker in self.workers:
+            if worker.bus == bus and device in self.readers:
+                worker.request_poll(device)
+                return True
+        return False
+
+    def _uplink_state(self) -> UplinkState | None:
+        uplink = self.uplink
+        return None if uplink is None else UplinkState(uplink.connected, uplink.stats().reconnects)
+
+    def _publish_replay(self, kind: str, bodies: list[dict[str, Any]], cmd_id: str) -> bool:
+        uplink = self.uplink
+        return uplink is not None and uplink.publish_replay(kind, bodies, cmd_id)
 
     def _extra_state(self) -> dict:
         """What the state message adds to the uplink's own figures: failed buffer commits,
@@ -198,7 +221,7 @@ class Agent:
         log.info("edge-agent stopped")
 
 
-def _command_service(settings: Settings, agent: Agent, apply_config: ApplyConfig | None) -> Any:
+def _command_service(settings: Settings, view: AgentView) -> Any:
     from ..commands.service import CommandService
 
-    return CommandService.build(settings, agent, apply_config)
+    return CommandService.build(settings, view)

@@ -6,37 +6,34 @@ never a value read from a device (docs/commands.md).
 - ``ping``: version, uptime, uplink and backlog figures.
 - ``poll``: asks the device's bus worker to poll it at its next turn (within about a second);
   the readings follow on telemetry like any other.
-- ``write``: through the driver. A reader with ``write`` (gate controller) gets
-  ``write(point, value, **extra)`` (``lane`` for a gate) and answers with the controller's ack; a
-  Modbus point is written through the bus (``ModbusBus.write``) and, where the table can be read
-  (coil, holding register), read back and compared. Silence: ``timeout``; a refusal, a dead link
-  or a read-back that differs: ``device_error``.
+- ``write``: through the device's reader, whatever its protocol (``view.PointWriter``):
+  ``write(point, value, **extra)`` (``lane`` for a gate). A gate answers with the controller's
+  ack; a Modbus reader writes the point and, where the table can be read (coil, holding
+  register), reads it back and compares. Silence: ``timeout``; a refusal, a dead link or a
+  read-back that differs: ``device_error``.
 - ``replay``: counts the buffered rows in an id or time range and republishes them on their
   topics, ids and bodies unchanged, each message marked ``"replay": "<command id>"``, at most
   ``commands.replay_rate`` rows per second, on a thread of its own (one replay at a time): the
   drain keeps publishing live data meanwhile. The result (at once) says how many rows.
-- ``apply``: ``config.apply`` belongs to the daemon, which passes ``apply_config``.
+- ``apply``: ``config.apply`` belongs to the supervisor, which the view's ``apply_config`` reaches.
 
-``agent`` is the running ``daemon.Agent``: ``settings``, ``readers``, ``buses``, ``workers``,
-``buffer``, ``uplink``, ``started_ms``. Tests pass a stand-in with those attributes.
+The ops see the running agent only through ``view.AgentView`` (built by the daemon); tests build
+one over fakes.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import re
 import threading
 import time
 from typing import Any, Callable
 
-from .. import __version__
 from ..buffer.file import BufferError
 from ..buffer.stats import read_range, replay_span
-from .types import Command, CommandRejected
 from ..errors import DeviceFault, LinkError, NoResponse
-from ..model import DType, Point, Reg
-from ..field.registers import decode_value
+from .types import Command, CommandRejected
+from .view import AgentView, PointWriter
 
 __all__ = ["CommandOps", "parse_range", "WRITE_EXTRA_ARGS"]
 
@@ -87,10 +84,8 @@ def parse_range(args: dict[str, Any]) -> tuple[str, int, int]:
 class CommandOps:
     """The ops of a running agent (module docstring). ``stop()`` ends a replay in progress."""
 
-    def __init__(self, agent: Any, apply_config: Callable[[Command], dict[str, Any] | None] | None = None, *,
-                 clock: Callable[[], float] = time.time) -> None:
-        self.agent = agent
-        self._apply = apply_config
+    def __init__(self, view: AgentView, *, clock: Callable[[], float] = time.time) -> None:
+        self.view = view
         self._clock = clock
         self._stop = threading.Event()
         self._replay_lock = threading.Lock()
@@ -99,18 +94,19 @@ class CommandOps:
 
     @property
     def settings(self) -> Any:
-        return self.agent.settings
+        return self.view.settings
 
     # -- agent.ping ---------------------------------------------------------------------------
     def ping(self) -> dict[str, Any]:
         now_ms = int(self._clock() * 1000)
-        data: dict[str, Any] = {"version": __version__, "started": self.agent.started_ms,
-                                "uptime_s": max(0, (now_ms - self.agent.started_ms) // 1000)}
-        uplink = getattr(self.agent, "uplink", None)
+        started = self.view.started_ms
+        data: dict[str, Any] = {"version": self.view.version, "started": started,
+                                "uptime_s": max(0, (now_ms - started) // 1000)}
+        uplink = self.view.uplink()
         if uplink is not None:
-            data["uplink"] = {"connected": uplink.connected, "reconnects": uplink.stats().reconnects}
+            data["uplink"] = {"connected": uplink.connected, "reconnects": uplink.reconnects}
         try:
-            stats = self.agent.buffer.stats()
+            stats = self.view.backlog()
             data["backlog"] = {"count": stats.pending, "bytes": stats.pending_bytes,
                                "oldest_ts": stats.oldest_pending_ts, "by_prio": dict(stats.pending_by_prio)}
         except Exception as exc:  # a ping still answers; the backlog is what it could not read
@@ -120,49 +116,34 @@ class CommandOps:
 
     # -- device.poll --------------------------------------------------------------------------
     def poll(self, device: str) -> dict[str, Any]:
-        bus = self.settings.device(device).bus
-        for worker in self.agent.workers:
-            if worker.bus == bus and device in self.agent.readers:
-                worker.request_poll(device)
-                return {"requested": True}
+        if self.view.request_poll(device):
+            return {"requested": True}
         raise CommandRejected("device_error", f"device {device} is not being polled")
 
     # -- device.write -------------------------------------------------------------------------
     def write(self, device: str, point: str, value: Any, args: dict[str, Any]) -> dict[str, Any]:
         """Write ``value`` to ``point`` of ``device``; ``args`` are the command's (point, value and
         the driver's extras). Authorisation (``writable``) is the caller's, done before this."""
-        reader = self.agent.readers.get(device)
+        reader = self.view.reader(device)
         if reader is None:
             raise CommandRejected("device_error", f"device {device} is not running")
-        dev = self.settings.device(device)
+        if not isinstance(reader, PointWriter):
+            raise CommandRejected("not_allowed", f"driver {self.settings.device(device).driver} of {device} "
+                                                 "cannot write")
         extra = {k: v for k, v in args.items() if k not in ("point", "value")}  # shape checked by authorise
         try:
-            if self.settings.bus(dev.bus).is_modbus:
-                return self._write_modbus(dev, reader, point, value)
-            if not callable(getattr(reader, "write", None)):
-                raise CommandRejected("not_allowed", f"driver {dev.driver} of {device} cannot write")
-            reader.write(point, value, **extra)
-            return {"point": point, "acked": True, **({"lane": extra["lane"]} if "lane" in extra else {})}
+            read_back = reader.write(point, value, **extra)
+        except PermissionError as exc:  # the point cannot be written at all
+            raise CommandRejected("not_allowed", _line(exc)) from None
         except NoResponse as exc:
             raise CommandRejected("timeout", _line(exc)) from None
         except (DeviceFault, LinkError) as exc:
             raise CommandRejected("device_error", _line(exc)) from None
         except ValueError as exc:  # the driver refused the value or an argument before sending
             raise CommandRejected("bad_request", _line(exc)) from None
-
-    def _write_modbus(self, dev: Any, reader: Any, point: str, value: Any) -> dict[str, Any]:
-        found = next((p for p in getattr(reader, "points", ()) if p.name == point), None)
-        if found is None or not found.writable:
-            raise CommandRejected("not_allowed", f"{dev.name}: point {point} is not writable")
-        bus = self.agent.buses[dev.bus]
-        bus.write(dev.address, found, value, timeout_s=dev.timeout_s)
-        if found.reg not in (Reg.COIL, Reg.HOLDING):
-            return {"point": point, "read_back": "not_readable"}
-        raw = bus.read(dev.address, found.reg, found.address, found.count, timeout_s=dev.timeout_s)
-        if not _same(found, value, decode_value(found, raw)):
-            raise CommandRejected("device_error", f"{dev.name}: {point} reads back differently after the write "
-                                                  "(the device did not take the value)")
-        return {"point": point, "read_back": "match"}
+        if read_back is not None:
+            return {"point": point, "read_back": read_back}
+        return {"point": point, "acked": True, **({"lane": extra["lane"]} if "lane" in extra else {})}
 
     # -- buffer.replay ------------------------------------------------------------------------
     def replay(self, args: dict[str, Any], cmd_id: str) -> dict[str, Any]:
@@ -207,7 +188,8 @@ class CommandOps:
                     return sent
                 refused = 0
                 while not self._publish(kind, bodies, cmd_id):
-                    refused += self.agent.uplink is not None and self.agent.uplink.connected
+                    uplink = self.view.uplink()
+                    refused += uplink is not None and uplink.connected
                     if refused >= REPLAY_GIVE_UP:  # connected, yet never acknowledged: too big, or refused
                         log.error("buffer.replay %s: the broker does not take the message with ids %d..%d; "
                                   "giving up", cmd_id, bodies[0]["id"], bodies[-1]["id"])
@@ -221,16 +203,15 @@ class CommandOps:
         return sent
 
     def _publish(self, kind: str, bodies: list[dict[str, Any]], cmd_id: str) -> bool:
-        uplink = getattr(self.agent, "uplink", None)
-        return uplink is not None and uplink.publish_replay(kind, bodies, cmd_id)
+        return self.view.publish_replay(kind, bodies, cmd_id)
 
     # -- config.apply -------------------------------------------------------------------------
     def apply(self, command: Command) -> dict[str, Any] | None:
-        """The daemon's ``apply_config(command)``: the data of an ok result now, or None when the
-        daemon publishes the result itself later (after the new uplink connected, or rolled back)."""
-        if self._apply is None:
+        """The view's ``apply_config(command)``: the data of an ok result now, or None when the
+        supervisor publishes the result itself later (after the new uplink connected, or rolled back)."""
+        if self.view.apply_config is None:
             raise CommandRejected("not_allowed", "config.apply is not available on this gateway")
-        return self._apply(command)
+        return self.view.apply_config(command)
 
     # -- lifecycle ----------------------------------------------------------------------------
     def stop(self, timeout: float = 2.0) -> None:
@@ -257,16 +238,3 @@ def _by_kind(rows: list[tuple[int, str, dict]]) -> list[tuple[str, list[dict[str
             groups.append((kind, [body]))
     return groups
 
-
-def _same(point: Point, written: Any, read: Any) -> bool:
-    """Whether a read-back value is what was written, to the point's resolution."""
-    if point.reg.is_bit or point.dtype is DType.BOOL:
-        return bool(read) == bool(written)
-    if point.dtype is DType.STRING:
-        return isinstance(read, str) and read == str(written).rstrip(" ").split("\x00")[0]
-    if not isinstance(read, (int, float)) or isinstance(read, bool):
-        return False
-    step = abs(point.scale) if point.scale else 1.0
-    if point.dtype in (DType.FLOAT32, DType.FLOAT64):
-        return math.isclose(float(read), float(written), rel_tol=1e-6, abs_tol=1e-9 + step * 1e-6)
-    return abs(float(read) - float(written)) <= step / 2 + 1e-9

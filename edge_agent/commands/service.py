@@ -41,6 +41,7 @@ from typing import Any, Callable, Protocol
 
 from .ops import WRITE_EXTRA_ARGS, CommandOps, parse_range
 from .types import Command, CommandRejected, result
+from .view import AgentView
 from ..settings import Settings
 
 __all__ = ["CommandService", "Verifier", "AuditLog", "QUEUE_MAX", "DEVICE_OPS", "UNVERIFIED"]
@@ -100,10 +101,9 @@ class CommandService:
         self._log_window = (0.0, 0)  # (monotonic start of the minute, refusals logged in it)
 
     @classmethod
-    def build(cls, settings: Settings, agent: Any,
-              apply_config: Callable[[Command], dict[str, Any] | None] | None) -> "CommandService":
+    def build(cls, settings: Settings, view: AgentView) -> "CommandService":
         """The service of a running agent: the ledger ``{state_dir}/commands.db`` (opened here,
-        closed by ``stop``), the verifier with the configured keys, the ops on ``agent``.
+        closed by ``stop``), the verifier with the configured keys, the ops on the agent's ``view``.
         Raises the verifier's clear error when a key file cannot be used."""
         from .verify import CommandVerifier
         from .ledger import Ledger
@@ -115,7 +115,7 @@ class CommandService:
         except BaseException:
             ledger.close()
             raise
-        return cls(settings, verifier, ledger, CommandOps(agent, apply_config), owns_ledger=True)
+        return cls(settings, verifier, ledger, CommandOps(view), owns_ledger=True)
 
     # -- the network thread's side ------------------------------------------------------------
     def submit(self, payload: bytes) -> None:

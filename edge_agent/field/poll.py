@@ -16,6 +16,10 @@ it never imports pymodbus. The scheduler owns timing; this module owns what one 
 Error strings name the device, the request (table, address, count) and the cause, never a
 register value (values may be personal data); a failing decode hook is reported by its
 exception type and location only, for the same reason.
+
+``write`` is the device's one write path (a command's ``device.write``): through the bus's
+``write(device_id, point, value, *, timeout_s)``, then, where the table can be read (coil,
+holding register), a read-back compared to the value written, to the point's resolution.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import time
 from typing import Any, Callable
 
 from ..errors import DeviceFault, LinkError, NoResponse, bug_location
-from ..model import DataClass, Driver, Point, PollResult, Quality, Reading
+from ..model import DataClass, Driver, DType, Point, PollResult, Quality, Reading, Reg
 from .plan import ReadRequest, plan_reads
 from .registers import decode_value
 from ..settings import DeviceSettings
@@ -74,6 +78,28 @@ class DeviceReader:
                 except NoResponse:
                     if attempt >= attempts:
                         raise
+
+    def write(self, point: str, value: Any, **extra: Any) -> str:
+        """Write ``value`` to ``point``; what the read-back showed: ``"match"``, or ``"not_readable"``
+        (input registers and discrete inputs cannot be read back). ``PermissionError`` for a point
+        not declared writable; ``ValueError`` for an argument a Modbus write does not take or a value
+        the point cannot hold; ``DeviceFault`` when the read-back differs (the device did not take
+        the value); the bus's ``NoResponse``/``DeviceFault``/``LinkError`` as they come."""
+        dev = self.device
+        if extra:
+            raise ValueError(f"a Modbus write takes only point and value, not {', '.join(sorted(extra))}")
+        found = next((p for p in self.points if p.name == point), None)
+        if found is None or not found.writable:
+            raise PermissionError(f"{dev.name}: point {point} is not writable")
+        with self.bus.lock:  # the read-back follows the write, with no poll between
+            self.bus.write(dev.address, found, value, timeout_s=dev.timeout_s)
+            if found.reg not in (Reg.COIL, Reg.HOLDING):
+                return "not_readable"
+            raw = self.bus.read(dev.address, found.reg, found.address, found.count, timeout_s=dev.timeout_s)
+        if not _same(found, value, decode_value(found, raw)):
+            raise DeviceFault("read_back", f"{dev.name}: {point} reads back differently after the write "
+                                           "(the device did not take the value)")
+        return "match"
 
     def _reading(self, name: str, value: Any, ts: int) -> Reading:
         valid, data_class = self._meta[name]
@@ -151,3 +177,17 @@ class DeviceReader:
             result.readings.append(self._reading(name, value, stamps.get(name, ts)))
             done.add(name)
         return done
+
+
+def _same(point: Point, written: Any, read: Any) -> bool:
+    """Whether a read-back value is what was written, to the point's resolution."""
+    if point.reg.is_bit or point.dtype is DType.BOOL:
+        return bool(read) == bool(written)
+    if point.dtype is DType.STRING:
+        return isinstance(read, str) and read == str(written).rstrip(" ").split("\x00")[0]
+    if not isinstance(read, (int, float)) or isinstance(read, bool):
+        return False
+    step = abs(point.scale) if point.scale else 1.0
+    if point.dtype in (DType.FLOAT32, DType.FLOAT64):
+        return math.isclose(float(read), float(written), rel_tol=1e-6, abs_tol=1e-9 + step * 1e-6)
+    return abs(float(read) - float(written)) <= step / 2 + 1e-9

@@ -1,6 +1,7 @@
 """The command service and its ops with fakes at every seam: a scripted verifier (the
 ``command_verify`` interface), an in-memory audit log (the ``ledger`` interface), a stand-in
-agent (readers, buses, workers, uplink) and, for replays, the real buffer file.
+agent seen through ``AgentView`` (readers, polls, uplink; the Modbus device's reader is the real
+``poll.DeviceReader`` over a fake bus) and, for replays, the real buffer file.
 
 What these prove: authorisation refuses every case the config does not allow before anything
 reaches a device; each accepted command is audited before it acts (and not at all when the audit
@@ -24,7 +25,10 @@ from edge_agent.buffer.outbox import Buffer
 from edge_agent.commands.ops import CommandOps, parse_range
 from edge_agent.commands.types import Command, CommandRejected
 from edge_agent.commands.service import QUEUE_MAX, CommandService
+from edge_agent.commands.view import AgentView, UplinkState
 from edge_agent.errors import DeviceFault, LinkError, NoResponse
+from edge_agent.field.poll import DeviceReader
+from edge_agent.field.registry import get_driver
 from edge_agent.model import DType, Event, Point, Priority, Reading, Reg
 from edge_agent.settings import (BufferSettings, BusSettings, CommandSettings, DeviceSettings, GatewaySettings,
                                  MqttSettings, PrivacySettings, Settings, TrustedKey, WriteRule)
@@ -116,14 +120,11 @@ class FakeGate:
             raise self.answer
 
 
-class FakeModbusReader:
-    points = (SETPOINT, RELAY, LEVEL)
-
-
 class FakeBus:
     """Registers in memory; ``stuck`` makes writes not take."""
 
     def __init__(self) -> None:
+        self.lock = threading.RLock()
         self.regs: dict[tuple[Reg, int], Any] = {(Reg.HOLDING, 10): 200, (Reg.COIL, 0): False}
         self.stuck = False
         self.calls: list[tuple] = []
@@ -139,15 +140,6 @@ class FakeBus:
         self.calls.append(("read", device_id, reg, address, count))
         value = self.regs[(reg, address)]
         return [value] if reg.is_bit else [value]
-
-
-class FakeWorker:
-    def __init__(self, bus: str) -> None:
-        self.bus = bus
-        self.requested: list[str] = []
-
-    def request_poll(self, device: str) -> None:
-        self.requested.append(device)
 
 
 @dataclass(frozen=True)
@@ -180,14 +172,29 @@ class FakeUplink:
 
 
 class FakeAgent:
+    """The running agent's parts the view shows; ``view()`` is what the daemon's ``command_view`` gives."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.readers: dict[str, Any] = {"gate-1": FakeGate(), "gate-2": FakeGate(), "boiler": FakeModbusReader()}
         self.buses: dict[str, Any] = {"mb": FakeBus(), "gb": object()}
-        self.workers = [FakeWorker("gb"), FakeWorker("mb")]
-        self.buffer = type("B", (), {"stats": staticmethod(lambda: Stats())})()
+        boiler = DeviceReader(settings.device("boiler"), get_driver("modbus_generic"), self.buses["mb"])
+        self.readers: dict[str, Any] = {"gate-1": FakeGate(), "gate-2": FakeGate(), "boiler": boiler}
+        self.polled: list[str] = []
         self.uplink = FakeUplink()
         self.started_ms = int(NOW * 1000) - 90_000
+
+    def request_poll(self, device: str) -> bool:
+        if device not in self.readers:
+            return False
+        self.polled.append(device)
+        return True
+
+    def view(self, apply_config: Any = None) -> AgentView:
+        uplink = self.uplink
+        return AgentView(settings=self.settings, version="0.1.0", started_ms=self.started_ms,
+                         reader=self.readers.get, request_poll=self.request_poll, backlog=Stats,
+                         uplink=lambda: UplinkState(uplink.connected, uplink.stats().reconnects),
+                         publish_replay=uplink.publish_replay, apply_config=apply_config)
 
 
 @pytest.fixture
@@ -196,8 +203,8 @@ def world(tmp_path: Path):
     agent = FakeAgent(settings)
     ledger = FakeLedger()
     applied: list[Command] = []
-    service = CommandService(settings, FakeVerifier(), ledger, CommandOps(agent, applied.append, clock=lambda: NOW),
-                             clock=lambda: NOW)
+    ops = CommandOps(agent.view(applied.append), clock=lambda: NOW)
+    service = CommandService(settings, FakeVerifier(), ledger, ops, clock=lambda: NOW)
     yield service, agent, ledger, applied
     service.stop()
 
@@ -276,14 +283,14 @@ def test_authorisation_refuses_what_the_config_does_not_allow(world, op, target,
     assert answer["ok"] is False and answer["error"] == {"code": code, "message": message}
     assert [(r["outcome"], r["code"], r["actor"], r["op"], r["cmd_id"]) for r in ledger.rows] == [
         ("rejected", code, "k-test", op, "c-2")]
-    assert nothing_written(agent) and not any(w.requested for w in agent.workers)
+    assert nothing_written(agent) and not agent.polled
     assert PLATE not in json.dumps(answer)
 
 
 def test_an_op_not_enabled_in_the_config_is_not_allowed(tmp_path):
     settings = make_settings(tmp_path, ops=("agent.ping",))
     agent, ledger = FakeAgent(settings), FakeLedger()
-    service = CommandService(settings, FakeVerifier(), ledger, CommandOps(agent))
+    service = CommandService(settings, FakeVerifier(), ledger, CommandOps(agent.view()))
     answer = service.handle(payload(op="device.write", target="gate-1", args={"point": "barrier", "value": "open"}))
     assert answer["error"] == {"code": "not_allowed", "message": "op device.write is not enabled on this gateway"}
     assert nothing_written(agent)
@@ -293,7 +300,7 @@ def test_an_op_not_enabled_in_the_config_is_not_allowed(tmp_path):
 def test_a_config_apply_with_an_argument_it_does_not_take_is_rejected_before_acting(tmp_path):
     settings = make_settings(tmp_path, ops=("config.apply",))
     agent, ledger = FakeAgent(settings), FakeLedger()
-    service = CommandService(settings, FakeVerifier(), ledger, CommandOps(agent))
+    service = CommandService(settings, FakeVerifier(), ledger, CommandOps(agent.view()))
     answer = service.handle(payload(op="config.apply", args={"config": "x", "force": True}, id="c-3"))
     assert answer["error"] == {"code": "bad_request", "message": "config.apply takes only config, not force"}
     assert [(r["outcome"], r["code"]) for r in ledger.rows] == [("rejected", "bad_request")]
@@ -394,7 +401,7 @@ def test_ping_reports_version_uptime_uplink_and_backlog(world):
 def test_poll_asks_the_device_bus_worker(world):
     service, agent, _, _ = world
     assert service.handle(payload(op="device.poll", target="boiler"))["data"] == {"requested": True}
-    assert [w.requested for w in agent.workers] == [[], ["boiler"]]
+    assert agent.polled == ["boiler"]
     del agent.readers["gate-2"]  # not running (its bus failed to open, say)
     answer = service.handle(payload(op="device.poll", target="gate-2"))
     assert answer["error"] == {"code": "device_error", "message": "device gate-2 is not being polled"}
@@ -403,7 +410,7 @@ def test_poll_asks_the_device_bus_worker(world):
 def test_config_apply_goes_to_the_daemon_which_answers_later(tmp_path):
     settings = make_settings(tmp_path, ops=("config.apply",))  # off unless listed
     ledger, applied = FakeLedger(), []
-    service = CommandService(settings, FakeVerifier(), ledger, CommandOps(FakeAgent(settings), applied.append))
+    service = CommandService(settings, FakeVerifier(), ledger, CommandOps(FakeAgent(settings).view(applied.append)))
     assert service.handle(payload(op="config.apply", args={"config": "gateway: {}"})) is None
     assert [c.op for c in applied] == ["config.apply"]
     assert [(r["outcome"], r["detail"]) for r in ledger.rows] == [("accepted", "config apply requested")]
@@ -415,11 +422,11 @@ def test_config_apply_refused_by_the_daemon_is_a_failed_result(tmp_path):
     def apply(command: Command) -> None:
         raise CommandRejected("bad_request", "gateway.yaml:3: mqtt.port: not a port")
     ledger = FakeLedger()
-    service = CommandService(settings, FakeVerifier(), ledger, CommandOps(FakeAgent(settings), apply))
+    service = CommandService(settings, FakeVerifier(), ledger, CommandOps(FakeAgent(settings).view(apply)))
     answer = service.handle(payload(op="config.apply", args={"config": "x"}))
     assert answer["error"] == {"code": "bad_request", "message": "gateway.yaml:3: mqtt.port: not a port"}
     assert [r["outcome"] for r in ledger.rows] == ["accepted", "failed"]
-    no_apply = CommandService(settings, FakeVerifier(), FakeLedger(), CommandOps(FakeAgent(settings), None))
+    no_apply = CommandService(settings, FakeVerifier(), FakeLedger(), CommandOps(FakeAgent(settings).view(None)))
     assert no_apply.handle(payload(op="config.apply", args={}))["error"]["code"] == "not_allowed"
 
 
@@ -451,7 +458,7 @@ def test_the_worker_answers_in_order_and_stop_can_come_from_the_worker_itself(wo
 def test_the_queue_is_bounded_big_payloads_are_not_kept_and_drops_are_audited(tmp_path):
     settings = make_settings(tmp_path)
     verifier, ledger = FakeVerifier(), FakeLedger()
-    service = CommandService(settings, verifier, ledger, CommandOps(FakeAgent(settings)))
+    service = CommandService(settings, verifier, ledger, CommandOps(FakeAgent(settings).view()))
     big = b"x" * (settings.commands.max_bytes * 4)
     for _ in range(QUEUE_MAX + 5):
         service.submit(big)  # no worker yet: the queue fills
@@ -514,7 +521,7 @@ def test_replay_republishes_exactly_the_id_range_with_the_original_bodies(tmp_pa
     settings = make_settings(tmp_path, batch_max=7)
     bodies = fill_buffer(settings, 60)
     agent, ledger = FakeAgent(settings), FakeLedger()
-    service = CommandService(settings, FakeVerifier(), ledger, CommandOps(agent))
+    service = CommandService(settings, FakeVerifier(), ledger, CommandOps(agent.view()))
     answer = service.handle(payload(op="buffer.replay", id="c-r", args={"from_id": 5, "to_id": 44}))
     assert answer["data"] == {"rows": 40, "first_id": 5, "last_id": 44}
     deadline = time.monotonic() + 10
@@ -531,7 +538,7 @@ def test_replay_by_time_and_an_empty_range(tmp_path):
     settings = make_settings(tmp_path)
     bodies = fill_buffer(settings, 30)
     agent = FakeAgent(settings)
-    ops = CommandOps(agent)
+    ops = CommandOps(agent.view())
     assert ops.replay({"from_ts": 10_000, "to_ts": 12_500}, "c-t") == {"rows": 3, "first_id": 10, "last_id": 12}
     deadline = time.monotonic() + 5
     while len(agent.uplink.replayed()) < 3 and time.monotonic() < deadline:
@@ -546,7 +553,7 @@ def test_replay_is_rate_limited_one_at_a_time_and_waits_for_the_uplink(tmp_path)
     fill_buffer(settings, 250)
     agent = FakeAgent(settings)
     agent.uplink.connected = False
-    ops = CommandOps(agent)
+    ops = CommandOps(agent.view())
     began = time.monotonic()
     assert ops.replay({"from_id": 1}, "c-1")["rows"] == 250
     with pytest.raises(CommandRejected) as busy:
@@ -574,7 +581,7 @@ def test_commands_still_queued_at_stop_are_counted_in_one_audit_row(tmp_path):
             release.wait(5)
             return super().verify(payload)
     ledger = FakeLedger()
-    service = CommandService(settings, SlowVerifier(), ledger, CommandOps(FakeAgent(settings)))
+    service = CommandService(settings, SlowVerifier(), ledger, CommandOps(FakeAgent(settings).view()))
     results: list[dict] = []
     service.start(results.append)
     for i in range(4):

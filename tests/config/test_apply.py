@@ -281,7 +281,7 @@ class Running:
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._main, name="test-supervisor", daemon=True)
 
-    def _service(self, settings, agent, apply_config) -> FakeService:
+    def _service(self, settings, view) -> FakeService:
         self.services.append(FakeService())
         return self.services[-1]
 
@@ -401,10 +401,10 @@ def test_a_new_config_that_cannot_start_is_rolled_back_at_once(tmp_path, sim) ->
             cfg["buffer"]["max_bytes"] = "1MiB"  # passes check; this test's agent refuses it below
             real = running.sup.build_service
 
-            def refuse_small_buffers(settings, agent, apply_config):
+            def refuse_small_buffers(settings, view):
                 if settings.buffer.max_bytes == 1024**2:
                     raise RuntimeError("cannot start: a test fault")
-                return running._service(settings, agent, apply_config)
+                return running._service(settings, view)
 
             running.sup.build_service = refuse_small_buffers
             started = time.monotonic()

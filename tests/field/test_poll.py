@@ -72,6 +72,7 @@ UNITS = {
     4: {"holding": {3: [0], 4: [25]}},  # qdy_level out of range: 25 m
     5: {"holding": {3: [9], 4: [25]}},  # qdy_level with a nonsense decimals register
     6: {"input": {0: [0x7FC0, 0x0000]}},  # a float32 NaN
+    7: {"holding": {4: [0, 0, 0, 0, 0, 0, 200]}, "coil": {0: [False]}},  # written by the write tests
 }
 
 
@@ -254,3 +255,55 @@ def test_max_block_from_device_overrides_driver() -> None:
     assert max(r.count for r in reader.plan) <= 8
     result = reader.poll()
     assert result.requests == len(reader.plan) and all(math.isclose(r.val, 0.0) for r in result.readings)
+
+
+# -- write: the device's one write path (a command's device.write) ----------------------------------
+SETPOINT = Point("setpoint_C", Reg.HOLDING, 10, DType.INT16, scale=0.1, writable=True)
+RELAY = Point("relay", Reg.COIL, 0, DType.BOOL, writable=True)
+LEVEL = Point("level_m", Reg.HOLDING, 4, DType.INT16, scale=0.001)
+
+
+def writer(bus: Any, unit: int = 7) -> DeviceReader:
+    return DeviceReader(device("modbus_generic", unit, points=(SETPOINT, RELAY, LEVEL)),
+                        get_driver("modbus_generic"), bus)
+
+
+def test_a_write_reaches_the_device_and_is_read_back(server: ModbusTestServer, bus: ModbusBus) -> None:
+    reader = writer(bus)
+    assert reader.write("setpoint_C", 21.5) == "match"
+    assert reader.write("relay", True) == "match"
+    assert bus.read(7, Reg.HOLDING, 10, 1) == [215] and bus.read(7, Reg.COIL, 0, 1)[0] is True
+    got = {r.pt: r.val for r in reader.poll().readings}
+    assert got["setpoint_C"] == 21.5 and got["relay"] is True
+
+
+class StuckBus(FakeBus):
+    """Takes every write and forgets it: the read-back shows the old value."""
+
+    def __init__(self) -> None:
+        super().__init__([], default=lambda reg, address, count: [200] * count)
+        self.writes: list[tuple[int, str, Any]] = []
+
+    def write(self, device_id: int, point: Point, value: Any, *, timeout_s: float | None = None) -> None:
+        self.writes.append((device_id, point.name, value))
+
+
+def test_a_write_the_device_did_not_take_is_a_device_fault_naming_no_value() -> None:
+    bus = StuckBus()
+    with pytest.raises(DeviceFault) as caught:
+        writer(bus).write("setpoint_C", 25)
+    assert str(caught.value) == ("modbus_generic-dev: setpoint_C reads back differently after the write "
+                                 "(the device did not take the value)")
+    assert bus.writes == [(7, "setpoint_C", 25)] and [c[1:4] for c in bus.calls] == [(Reg.HOLDING, 10, 1)]
+    assert "25" not in str(caught.value) and "200" not in str(caught.value)
+
+
+def test_what_a_modbus_write_refuses_before_the_bus() -> None:
+    bus = StuckBus()
+    with pytest.raises(PermissionError, match="^modbus_generic-dev: point level_m is not writable$"):
+        writer(bus).write("level_m", 1)
+    with pytest.raises(PermissionError, match="point nope is not writable"):
+        writer(bus).write("nope", 1)
+    with pytest.raises(ValueError, match="^a Modbus write takes only point and value, not lane$"):
+        writer(bus).write("setpoint_C", 20, lane=1)
+    assert bus.writes == [] and bus.calls == []
