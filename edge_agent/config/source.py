@@ -129,20 +129,29 @@ class _Converter:
 
     def __init__(self, loader: yaml.SafeLoader, report: Report) -> None:
         self.loader, self.report = loader, report
-        self.memo: dict[int, Node] = {}  # anchors: convert a shared node once (also ends cycles)
+        self.memo: dict[int, Node] = {}  # anchors: convert a shared node once
+        self.open: set[int] = set()  # the nodes being converted: an alias to one of them is a cycle
 
     def convert(self, node: yaml.Node, path: str) -> Node:
+        line = node.start_mark.line + 1
+        if id(node) in self.open:  # an alias inside its own anchor: a value that contains itself
+            self.report.add(line, path, "this value contains itself (an alias inside its own anchor); "
+                                        "write the value out")
+            return Node(None, line)
         if id(node) in self.memo:
             return self.memo[id(node)]
-        line = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            out = self.memo[id(node)] = Node({}, line, {})
-            self._mapping(node, out, path)
-        elif isinstance(node, yaml.SequenceNode):
-            out = self.memo[id(node)] = Node([], line)
-            out.value.extend(self.convert(child, f"{path}[{i}]") for i, child in enumerate(node.value))
-        else:
-            out = self.memo[id(node)] = Node(self._scalar(node, path), line)
+        self.open.add(id(node))
+        try:
+            if isinstance(node, yaml.MappingNode):
+                out = self.memo[id(node)] = Node({}, line, {})
+                self._mapping(node, out, path)
+            elif isinstance(node, yaml.SequenceNode):
+                out = self.memo[id(node)] = Node([], line)
+                out.value.extend(self.convert(child, f"{path}[{i}]") for i, child in enumerate(node.value))
+            else:
+                out = self.memo[id(node)] = Node(self._scalar(node, path), line)
+        finally:
+            self.open.discard(id(node))
         return out
 
     def _scalar(self, node: yaml.Node, path: str) -> Any:
@@ -151,6 +160,11 @@ class _Converter:
         except yaml.MarkedYAMLError as exc:
             self.report.add(node.start_mark.line + 1, path, f"cannot read this value: {exc.problem}")
             return node.value  # the raw text: reported once, not again as missing
+        except (ValueError, KeyError, TypeError, OverflowError):  # a standard tag on text it cannot read
+            tag = str(node.tag).rsplit(":", 1)[-1]
+            self.report.add(node.start_mark.line + 1, path,
+                            f"cannot read {node.value!r} as !!{tag}: remove the tag or correct the value")
+            return node.value
 
     def _mapping(self, node: yaml.MappingNode, out: Node, path: str) -> None:
         first_line: dict[str, int] = {}
