@@ -63,6 +63,7 @@ class IdFloor:
         self.next_id = 1
         self.ceiling = 1  # ids below this are covered by the sidecar
         self.sidecar_boot = ""  # the boot id the sidecar was last written under
+        self.own_value = self.copy_value = 0  # each file's ceiling as last read
         self._fd: int | None = None
 
     # -- the writer lock ---------------------------------------------------------------------
@@ -95,7 +96,10 @@ class IdFloor:
         """
         sidecar = self.read()
         if trust_floors and self.sidecar_boot == boot_id():
-            self.next_id = max(1, self.next_id, *floors)
+            # Both files are written together; a copy above this file's own sidecar was raised by
+            # another buffer file (buffer.path changed and back): its ids are taken, start above them.
+            foreign = self.copy_value if self.copy_value > self.own_value else 0
+            self.next_id = max(1, self.next_id, *floors, foreign)
             self.ceiling = max(self.next_id, sidecar)  # that block is already reserved
         else:
             self.next_id = max(1, self.next_id, *floors, sidecar, ceiling_copy)
@@ -129,9 +133,14 @@ class IdFloor:
         """The higher ceiling of the sidecar and its copy (``sidecar_boot``: that file's boot id);
         0 when both are absent. An unreadable file is logged, not fatal."""
         best, self.sidecar_boot = 0, ""
+        self.own_value = self.copy_value = 0
         for path in (self.ids_path, self.copy_path):
             if path is not None:
                 value, boot = _read_floor(path)
+                if path == self.ids_path:
+                    self.own_value = value
+                else:
+                    self.copy_value = value
                 if value > best:
                     best, self.sidecar_boot = value, boot
         return best

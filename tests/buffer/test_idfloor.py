@@ -246,11 +246,6 @@ def readings(n: int) -> list[Reading]:
     return [Reading("river-1", "level_m", k / 100, 1_732_380_000_000 + k) for k in range(n)]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: IdFloor.load trusts an existing database's own next id whenever the higher floor file "
-    "carries this boot's id, but the copy in state_dir is shared by every buffer.path: after "
-    "a.db used ids 4..13, going back to the older b.db (same boot) hands out 4, 5 again, and "
-    "lower() then writes 6 over the copy's 14"))
 def test_going_back_to_an_older_buffer_file_does_not_bring_ids_back(tmp_path: Path, copy: Path) -> None:
     """buffer.path edited to a new file and later back (or an older buffer.db copied back), with
     restarts but no reboot: ids are never reused (contract section 4), whatever file holds them."""
