@@ -2,7 +2,8 @@
 
 Exit codes: 0 ok, 1 a problem found or the command failed, 2 bad usage. An expected failure
 (bad config, absent port, broker down, no buffer yet) is one clear line on stderr, never a
-traceback. Heavy modules are imported per verb so ``check`` stays instant on a Pi.
+traceback: every such exception derives from ``errors.EdgeAgentError``, and ``main`` catches
+that root once. Heavy modules are imported per verb so ``check`` stays instant on a Pi.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import __version__
+from .errors import EdgeAgentError
 
 __all__ = ["main"]
 
@@ -25,8 +27,8 @@ READ_LISTEN_S = 5.0  # how long 'read' listens to a talking device (hub, gate) f
 STATUS_ASK_S = 5.0  # how long 'status' waits for the daemon's answer before reading the buffer file
 
 
-class CliFailure(Exception):
-    """An expected failure: printed as one line, exit 1."""
+class CliFailure(EdgeAgentError):
+    """An expected failure of a verb: printed as one line, exit 1."""
 
 
 def _load(path: str):
@@ -54,43 +56,31 @@ def setup_logging(level: str, *, log_file: str | None = None, log_max: int | Non
                    keep=logsetup.DEFAULT_KEEP if log_keep is None else log_keep)
 
 
-def _key_failure(exc: Exception, config: str) -> CliFailure:
-    """A key file problem as one line, with the real config path in the suggested command."""
-    return CliFailure(str(exc).replace("-c CONFIG", f"-c {config}"))
+def _with_config(message: str, config: str | None) -> str:
+    """A message with the real config path in the command it suggests (key file problems say
+    ``-c CONFIG``: the module that raises them does not know the path)."""
+    return message.replace("-c CONFIG", f"-c {config}") if config else message
 
 
-def _privacy(settings: Any, config: str) -> Any:
-    """The privacy stage as the daemon builds it (keys loaded), or one clear line."""
-    from .privacy.keys import KeyFileError
+def _privacy(settings: Any) -> Any:
+    """The privacy stage as the daemon builds it (keys loaded); KeyFileError / SealError when a
+    key is missing or loosely permitted (``main`` prints it as one line)."""
     from .privacy.stage import Privacy
-    from .privacy.seal import SealError
 
-    try:
-        return Privacy.load(settings.privacy, overrides=settings.privacy_overrides)
-    except (KeyFileError, SealError) as exc:
-        raise _key_failure(exc, config) from None
+    return Privacy.load(settings.privacy, overrides=settings.privacy_overrides)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .buffer.outbox import BufferError
-    from .commands.verify import VerifierError
+    """A file or key the agent cannot use (buffer, ledger, uplink, key files) stops it with one
+    line: ``main`` catches ``EdgeAgentError``."""
     from .agent.supervisor import run
-    from .privacy.keys import KeyFileError
-    from .commands.ledger import LedgerError
-    from .privacy.seal import SealError
-    from .uplink.drain import UplinkError
 
     settings = _load(args.config)
     try:
         setup_logging(args.log_level, log_file=args.log_file, log_max=args.log_max, log_keep=args.log_keep)
     except OSError as exc:
         raise CliFailure(f"--log-file {args.log_file}: {exc.strerror or exc}") from None
-    try:
-        return run(settings)
-    except (BufferError, UplinkError, LedgerError, VerifierError) as exc:  # a file the agent cannot use
-        raise CliFailure(str(exc)) from None
-    except (KeyFileError, SealError) as exc:  # missing or loosely permitted key: fix it, then start
-        raise _key_failure(exc, args.config) from None
+    return run(settings)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -122,7 +112,7 @@ def _key_state(settings: Any, config: str) -> dict[str, Any]:
     try:
         ring = load_keyring(path)
     except KeyFileError as exc:
-        return {"file": str(path), "state": "unreadable", "reason": str(_key_failure(exc, config))}
+        return {"file": str(path), "state": "unreadable", "reason": _with_config(str(exc), config)}
     return {"file": str(path), "state": "ok", "active_version": ring.active,
             "fingerprint": ring.fingerprints()[ring.active], "versions": len(ring.versions)}
 
@@ -237,9 +227,9 @@ def _follow(path, args: argparse.Namespace, wanted) -> int:
     while True:
         try:
             rows = read_rows(path, after_id=last_id, last=args.lines if first else None)
-        except BufferError as exc:
+        except BufferError:
             if not args.follow:
-                raise CliFailure(str(exc)) from None
+                raise
             if not announced:
                 print(f"waiting for the buffer at {path} ...", file=sys.stderr, flush=True)
                 announced = True
@@ -256,7 +246,6 @@ def _follow(path, args: argparse.Namespace, wanted) -> int:
 
 
 def cmd_read(args: argparse.Namespace) -> int:
-    from .errors import LinkError
     from .field.readers import make_reader, open_link
     from .field.registry import get_driver
 
@@ -266,7 +255,7 @@ def cmd_read(args: argparse.Namespace) -> int:
         raise CliFailure(_unknown_device(args.device, names))
     device = settings.device(args.device)
     driver = get_driver(device.driver)
-    privacy = _privacy(settings, args.config)  # before the bus: no value is read that cannot be protected
+    privacy = _privacy(settings)  # before the bus: no value is read that cannot be protected
     setup_logging("warning")  # whatever a library logs is scrubbed too
     link = open_link(settings.bus(device.bus))
     try:
@@ -282,8 +271,6 @@ def cmd_read(args: argparse.Namespace) -> int:
             result.bad_frames += more.bad_frames
             result.bad_frame_notes += more.bad_frame_notes
             result.answered = result.answered or more.answered
-    except LinkError as exc:
-        raise CliFailure(str(exc)) from None
     finally:
         link.close()
     return _print_read(device, result, privacy)
@@ -314,7 +301,7 @@ def _print_read(device: Any, result: Any, privacy: Any) -> int:
 def _platform_key_lines(settings: Any) -> list[str]:
     """What ``keys init`` says about the platform's public key (for seal), if one is configured."""
     from .privacy.keys import fingerprint
-    from .privacy.seal import PlatformKey, SealError
+    from .privacy.seal import PlatformKey
 
     path = settings.privacy.platform_key_file
     if path is None:
@@ -322,16 +309,13 @@ def _platform_key_lines(settings: Any) -> list[str]:
     if not Path(path).exists():
         return [f"platform key {path}: not there yet; 'run' refuses to start until the platform operator "
                 "provides it ('edge-agent platform keygen DIR' on the platform side makes one)"]
-    try:
-        key = PlatformKey.load(path)
-    except SealError as exc:
-        raise CliFailure(str(exc)) from None
+    key = PlatformKey.load(path)  # SealError: one line (main)
     return [f"platform key kid {key.kid} {fingerprint(key.raw)} ({path})"]
 
 
 def cmd_keys_init(args: argparse.Namespace) -> int:
     """Create the site pseudonym key where the config points (or add a version with --rotate)."""
-    from .privacy.keys import KeyFileError, create_site_key, load_keyring, rotate_site_key
+    from .privacy.keys import create_site_key, load_keyring, rotate_site_key
 
     settings = _load(args.config)
     path = Path(settings.privacy.key_file or settings.gateway.state_dir / "keys" / "pseudonym.key")
@@ -354,9 +338,7 @@ def cmd_keys_init(args: argparse.Namespace) -> int:
                 os.chmod(path.parent, 0o700)  # whatever the umask: only the agent's user may list it
             ring = create_site_key(path)
             print(f"created site key file {path} (mode 0600)")
-    except KeyFileError as exc:
-        raise _key_failure(exc, args.config) from None
-    except OSError as exc:
+    except OSError as exc:  # KeyFileError is not one: main prints it
         raise CliFailure(f"key file {path}: {exc.strerror or exc}") from None
     for version, fp in ring.fingerprints().items():
         print(f"site key v{version} {fp}" + (" (active)" if version == ring.active else ""))
@@ -483,8 +465,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except CliFailure as exc:
-        print(f"edge-agent: {exc}", file=sys.stderr)
+    except EdgeAgentError as exc:  # an expected failure, CliFailure included: its one line, exit 1
+        print(f"edge-agent: {_with_config(str(exc), getattr(args, 'config', None))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # Ctrl-C before the verb finished: it failed (contract: 0, 1 or 2)
         print("edge-agent: interrupted", file=sys.stderr)

@@ -1,18 +1,49 @@
-"""The bus exceptions every poller catches, whatever the protocol or library below.
+"""The exceptions of edge-agent: one root, a branch per kind of failure, drawn here (the floor).
+
+Every exception the package raises on purpose derives from ``EdgeAgentError``: its message is
+one line that names the place (file, key, bus, device) and the fix, so the CLI prints it as
+it is and exits 1 (``cli.main`` catches the root, once). A class keeps its builtin base where
+code catches that (``ValueError``). The branches live here; each room defines its leaves and
+imports its branch, never the reverse::
+
+    EdgeAgentError
+     +-- ConfigurationError   the config cannot be used
+     |    +-- ConfigError         every problem of one file, FILE:LINE: key.path: ... (config.schema)
+     +-- StartupError         something the agent needs at start is missing, malformed or not permitted
+     |    +-- KeyFileError        the pseudonym key file (privacy.keys)
+     |    |    +-- VerifierError  a trusted command key file (commands.verify)
+     |    +-- SealError           the platform's public key; a sealed value that does not open (privacy.seal)
+     |    +-- SigningKeyError     a command signing or verification key file (commands.signing)
+     |    +-- MqttConfigError     a password or TLS file the mqtt settings name (uplink.client)
+     |    +-- UplinkError         the uplink cannot start (uplink.drain)
+     |    +-- ControlError        the control socket cannot be served (agent.control)
+     |    +-- DriverError         an installed driver is unsound (field.registry)
+     +-- BusError             one exchange with a device failed, whatever the protocol or library below
+     |    +-- LinkError           the link itself cannot be used: port absent or not permitted, TCP
+     |    |                       refused/unreachable, connection lost; retried on the next call
+     |    +-- NoResponse          the device stayed silent within its timeout, or answered garbage
+     |    |                       (bad checksum, short or foreign frame, wrong address)
+     |    +-- DeviceFault         the device answered, refusing: a Modbus exception, a DL/T 645 error
+     |                            reply, a gate's negative ack; ``.code`` says which
+     +-- LineTooLong (ValueError) a talking device's line passed ``model.MAX_LINE`` bytes and was
+     |                            discarded: a bad frame, not a failed poll, so not a BusError
+     +-- BufferError          the buffer file cannot be opened, read or written (buffer.file)
+     |    +-- BufferFull          SQLITE_FULL: nothing was written
+     |    +-- BufferCorrupt       not a database, truncated or damaged: a case for quarantine
+     |    +-- BufferDenied        this user may not open it or its journals
+     +-- CommandError         a platform command that must not act, or its record
+     |    +-- CommandRejected     refused with a code from the contract (commands.types)
+     |    +-- LedgerError         the command ledger file cannot be used (commands.ledger)
+     +-- ControlUnavailable   no daemon answered on the control socket (agent.control): status
+     |                        then reads the buffer file
+     +-- CliFailure           an expected failure of a CLI verb (cli)
+     +-- UsageError (ValueError) a bad argument to scan: exit 2 (tools.scan)
 
 Kept apart from ``bus`` (pymodbus) and ``link`` (pyserial) so that drivers and pollers of every
-protocol share one vocabulary without importing either library::
-
-    BusError
-     +-- LinkError      the link itself cannot be used: port absent or not permitted, TCP
-     |                  refused/unreachable, connection lost; retried on the next call
-     +-- NoResponse     the device stayed silent within its timeout, or answered garbage
-     |                  (bad checksum, short or foreign frame, wrong address)
-     +-- DeviceFault    the device answered, refusing: a Modbus exception, a DL/T 645 error
-                        reply, a gate's negative ack; ``.code`` says which
-
-    LineTooLong (a ValueError)  a talking device's line passed ``model.MAX_LINE`` bytes and was
-                        discarded: a bad frame, not a failed poll
+protocol share one vocabulary without importing either library. Not in the tree: a module's
+private signals (``_Bad``, ``_CannotOpen``, ...), caught in that module, and the drivers'
+frame decoding reasons (``FrameError``, ``BadFrame``: ``ValueError``s turned into ``NoResponse``
+or a counted bad frame inside the driver): should one leak, it is a bug and keeps its traceback.
 
 Messages name the bus, the device and the cause, never a value read (it may be personal);
 ``bug_location`` names an unexpected exception the same way, by type and place only.
@@ -22,7 +53,8 @@ from __future__ import annotations
 
 import traceback
 
-__all__ = ["BusError", "LinkError", "NoResponse", "DeviceFault", "LineTooLong", "EXCEPTION_NAMES", "bug_location"]
+__all__ = ["EdgeAgentError", "ConfigurationError", "StartupError", "BusError", "LinkError", "NoResponse",
+           "DeviceFault", "LineTooLong", "BufferError", "CommandError", "EXCEPTION_NAMES", "bug_location"]
 
 EXCEPTION_NAMES = {
     1: "illegal function", 2: "illegal data address", 3: "illegal data value",
@@ -41,8 +73,20 @@ def bug_location(exc: BaseException) -> str:
     return f"{type(exc).__name__} at {last.filename.rsplit('/', 1)[-1]}:{last.lineno}"
 
 
-class BusError(Exception):
-    """Base of the bus exceptions."""
+class EdgeAgentError(Exception):
+    """The root: an expected failure whose message (one line) says where and what to do."""
+
+
+class ConfigurationError(EdgeAgentError):
+    """The config cannot be used."""
+
+
+class StartupError(EdgeAgentError):
+    """A key, file, socket or driver the agent needs at start cannot be used; fix it, then start."""
+
+
+class BusError(EdgeAgentError):
+    """Base of the bus exceptions: one exchange with a device failed."""
 
 
 class LinkError(BusError):
@@ -64,5 +108,13 @@ class DeviceFault(BusError):
         super().__init__(message)
 
 
-class LineTooLong(ValueError):
+class LineTooLong(EdgeAgentError, ValueError):
     """A line passed its link's ``max_line`` bytes; it was discarded up to its newline."""
+
+
+class BufferError(EdgeAgentError):  # shadows the builtin, as buffer.file always has: the buffer's own
+    """The buffer cannot be opened, read or written; the message names the file."""
+
+
+class CommandError(EdgeAgentError):
+    """A platform command that must not act, or the record of commands cannot be kept."""

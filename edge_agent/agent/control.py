@@ -35,6 +35,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from ..errors import EdgeAgentError, StartupError
+
 __all__ = ["ControlServer", "ControlError", "ControlUnavailable", "socket_path", "query", "query_status",
            "status_or_reason", "SERVICE_GROUP", "SOCKET_NAME"]
 
@@ -52,11 +54,11 @@ SUN_PATH_MAX = 107  # sockaddr_un.sun_path, less its terminating NUL
 Handler = Callable[[Mapping[str, Any]], Any]
 
 
-class ControlError(Exception):
+class ControlError(StartupError):
     """The control socket cannot be served (path too long, another agent answers, no permission)."""
 
 
-class ControlUnavailable(Exception):
+class ControlUnavailable(EdgeAgentError):
     """No daemon answered; the message says why (no socket, refused, timed out, not permitted)."""
 
 

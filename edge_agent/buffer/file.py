@@ -5,8 +5,8 @@ what the rows mean: it runs when ``Buffer`` opens the file, and again when a sta
 the file corrupt. ``Buffer`` holds the connection, the lock and the id floor; the functions
 here take a path or a connection and keep no state.
 
-Errors (``BufferError`` and ``BufferFull`` are imported from ``buffer.py`` by the rest of the
-code)::
+Errors (``BufferError`` and ``BufferFull`` are imported from ``buffer.outbox`` by the rest of the
+code; ``BufferError`` is the buffer's branch of ``errors.EdgeAgentError``, defined there)::
 
     BufferError          the buffer cannot be opened, read or written; the message names the file
      +-- BufferFull      SQLite reported the database or disk full (SQLITE_FULL); nothing written
@@ -52,6 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import evict
+from ..errors import BufferError
 from .idfloor import move_aside
 
 __all__ = ["BufferCorrupt", "BufferDenied", "BufferError", "BufferFull", "Remembered", "SCHEMA_VERSION", "SET_META",
@@ -78,10 +79,6 @@ CREATE INDEX IF NOT EXISTS outbox_sent ON outbox (sent_at) WHERE sent_at IS NOT 
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 SET_META = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"
-
-
-class BufferError(Exception):
-    """The buffer cannot be opened, read or written; the message names the file."""
 
 
 class BufferFull(BufferError):

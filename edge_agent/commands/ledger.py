@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from ..buffer.file import leave_in_rollback_mode
+from ..errors import CommandError
 
 __all__ = ["Ledger", "LedgerError", "GENESIS", "KINDS", "OUTCOMES", "row_hash", "KEEP_AFTER_EXP_S"]
 
@@ -81,7 +82,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
-class LedgerError(Exception):
+class LedgerError(CommandError):
     """The ledger file cannot be opened, read or written; the message names the file."""
 
 

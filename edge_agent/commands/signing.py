@@ -38,6 +38,8 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..errors import StartupError
+
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -48,7 +50,7 @@ PRIVATE_NAME, PUBLIC_NAME = "command.key", "command.pub"
 SIG_BYTES = 64
 
 
-class SigningKeyError(Exception):
+class SigningKeyError(StartupError):
     """A signing or verification key file cannot be used; the message names the file and the fix."""
 
 

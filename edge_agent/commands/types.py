@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import CommandError
+
 __all__ = ["ERROR_CODES", "Command", "CommandRejected", "result"]
 
 # CONTRACT section 6 and issue 6: the code of every refusal or failure, as the platform sees it
@@ -34,7 +36,7 @@ class Command:
     raw: dict[str, Any] = field(default_factory=dict, repr=False)  # as received, "sig" included
 
 
-class CommandRejected(Exception):
+class CommandRejected(CommandError):
     """A command that must not act; ``code`` is one of ERROR_CODES, ``message`` one line that
     carries no personal data (it goes on the wire and into the audit log)."""
 

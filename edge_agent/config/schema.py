@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import ConfigurationError
 from ..settings import Settings
 from .buses import read_buses
 from .commands import read_commands
@@ -28,7 +29,7 @@ from .source import Node, Problem, Report, Section, compose
 __all__ = ["Problem", "ConfigError", "load_settings", "check_file", "check_config", "check_text", "parse_settings"]
 
 
-class ConfigError(Exception):
+class ConfigError(ConfigurationError):
     """The config cannot be used; ``problems`` holds every reason, one per line in ``str()``."""
 
     def __init__(self, problems: list[Problem]) -> None:

@@ -12,12 +12,13 @@ import pkgutil
 from functools import lru_cache
 from typing import Iterable
 
+from ..errors import StartupError
 from ..model import DRIVER_PROTOCOLS, DType, Driver, Point
 
 __all__ = ["drivers", "get_driver", "point_problems", "DriverError"]
 
 
-class DriverError(Exception):
+class DriverError(StartupError):
     """A driver module is missing ``DRIVER`` or declares unsound points."""
 
 

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from ..errors import StartupError
+
 __all__ = ["KEY_BYTES", "KeyRing", "KeyFileError", "load_keyring", "create_site_key", "rotate_site_key",
            "fingerprint", "check_private_mode"]
 
@@ -41,7 +43,7 @@ _HEADER = "# edge-agent pseudonym keys: one line per version, the highest is act
 _LINE = re.compile(r"v(\d+)\s+(\S+)")
 
 
-class KeyFileError(Exception):
+class KeyFileError(StartupError):
     """A key file cannot be used; the message names the file and the fix, never the key."""
 
 

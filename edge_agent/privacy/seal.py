@@ -59,6 +59,8 @@ from typing import Any
 
 from typing import TYPE_CHECKING
 
+from ..errors import StartupError
+
 if TYPE_CHECKING:  # cryptography costs ~7 MB of RSS: loaded only by a gateway that seals
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
@@ -69,7 +71,7 @@ INFO = b"edge-agent seal v1"
 PUB_BYTES, NONCE_BYTES, TAG_BYTES = 32, 12, 16
 
 
-class SealError(Exception):
+class SealError(StartupError):
     """A platform key that cannot be used, or a sealed value that does not open."""
 
 

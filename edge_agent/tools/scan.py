@@ -28,6 +28,7 @@ import sys
 import time
 from typing import Any, TextIO
 
+from ..errors import EdgeAgentError
 from .scan_probe import Found, Scanner, ScanPlan
 
 __all__ = ["register", "cmd_scan", "parse_ids", "parse_bauds", "parse_timeout", "format_ids", "holders",
@@ -41,7 +42,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {  # the rates field devices ship with fir
 MAX_UNIT = 247
 
 
-class UsageError(ValueError):
+class UsageError(EdgeAgentError, ValueError):
     """A bad argument: one line, exit 2."""
 
 

@@ -35,13 +35,14 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
+from ..errors import StartupError
 from ..settings import GatewaySettings, MqttSettings
 
 __all__ = ["MqttConfigError", "build_client", "read_password", "client_id_for", "describe_error",
            "describe_socket_error", "describe_rc", "keepalive_s", "ErrorTap", "ConnectionLog"]
 
 
-class MqttConfigError(Exception):
+class MqttConfigError(StartupError):
     """A file the mqtt settings name cannot be used; raised at start, never retried."""
 
 

@@ -53,6 +53,7 @@ from typing import Any, Callable, Iterable, Mapping, Protocol
 from paho.mqtt.enums import MQTTErrorCode
 
 from .. import __version__
+from ..errors import StartupError
 from .lanes import KINDS, Batch, Cursors, Outbox as LaneOutbox, select
 from .client import (ConnectionLog, ErrorTap, MqttConfigError, build_client, client_id_for,
                           describe_error, describe_rc, describe_socket_error, keepalive_s)
@@ -70,7 +71,7 @@ RETRY_REFUSED_S = 10.0  # after the broker refused a message in its PUBACK (MQTT
 RETRY_BUFFER_S = 1.0  # after the buffer raised
 
 
-class UplinkError(Exception):
+class UplinkError(StartupError):
     """The uplink cannot start (a settings file it needs cannot be read)."""
 
 
