@@ -15,12 +15,13 @@ from .rules import RateOfRise, Report, Stale, Threshold
 
 __all__ = [
     "GatewaySettings", "TlsSettings", "MqttSettings", "BufferSettings", "PrivacySettings",
-    "BusSettings", "DeviceSettings", "Settings", "TrustedKey", "CommandSettings", "WriteRule", "OPS",
+    "BusSettings", "DeviceSettings", "Settings", "TrustedKey", "CommandSettings", "WriteRule", "OPS", "OPT_IN_OPS",
     "PRIVACY_ACTIONS",
 ]
 
-# CONTRACT section 6: the ops a platform command may name
+# CONTRACT section 6: the ops a platform command may name (commands/optable.py: what each does)
 OPS = ("agent.ping", "device.poll", "device.write", "config.apply", "buffer.replay")
+OPT_IN_OPS = ("config.apply",)  # enabled only when commands.ops lists them
 # CONTRACT section 5: what a config may map a data class (or one point) to; the privacy stage
 # applies these and free_text's default, scan, which is not written in a config
 PRIVACY_ACTIONS = ("keep", "pseudonymize", "mask", "generalize", "drop", "seal")
@@ -94,7 +95,7 @@ class CommandSettings:
     """
 
     keys: tuple[TrustedKey, ...] = ()
-    ops: tuple[str, ...] = ("agent.ping", "device.poll", "device.write", "buffer.replay")
+    ops: tuple[str, ...] = tuple(op for op in OPS if op not in OPT_IN_OPS)
     max_bytes: int = 16 * 1024  # a larger payload is refused before it is parsed
     max_skew_s: float = 300.0  # how far in our future "iat" may be
     max_lifetime_s: float = 3600.0  # "exp" - "iat" at most: bounds the replay cache

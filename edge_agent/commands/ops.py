@@ -35,11 +35,10 @@ from ..errors import DeviceFault, LinkError, NoResponse
 from .types import Command, CommandRejected
 from .view import AgentView, PointWriter
 
-__all__ = ["CommandOps", "parse_range", "WRITE_EXTRA_ARGS"]
+__all__ = ["CommandOps", "parse_range"]
 
 log = logging.getLogger("edge_agent.commands")
 
-WRITE_EXTRA_ARGS = ("lane",)  # device.write arguments besides point and value (for readers with write())
 REPLAY_RETRY_S = 1.0  # a replay waits this long between tries while the uplink is away
 REPLAY_GIVE_UP = 30  # tries of one message, while connected, before a replay gives up
 MAX_INT = 2**63 - 1

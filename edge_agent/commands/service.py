@@ -8,14 +8,16 @@ order:
 
 1. **verify** (``command_verify.CommandVerifier``): size, JSON, schema, signature by a trusted
    key, validity times, replay. A refusal is answered with its code and audited ``rejected``.
-2. **authorise** (here): the op enabled in ``commands.ops``; a device op names a configured,
-   enabled device; ``device.write`` names a point in that device's ``writable`` and a value its
-   ``WriteRule`` allows; the other ops name no target. Refusals: ``not_allowed`` (or
-   ``bad_request`` for a malformed request), audited ``rejected``.
+2. **authorise** (here, by the op's row in ``optable.OP_TABLE``): the op enabled in
+   ``commands.ops``; a device op names a configured, enabled device; ``device.write`` names a
+   point in that device's ``writable`` and a value its ``WriteRule`` allows; the other ops name
+   no target; ``args`` has the op's shape. Refusals: ``not_allowed`` (or ``bad_request`` for a
+   malformed request), audited ``rejected``.
 3. **audit** ``accepted`` *before* acting: if the audit log cannot be written, nothing is done
    (``internal``). A command never acts unrecorded.
-4. **execute** (``command_ops.CommandOps``), then audit ``done`` or ``failed``, and hand the
-   result to ``publish_result`` (``Uplink.publish_result``: ``R/cmd/result``, QoS 1).
+4. **execute** (the row's ``run``: a ``command_ops.CommandOps`` method), then audit ``done``
+   or ``failed``, and hand the result to ``publish_result`` (``Uplink.publish_result``:
+   ``R/cmd/result``, QoS 1).
 
 ``config.apply`` is the daemon's: when its ``apply_config`` returns None the daemon publishes
 the result itself later (after the new uplink connected, or after a rollback) and audits the
@@ -39,20 +41,19 @@ import threading
 import time
 from typing import Any, Callable, Protocol
 
-from .ops import WRITE_EXTRA_ARGS, CommandOps, parse_range
+from .ops import CommandOps
+from .optable import OP_TABLE, name as _name
 from .types import Command, CommandRejected, result
 from .view import AgentView
 from ..settings import Settings
 
-__all__ = ["CommandService", "Verifier", "AuditLog", "QUEUE_MAX", "DEVICE_OPS", "UNVERIFIED"]
+__all__ = ["CommandService", "Verifier", "AuditLog", "QUEUE_MAX", "UNVERIFIED"]
 
 log = logging.getLogger("edge_agent.commands")
 
 QUEUE_MAX = 64  # messages waiting for the worker; more are dropped (and counted)
 LOG_REFUSALS_PER_MIN = 10  # refusals logged at WARNING per minute; the rest at DEBUG (all are audited)
-DEVICE_OPS = ("device.poll", "device.write")  # ops whose target is a device
 UNVERIFIED = "unverified"  # the audit actor of a message whose signature did not verify
-_WORD = re.compile(r"[a-z_]{1,16}")
 _ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
@@ -205,7 +206,8 @@ class CommandService:
             self.authorise(cmd)
         except CommandRejected as exc:
             return self._refused(exc, cmd)
-        if not self._audit(cmd, "accepted", detail=_summary(cmd)):
+        op = OP_TABLE.get(cmd.op)
+        if not self._audit(cmd, "accepted", detail=op.summary(cmd) if op is not None else cmd.op):
             return result(cmd.id, False, self._now_ms(), code="internal",
                           message="the audit log cannot be written; the command was not carried out")
         try:
@@ -220,7 +222,7 @@ class CommandService:
             return result(cmd.id, False, self._now_ms(), code="internal", message=message)
         if data is None:  # config.apply: the daemon answers when the new config runs (or rolled back)
             return None
-        self._audit(cmd, "done", detail=_done(cmd, data))
+        self._audit(cmd, "done", detail=op.done_detail(cmd, data) if op is not None else cmd.op)
         return result(cmd.id, True, self._now_ms(), data=data)
 
     def authorise(self, cmd: Command) -> None:
@@ -228,10 +230,12 @@ class CommandService:
         commands = self.settings.commands
         if cmd.op not in commands.ops:
             raise CommandRejected("not_allowed", f"op {cmd.op} is not enabled on this gateway")
-        if cmd.op not in DEVICE_OPS:
+        op = OP_TABLE.get(cmd.op)  # None: enabled yet unknown (a hand-built config), refused when it runs
+        if op is None or not op.device:
             if cmd.target is not None:
                 raise CommandRejected("bad_request", f"{cmd.op} takes no target")
-            _check_args(cmd, None)
+            if op is not None:
+                op.check_args(cmd, None)
             return
         if cmd.target is None:
             raise CommandRejected("bad_request", f"{cmd.op} needs a target device")
@@ -240,33 +244,15 @@ class CommandService:
             raise CommandRejected("not_allowed", f"{_name(cmd.target)} is not a device of this gateway")
         if not device.enabled:
             raise CommandRejected("not_allowed", f"device {device.name} is disabled")
-        _check_args(cmd, self.settings.bus(device.bus).is_modbus)
-        if cmd.op != "device.write":
-            return
-        point, value = cmd.args.get("point"), cmd.args.get("value")
-        if not isinstance(point, str) or "value" not in cmd.args:
-            raise CommandRejected("bad_request", "device.write needs args.point (a name) and args.value")
-        rule = device.writable.get(point)
-        if rule is None:
-            raise CommandRejected("not_allowed", f"{device.name}: point {_name(point)} is not writable "
-                                                 "by commands (devices.writable)")
-        if not rule.allows(value):
-            raise CommandRejected("not_allowed", f"{device.name}: that value is not allowed for {point} "
-                                                 "(devices.writable)")
+        op.check_args(cmd, self.settings.bus(device.bus).is_modbus)
+        if op.authorise is not None:
+            op.authorise(cmd, device)
 
     def _execute(self, cmd: Command) -> dict[str, Any] | None:
-        ops = self._ops
-        if cmd.op == "agent.ping":
-            return ops.ping()
-        if cmd.op == "device.poll":
-            return ops.poll(cmd.target)
-        if cmd.op == "device.write":
-            return ops.write(cmd.target, cmd.args["point"], cmd.args["value"], cmd.args)
-        if cmd.op == "buffer.replay":
-            return ops.replay(cmd.args, cmd.id)
-        if cmd.op == "config.apply":
-            return ops.apply(cmd)
-        raise CommandRejected("unknown_op", f"op {_name(cmd.op)} is not known")
+        op = OP_TABLE.get(cmd.op)
+        if op is None:
+            raise CommandRejected("unknown_op", f"op {_name(cmd.op)} is not known")
+        return op.run(self._ops, cmd)
 
     # -- results and audit rows -----------------------------------------------------------------
     def _refused(self, exc: CommandRejected, cmd: Command | None) -> dict[str, Any]:
@@ -314,73 +300,6 @@ class CommandService:
         return int(self._clock() * 1000)
 
 
-def _check_args(cmd: Command, modbus: bool | None) -> None:
-    """The shape of ``args`` for ``cmd.op``, checked before the ``accepted`` row, so a malformed
-    request is ``rejected``. What only the op can judge (a value the driver cannot encode, a
-    lane the gate does not have, a config that does not validate) it refuses after, as ``failed``.
-    ``modbus``: whether a device op's target is on a Modbus bus (None for other ops)."""
-    args = cmd.args
-    if cmd.op in ("agent.ping", "device.poll"):
-        if args:
-            raise CommandRejected("bad_request", f"{cmd.op} takes no args, not "
-                                                 f"{', '.join(_name(k) for k in sorted(args))}")
-    elif cmd.op == "buffer.replay":
-        parse_range(args)
-    elif cmd.op == "config.apply":
-        unknown = sorted(set(args) - {"config"})
-        if unknown:
-            raise CommandRejected("bad_request", f"config.apply takes only config, not "
-                                                 f"{', '.join(_name(k) for k in unknown)}")
-    elif cmd.op == "device.write":
-        extra = sorted(set(args) - {"point", "value"})
-        if modbus and extra:
-            raise CommandRejected("bad_request", f"a Modbus write takes only point and value, "
-                                                 f"not {', '.join(_name(k) for k in extra)}")
-        unknown = [k for k in extra if k not in WRITE_EXTRA_ARGS]
-        if unknown:
-            raise CommandRejected("bad_request", f"device.write takes point, value and "
-                                                 f"{', '.join(WRITE_EXTRA_ARGS)}, not {', '.join(_name(k) for k in unknown)}")
-        lane = args.get("lane")
-        if "lane" in args and (isinstance(lane, bool) or not isinstance(lane, int) or lane < 0):
-            raise CommandRejected("bad_request", "args.lane must be a non-negative integer")
-
-
-def _name(text: object) -> str:
-    return str(text) if isinstance(text, str) and _ID.fullmatch(text) else "(unprintable name)"
-
-
 def _safe_id(cmd_id: object) -> str | None:
     """A command id from a message that did not verify, only when it has the id's form."""
     return cmd_id if isinstance(cmd_id, str) and _ID.fullmatch(cmd_id) else None
-
-
-def _value(value: object) -> str:
-    """A written value for the audit detail, when it cannot be personal data (else elided)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str) and _WORD.fullmatch(value):
-        return value
-    return "(value)"
-
-
-def _summary(cmd: Command) -> str:
-    """What an accepted command is about to do, for its ``accepted`` audit row."""
-    if cmd.op == "device.write":
-        lane = cmd.args.get("lane")
-        return f"{cmd.args['point']}={_value(cmd.args['value'])}" + (f" lane {_value(lane)}" if lane is not None else "")
-    if cmd.op == "buffer.replay":
-        return " ".join(f"{k}={_value(v)}" for k, v in sorted(cmd.args.items()))
-    if cmd.op == "config.apply":
-        return "config apply requested"
-    return cmd.op
-
-
-def _done(cmd: Command, data: dict[str, Any]) -> str:
-    if cmd.op == "buffer.replay":
-        return f"replaying {data.get('rows', 0)} row(s)" + (
-            f" ids {data['first_id']}..{data['last_id']}" if data.get("rows") else "")
-    if cmd.op == "device.write":
-        return _summary(cmd) + (" acked" if data.get("acked") else f" read back: {data.get('read_back')}")
-    return _summary(cmd)
