@@ -190,6 +190,9 @@ def describe_socket_error(line: str | None) -> str:
     if not line:
         return "the broker closed the connection before accepting it"
     found = _SSL_TAG.search(line)
+    if found is None and "EOF occurred in violation of protocol" in line:  # cut off before its alert arrived
+        return ("the broker ended the TLS session during the handshake without saying why (if it requires a "
+                "client certificate: mqtt.tls.cert_file and key_file)")
     if found is None:
         text = re.sub(r"^\[Errno \d+\] ", "", line.removeprefix("failed to receive on socket: ").strip())
         return text[:1].lower() + text[1:] if text else "connection failed"

@@ -144,9 +144,14 @@ def test_without_a_client_certificate_the_broker_refuses_and_nothing_is_sent(
     up = make_uplink(broker, buffer, TlsSettings(enabled=True, ca_file=pki.ca_file))
     wait_until(lambda: len(attempts(caplog)) >= 3, what="three attempts")
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-    assert len(errors) == 1 and errors[0].startswith(f"mqtt: cannot connect to {broker.host}:{broker.port}: "), errors
-    assert "certificate required" in errors[0] and "mqtt.tls.cert_file" in errors[0], errors
-    assert not up.connected and "certificate required" in (up.stats().last_error or "")
+    # the broker's alert, or now and then a session cut off before the alert could be read (a race in
+    # the TLS stack): either way one line a kind, each naming the client certificate settings
+    assert 1 <= len(errors) <= 2 and all(
+        e.startswith(f"mqtt: cannot connect to {broker.host}:{broker.port}: ") and "mqtt.tls.cert_file" in e
+        for e in errors), errors
+    assert len({e for e in errors}) == len(errors), errors
+    wait_until(lambda: "certificate required" in (up.stats().last_error or ""), what="the broker's alert")
+    assert not up.connected
     assert not agent_connected(broker), broker.log_tail()
     # mosquitto writes its log asynchronously to us: wait for the line rather than race it
     wait_until(lambda: "peer did not return a certificate" in broker.log_path.read_text(),
