@@ -69,6 +69,7 @@ def _rule(report: Report, r: Section, known: list[str] | None, internal: set[str
                    f"{_KIND_NAMES[kinds[1]]}, not both (write two rules)")
         return None
     kind = kinds[0]
+    mark = report.mark()  # a rule with a problem already reported is not built: its own check would repeat it
     prio_text = r.get("prio", choice(PRIOS, "prio"), None)
     prio = Priority.parse(prio_text) if prio_text else None
     if kind == "stale":
@@ -87,11 +88,15 @@ def _rule(report: Report, r: Section, known: list[str] | None, internal: set[str
             report.add(r.line_of("hysteresis"), r.sub("hysteresis"), f"{hysteresis:g} is negative; it must be >= 0")
         if above is not None and below is not None and below >= above:
             report.add(r.line_of("below"), r.sub("below"), f"must be lower than above ({above:g})")
+        if report.since(mark):
+            return None
         return _build(report, r, Threshold, point=point, above=above, below=below, hysteresis=hysteresis, **extra)
     rise = r.get("rise_per_minute", number)
     if rise is not None and rise <= 0:
         report.add(r.line_of("rise_per_minute"), r.sub("rise_per_minute"), f"{rise:g} must be > 0 (units per minute)")
     window = r.get("window", duration(1, 86400), 60.0)
+    if report.since(mark):
+        return None
     return _build(report, r, RateOfRise, point=point, per_minute=rise, window_s=window, **extra)
 
 

@@ -205,12 +205,7 @@ def test_point_names_are_not_checked_when_the_driver_itself_is_wrong() -> None:
     assert found == ["site.yaml:7: devices[0].driver: unknown driver 'qdy_levl' (did you mean 'qdy_level'?)"]
 
 
-# -- found here: a mistake reported twice ------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: _rule reports a mirrored check at the key (hysteresis < 0, below >= above, rise_per_minute <= 0) and "
-    "still builds "
-    "the rule, whose own check reports it again at the rule's line; and a threshold whose limit is not a "
-    "number (above: '3') gets a second, wrong problem 'needs above, below or both'"))
+# -- each mistake once (it was reported twice) ------------------------------------------------------
 @pytest.mark.parametrize(("rule", "expected"), [
     ("{point: level_m, above: 1, hysteresis: -0.1}",
      "site.yaml:10: devices[0].alarms[0].hysteresis: -0.1 is negative; it must be >= 0"),
