@@ -281,7 +281,7 @@ def test_the_error_tap_keeps_pahos_line_when_an_attempt_ends_without_a_connack(t
     """A broker that wants a client certificate: the TLS 1.3 handshake completes on the client's
     side, and the session ends at the first read, as a paho error line and a disconnect without any
     CONNACK. (Which line it is depends on a race: the broker's alert, or an EOF when the broker's
-    reset overtook it; see the xfail below.)"""
+    reset overtook it; see test_describe_socket_error_for_a_tls_session_cut_off_without_an_alert.)"""
     with Mosquitto(tmp_path, tls=pki.broker_tls(require_certificate=True)) as broker:
         tap = ErrorTap()
         outcome = connack(build_client(tls(ca_file=pki.ca_file), GW, errors=tap), broker.host, broker.port)
