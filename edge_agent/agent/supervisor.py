@@ -21,7 +21,6 @@ import logging
 import signal
 import threading
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 from ..commands.types import Command, CommandRejected, result
@@ -39,7 +38,6 @@ PRUNE_EVERY_S = 5.0  # sent rows past retention go within this (tail follows the
 TRIAL_POLL_S = 0.05  # during a config.apply trial: how often the new uplink is looked at
 IDLE_POLL_S = 0.25  # otherwise: how soon an apply request is taken up
 RELOAD_GRACE_S = 90.0  # a config.apply restart (stop up to ~25 s, then start) counts as alive this long
-LEDGER_NAME = "commands.db"  # in state_dir; the command service's ledger, for the apply's final audit row
 
 
 def run(settings: Settings, *, stop_event: threading.Event | None = None,
@@ -261,10 +259,10 @@ class Supervisor:
             self._busy = None
 
     def _audit(self, pending: config_apply.PendingApply, ok: bool, code: str | None, detail: str) -> None:
-        from ..commands.ledger import Ledger
+        from ..commands.ledger import Ledger, ledger_path
 
         try:
-            with Ledger(Path(self.settings.gateway.state_dir) / LEDGER_NAME) as ledger:
+            with Ledger(ledger_path(self.settings.gateway.state_dir)) as ledger:
                 ledger.audit("command", actor=pending.signer, cmd_id=pending.cmd_id, op="config.apply",
                              outcome="done" if ok else "failed", code=code, detail=detail)
         except Exception as exc:  # the result is out already; the missing row is logged

@@ -49,7 +49,10 @@ from typing import Any
 from ..buffer.file import leave_in_rollback_mode
 from ..errors import CommandError
 
-__all__ = ["Ledger", "LedgerError", "GENESIS", "KINDS", "OUTCOMES", "row_hash", "KEEP_AFTER_EXP_S"]
+__all__ = ["Ledger", "LedgerError", "GENESIS", "KINDS", "OUTCOMES", "row_hash", "KEEP_AFTER_EXP_S", "LEDGER_NAME",
+           "ledger_path", "ledger_files"]
+
+LEDGER_NAME = "commands.db"  # in gateway.state_dir; every part of the agent finds it through ledger_path
 
 GENESIS = "0" * 64
 KINDS = ("command", "cli")
@@ -84,6 +87,18 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 class LedgerError(CommandError):
     """The ledger file cannot be opened, read or written; the message names the file."""
+
+
+def ledger_path(state_dir: str | Path) -> Path:
+    """A gateway's ledger: ``{state_dir}/commands.db``, for the service, the supervisor's apply
+    outcome, ``edge-agent audit`` and the CLI's own audit rows alike."""
+    return Path(state_dir) / LEDGER_NAME
+
+
+def ledger_files(state_dir: str | Path) -> list[Path]:
+    """The ledger and the WAL and shared-memory files SQLite keeps beside it (doctor checks who owns them)."""
+    path = ledger_path(state_dir)
+    return [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
 
 
 def row_hash(prev: str, row: dict[str, Any]) -> str:

@@ -107,9 +107,9 @@ class CommandService:
         closed by ``stop``), the verifier with the configured keys, the ops on the agent's ``view``.
         Raises the verifier's clear error when a key file cannot be used."""
         from .verify import CommandVerifier
-        from .ledger import Ledger
+        from .ledger import Ledger, ledger_path
 
-        ledger = Ledger(settings.gateway.state_dir / "commands.db")
+        ledger = Ledger(ledger_path(settings.gateway.state_dir))
         ledger.open()
         try:
             verifier = CommandVerifier.from_settings(settings.commands, ledger)

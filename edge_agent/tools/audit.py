@@ -25,9 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 __all__ = ["register", "cmd_audit", "cmd_platform_signkey", "cmd_platform_sign", "audit_cli_action",
-           "local_actor", "LEDGER_NAME"]
-
-LEDGER_NAME = "commands.db"  # in gateway.state_dir
+           "local_actor"]
 
 
 class _Failure(Exception):
@@ -60,10 +58,10 @@ def audit_cli_action(state_dir: Path, detail: str, *, outcome: str = "done") -> 
     Returns a warning line when the row could not be written (the action itself stands), else None."""
     if not Path(state_dir).is_dir():
         return None
-    from ..commands.ledger import Ledger, LedgerError
+    from ..commands.ledger import Ledger, LedgerError, ledger_path
 
     try:
-        with Ledger(Path(state_dir) / LEDGER_NAME) as ledger:
+        with Ledger(ledger_path(state_dir)) as ledger:
             ledger.audit("cli", actor=local_actor(), outcome=outcome, detail=detail)
     except LedgerError as exc:
         return f"warning: the audit row for '{detail}' was not written: {exc}"
@@ -140,10 +138,10 @@ def _line(row: dict[str, Any]) -> str:
 
 @_run
 def cmd_audit(args: argparse.Namespace) -> int:
-    from ..commands.ledger import Ledger, LedgerError
+    from ..commands.ledger import Ledger, LedgerError, ledger_path
 
     settings = args.load(args.config)
-    path = Path(settings.gateway.state_dir) / LEDGER_NAME
+    path = ledger_path(settings.gateway.state_dir)
     if not path.exists():
         if args.json:
             print(json.dumps({"audit": None, "count": 0, "rows": [], **({"problems": []} if args.verify else {})}))

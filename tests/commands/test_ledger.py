@@ -4,6 +4,7 @@ file, as an intruder would) is found by ``verify_chain`` and by ``edge-agent aud
 
 from __future__ import annotations
 
+import ast
 import json
 import sqlite3
 import threading
@@ -16,6 +17,7 @@ from edge_agent.cli import main
 from edge_agent.tools.audit import local_actor
 from edge_agent.commands.ledger import GENESIS, Ledger, LedgerError, row_hash
 from support.agent import cli
+from support.paths import ROOT
 
 NOW = 1_732_380_000_000
 DAY = 86_400_000
@@ -221,3 +223,20 @@ def test_keys_init_without_a_state_dir_writes_no_ledger_and_a_broken_one_only_wa
     assert main(["keys", "init", "-c", str(cfg), "--rotate"]) == 0  # the key change itself stands
     err = capsys.readouterr().err
     assert err.startswith("warning: the audit row for 'keys rotate' was not written: ") and "commands.db" in err
+
+
+def test_the_ledger_owns_its_file_name(tmp_path: Path) -> None:
+    """``{state_dir}/commands.db`` (docs, installers and backups name it) is spelt in ledger.py only:
+    the service, the supervisor, ``edge-agent audit``, the CLI's own rows and doctor ask it."""
+    from edge_agent.commands.ledger import LEDGER_NAME, ledger_files, ledger_path
+
+    assert ledger_path(tmp_path) == tmp_path / "commands.db" == tmp_path / LEDGER_NAME
+    assert ledger_files(str(tmp_path)) == [tmp_path / n for n in ("commands.db", "commands.db-wal", "commands.db-shm")]
+    spelt = []
+    for path in sorted((ROOT / "edge_agent").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        docstrings = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Expr)}
+        spelt += [f"{path.relative_to(ROOT)}:{node.lineno}" for node in ast.walk(tree)
+                  if isinstance(node, ast.Constant) and isinstance(node.value, str) and "commands.db" in node.value
+                  and id(node) not in docstrings]
+    assert len(spelt) == 1 and spelt[0].startswith("edge_agent/commands/ledger.py:"), spelt

@@ -128,6 +128,8 @@ def _existing(path: Path) -> Path:
 
 def check_state_dir(settings: Any, who: Who) -> Finding:
     """The directories the daemon writes (state_dir, the buffer's) and the files it keeps there."""
+    from ...commands.ledger import ledger_files
+
     dirs = dict.fromkeys([Path(settings.gateway.state_dir), Path(settings.buffer.path).parent])
     fix_dir = " ".join(str(d) for d in dirs)
     for d in dirs:
@@ -142,8 +144,7 @@ def check_state_dir(settings: Any, who: Who) -> Finding:
                            f"mkdir -p {fix_dir} && chown -R {who.name}: {fix_dir}")
     buf = Path(settings.buffer.path)
     files = [buf, *(buf.with_name(buf.name + s) for s in ("-wal", "-shm", ".ids", ".lock"))]
-    ledger = Path(settings.gateway.state_dir) / "commands.db"
-    files += [ledger, ledger.with_name("commands.db-wal"), ledger.with_name("commands.db-shm")]
+    files += ledger_files(settings.gateway.state_dir)
     for f in files:
         if f.exists() and not who.may(f, RW):
             return Finding(FAIL, "state dir", f"{f} is not writable by {who.name} ({owner_text(f.stat())}); was "
