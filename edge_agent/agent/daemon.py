@@ -156,6 +156,12 @@ class Agent:
         uplink = self.uplink
         return uplink is not None and uplink.publish_replay(kind, bodies, cmd_id)
 
+    def publish_result(self, answer: dict[str, Any]) -> None:
+        """A command result this agent's service did not answer itself (the supervisor's, when a
+        config.apply concludes); kept through an outage like any result."""
+        if self.uplink is not None:
+            self.uplink.publish_result(answer)
+
     def _extra_state(self) -> dict:
         """What the state message adds to the uplink's own figures: failed buffer commits,
         uptime, device counts by health, bad frames per device, CPU, RSS, disk free, clock

@@ -1,10 +1,13 @@
 """Supervises one ``Agent`` at a time until SIGTERM (``run``): the process's main loop.
 
-A ``config.apply`` stops the running agent (its buffer committed and closed: nothing is lost)
+A ``config.apply`` reaches the supervisor one way only: the command worker checks and writes the
+new config and posts a ``Restart`` to ``handover`` (``agent/handover.py``); the supervisor takes it
+on its own thread, stops the running agent (its buffer committed and closed: nothing is lost)
 and starts one with the new settings. When the new uplink has not connected within
 ``commands.rollback_after`` (or the new agent fails to start), the previous config file is put
-back and an agent runs with it again. The command's result is published once, by the agent that
-runs at the end: ``ok`` once the new uplink is connected, or ``rolled_back``. The file work and
+back and an agent runs with it again. The command's result is published once, through the agent
+that runs at the end, and audited (``handover.conclude``): ``ok`` once the new uplink is
+connected, or ``rolled_back``. The file work and
 the pending-apply record that makes a crash mid-apply roll back at the next start are
 ``config_apply``'s.
 
@@ -21,13 +24,14 @@ import logging
 import signal
 import threading
 import time
+from functools import partial
 from typing import Any, Callable
 
-from ..commands.types import Command, CommandRejected, result
 from ..config import apply as config_apply
 from ..settings import Settings
 from . import sdnotify
 from .daemon import Agent, BuildService
+from .handover import ApplyHandover, Restart
 from .liveness import STALL_FLOOR_S, Liveness, StatusLine
 
 __all__ = ["Supervisor", "run"]
@@ -63,9 +67,7 @@ class Supervisor:
         self.build_service = build_service
         self.clock = clock
         self.agent: Agent | None = None
-        self._lock = threading.Lock()
-        self._request: tuple[config_apply.PendingApply, Settings] | None = None  # set by the command worker
-        self._busy: str | None = None  # the id of the apply under way (requested, or on trial)
+        self.handover = ApplyHandover(settings.gateway.state_dir, clock)  # config.apply, from the command worker
         self._trial: config_apply.PendingApply | None = None
         self._trial_started = 0.0  # monotonic
         self._trial_until = 0.0
@@ -75,32 +77,6 @@ class Supervisor:
         self._reloading: tuple[float, str] | None = None
         self._stalled = False
         self.watchdog = sdnotify.Watchdog(self._alive, self._status)
-
-    # -- the command worker's side -------------------------------------------------------------
-    def apply_config(self, command: Command) -> dict[str, Any] | None:
-        """``config.apply``, called on the command worker thread: check and write the new config,
-        then leave the swap to ``run``'s thread (None: the result comes later, from here)."""
-        with self._lock:
-            if self._busy is not None:
-                raise CommandRejected("not_allowed", f"config.apply {self._busy} is still under way; "
-                                      "send again after its result", cmd_id=command.id, signer=command.signer)
-            self._busy = command.id
-        try:
-            current = self.settings
-            text, new = config_apply.prepare(command, current)
-            if current.source is not None and config_apply.sha256_file(current.source) == \
-                    config_apply.sha256_text(text):
-                with self._lock:
-                    self._busy = None
-                return {"changed": False, "config": current.source.name}
-            pending = config_apply.install(command, current, text, now_ms=int(self.clock() * 1000))
-        except BaseException:
-            with self._lock:
-                self._busy = None
-            raise
-        with self._lock:
-            self._request = (pending, new)
-        return None
 
     # -- run's thread ----------------------------------------------------------------------------
     def run(self) -> int:
@@ -114,10 +90,9 @@ class Supervisor:
         self.watchdog.start()
         try:
             while not self.stop_event.wait(TRIAL_POLL_S if self._trial is not None else IDLE_POLL_S):
-                with self._lock:
-                    request, self._request = self._request, None
-                if request is not None:
-                    self._swap(*request)
+                restart = self.handover.take()
+                if restart is not None:
+                    self._swap(restart)
                 if self._trial is not None:
                     self._watch_trial()
                 if time.monotonic() >= next_housekeeping and self.agent is not None:
@@ -136,8 +111,7 @@ class Supervisor:
         if pending is None:
             return None
         log.warning("config.apply %s did not finish before the agent stopped; rolling back", pending.cmd_id)
-        with self._lock:
-            self._busy = pending.cmd_id
+        self.handover.hold(pending.cmd_id)
         if config_apply.restore(pending) and pending.config == self.settings.source:
             from ..config.schema import load_settings
 
@@ -146,7 +120,8 @@ class Supervisor:
 
     def _start(self, settings: Settings) -> None:
         """An agent on ``settings``, started; on failure nothing of it stays open."""
-        agent = Agent(settings, apply_config=self.apply_config, build_service=self.build_service)
+        agent = Agent(settings, apply_config=partial(self.handover.submit, current=settings),
+                      build_service=self.build_service)
         try:
             agent.start()
         except BaseException:
@@ -206,7 +181,8 @@ class Supervisor:
         if agent is not None:
             agent.stop()
 
-    def _swap(self, pending: config_apply.PendingApply, new: Settings) -> None:
+    def _swap(self, restart: Restart) -> None:
+        pending, new = restart.pending, restart.settings
         log.info("config.apply %s: restarting with the new config (rollback after %.0f s without the uplink)",
                  pending.cmd_id, pending.rollback_after_s)
         self._trial, self._trial_started = pending, time.monotonic()
@@ -247,27 +223,11 @@ class Supervisor:
 
     def _finish(self, pending: config_apply.PendingApply, *, ok: bool, code: str | None = None,
                 message: str = "", data: dict[str, Any] | None = None) -> None:
-        """The apply's one result, its audit row, and the record gone: the apply is over."""
-        answer = result(pending.cmd_id, ok, int(self.clock() * 1000), code=code, message=message, data=data)
-        if self.agent is not None and self.agent.uplink is not None:
-            self.agent.uplink.publish_result(answer)
-        self._audit(pending, ok, code, message if not ok else f"applied; uplink connected after "
-                    f"{(data or {}).get('connected_after_ms')} ms")
-        config_apply.clear_pending(self.settings.gateway.state_dir)
+        """The apply is over: its one result goes out through the agent that runs now, audited
+        (``handover.conclude``)."""
         self._trial = None
-        with self._lock:
-            self._busy = None
-
-    def _audit(self, pending: config_apply.PendingApply, ok: bool, code: str | None, detail: str) -> None:
-        from ..commands.ledger import Ledger, ledger_path
-
-        try:
-            with Ledger(ledger_path(self.settings.gateway.state_dir)) as ledger:
-                ledger.audit("command", actor=pending.signer, cmd_id=pending.cmd_id, op="config.apply",
-                             outcome="done" if ok else "failed", code=code, detail=detail)
-        except Exception as exc:  # the result is out already; the missing row is logged
-            log.error("config.apply %s: cannot write the audit log (%s: %s)", pending.cmd_id,
-                      type(exc).__name__, exc)
+        publish = self.agent.publish_result if self.agent is not None else None
+        self.handover.conclude(pending, publish, ok=ok, code=code, message=message, data=data)
 
 
 def _quietly(action: Callable[[], None]) -> None:

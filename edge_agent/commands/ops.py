@@ -15,7 +15,8 @@ never a value read from a device (docs/commands.md).
   topics, ids and bodies unchanged, each message marked ``"replay": "<command id>"``, at most
   ``commands.replay_rate`` rows per second, on a thread of its own (one replay at a time): the
   drain keeps publishing live data meanwhile. The result (at once) says how many rows.
-- ``apply``: ``config.apply`` belongs to the supervisor, which the view's ``apply_config`` reaches.
+- ``apply``: ``config.apply`` is handed over to the supervisor through the view's ``apply_config``
+  (``agent/handover.py``: the new config checked and written, then a restart posted).
 
 The ops see the running agent only through ``view.AgentView`` (built by the daemon); tests build
 one over fakes.

@@ -19,9 +19,10 @@ order:
    or ``failed``, and hand the result to ``publish_result`` (``Uplink.publish_result``:
    ``R/cmd/result``, QoS 1).
 
-``config.apply`` is the daemon's: when its ``apply_config`` returns None the daemon publishes
-the result itself later (after the new uplink connected, or after a rollback) and audits the
-outcome; here it is audited ``accepted`` only.
+``config.apply`` is handed over to the supervisor (the view's ``apply_config``,
+``agent/handover.py``): when it returns None the supervisor publishes the result itself later
+(after the new uplink connected, or after a rollback) and audits the outcome; here it is
+audited ``accepted`` only.
 
 ``handle`` never raises: whatever goes wrong becomes a result (``internal`` for a bug, by its
 type name only). Results and audit rows carry command ids, op names, device and point names and
@@ -192,7 +193,7 @@ class CommandService:
 
     # -- one command ----------------------------------------------------------------------------
     def handle(self, payload: bytes) -> dict[str, Any] | None:
-        """Verify, authorise, execute, audit; the result (None: the daemon answers later). Never raises."""
+        """Verify, authorise, execute, audit; the result (None: the supervisor answers later). Never raises."""
         with self._lock:
             self.handled += 1
         try:
@@ -220,7 +221,7 @@ class CommandService:
             message = f"the gateway failed to carry out the command ({type(exc).__name__})"
             self._audit(cmd, "failed", code="internal", detail=message)
             return result(cmd.id, False, self._now_ms(), code="internal", message=message)
-        if data is None:  # config.apply: the daemon answers when the new config runs (or rolled back)
+        if data is None:  # config.apply: the supervisor answers when the new config runs (or rolled back)
             return None
         self._audit(cmd, "done", detail=op.done_detail(cmd, data) if op is not None else cmd.op)
         return result(cmd.id, True, self._now_ms(), data=data)

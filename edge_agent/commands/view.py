@@ -50,4 +50,4 @@ class AgentView:
     backlog: Callable[[], Any]  # the buffer's ``BufferStats`` (may raise: the file is unreadable)
     uplink: Callable[[], UplinkState | None]  # None: no uplink (yet)
     publish_replay: Callable[[str, list[dict[str, Any]], str], bool]  # kind, bodies, cmd id -> acked
-    apply_config: ApplyConfig | None = None  # config.apply, where the supervisor takes it
+    apply_config: ApplyConfig | None = None  # config.apply: the supervisor's hand-over (agent/handover.py)

@@ -377,8 +377,9 @@ def test_a_config_apply_restart_says_reloading_then_ready(tmp_path, listener, mo
         wait_until(lambda: "READY=1" in listener.lines() or errors, 15, "READY=1")
         wait_until(lambda: listener.count("WATCHDOG=1") >= 2 or errors, 10, "pings")
         new = yaml.safe_dump(config("500ms"))
-        sup.apply_config(Command(id="c-rl", op="config.apply", target=None, args={"config": new}, iat=0, exp=1,
-                                 signer="k-test"))
+        apply_config = sup.agent.command_view().apply_config  # what the command worker calls
+        apply_config(Command(id="c-rl", op="config.apply", target=None, args={"config": new}, iat=0, exp=1,
+                             signer="k-test"))
         # no broker: the trial fails after 1 s and rolls back, a second restart
         wait_until(lambda: listener.count("READY=1") >= 3 or errors, 20, "READY=1 after the restarts")
     finally:

@@ -5,10 +5,10 @@ Three layers, each proved on its own:
 - ``config_apply`` alone (no agent): what ``prepare`` refuses and why, what ``install`` writes
   (backups, the pending record, the new file) and what ``restore`` puts back.
 - The daemon's supervision (``supervisor.Supervisor``) in-process, with a real Mosquitto and a real
-  Modbus simulator but a fake apply trigger (the test calls ``apply_config`` itself, as the
-  command worker would): a good config swaps the agent and the result is ok once its uplink is
-  connected; a wrong broker address is rolled back within ``rollback_after`` with nothing
-  buffered lost; a pending record found at start rolls back.
+  Modbus simulator but a fake apply trigger (the test calls the running agent's
+  ``command_view().apply_config`` itself, as the command worker would): a good config swaps the
+  agent and the result is ok once its uplink is connected; a wrong broker address is rolled back
+  within ``rollback_after`` with nothing buffered lost; a pending record found at start rolls back.
 - End to end: commands signed with ``edge-agent platform sign``, sent through Mosquitto to the
   agent process (``edge-agent run``), answered on ``R/cmd/result`` and audited; a SIGKILL during
   the trial rolls back at the next start.
@@ -220,8 +220,8 @@ def test_record_round_trip() -> None:
 
 
 # --- the daemon's supervision, with a fake apply trigger ---------------------------------------
-# The test plays the command worker: it calls Supervisor.apply_config(command) itself. Everything
-# else is real: the agent, its buffer and uplink, Mosquitto, a simulated level sensor.
+# The test plays the command worker: it calls the running agent's view's apply_config(command)
+# itself (the supervisor's hand-over). Everything else is real: the agent, its buffer and uplink, Mosquitto, a simulated level sensor.
 
 ROOT = "edge/v1/ap-site/gw-ap"
 ROLLBACK_AFTER_S = 3.0
@@ -281,6 +281,10 @@ class Running:
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._main, name="test-supervisor", daemon=True)
 
+    def apply(self, command: Command) -> dict | None:
+        """What the command worker does with a config.apply (``CommandOps.apply``)."""
+        return self.sup.agent.command_view().apply_config(command)
+
     def _service(self, settings, view) -> FakeService:
         self.services.append(FakeService())
         return self.services[-1]
@@ -324,7 +328,7 @@ def test_a_good_config_is_applied_and_ok_is_sent_once_the_new_uplink_is_up(tmp_p
             old_agent = running.sup.agent
             wait_until(lambda: old_agent.uplink.connected, 10, "the first uplink")
             new_text = yaml.safe_dump(live_config(tmp_path, second.port, sim))
-            assert running.sup.apply_config(command(new_text, "c-good")) is None  # the result comes later
+            assert running.apply(command(new_text, "c-good")) is None  # the result comes later
             platform.wait_for(lambda ms: results(platform), 15)
             new_agent = running.sup.agent
             assert new_agent is not old_agent and new_agent.settings.mqtt.port == second.port
@@ -349,12 +353,12 @@ def test_an_invalid_config_is_refused_and_the_old_one_keeps_running(tmp_path, si
             agent = running.sup.agent
             wait_until(lambda: agent.uplink.connected, 10, "the uplink")
             with pytest.raises(CommandRejected) as raised:
-                running.sup.apply_config(command("gateway: {id: gw-ap}\n", "c-bad"))
+                running.apply(command("gateway: {id: gw-ap}\n", "c-bad"))
             assert raised.value.code == "bad_request"
             time.sleep(1.0)
             assert running.sup.agent is agent and agent.uplink.connected  # never restarted
             # and the next apply is not blocked by the refused one
-            assert running.sup.apply_config(command(before.decode(), "c-same")) == \
+            assert running.apply(command(before.decode(), "c-same")) == \
                 {"changed": False, "config": "gateway.yaml"}
     assert path.read_bytes() == before and not list(tmp_path.glob("gateway.yaml.*"))
 
@@ -369,7 +373,7 @@ def test_a_wrong_broker_is_rolled_back_in_time_and_nothing_buffered_is_lost(tmp_
             bad_text = yaml.safe_dump(live_config(tmp_path, free_port(), sim))  # nobody listens there
             id_before = running.sup.agent.buffer.max_id()
             started = time.monotonic()
-            assert running.sup.apply_config(command(bad_text, "c-wrong-broker")) is None
+            assert running.apply(command(bad_text, "c-wrong-broker")) is None
             platform.wait_for(lambda ms: results(platform), ROLLBACK_AFTER_S + 10)
             took = time.monotonic() - started
             assert running.sup.agent.settings.mqtt.port == broker.port
@@ -408,7 +412,7 @@ def test_a_new_config_that_cannot_start_is_rolled_back_at_once(tmp_path, sim) ->
 
             running.sup.build_service = refuse_small_buffers
             started = time.monotonic()
-            running.sup.apply_config(command(yaml.safe_dump(cfg), "c-nostart"))
+            running.apply(command(yaml.safe_dump(cfg), "c-nostart"))
             platform.wait_for(lambda ms: results(platform), 15)
             assert time.monotonic() - started < 10  # not the 60 s of rollback_after
             running.sup.build_service = real
