@@ -1,7 +1,6 @@
 """Scheduler: intervals, overruns skipped and counted (never stacked), health, a dead device
 never stopping its bus. Fake readers stand at our own seam (the reader's poll())."""
 
-import threading
 import time
 from dataclasses import dataclass, field
 

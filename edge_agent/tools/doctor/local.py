@@ -135,7 +135,7 @@ def check_state_dir(settings: Any, who: Who) -> Finding:
     for d in dirs:
         base = _existing(d)
         if not base.is_dir():
-            return Finding(FAIL, "state dir", f"{base} is not a directory", f"remove it, or point gateway.state_dir "
+            return Finding(FAIL, "state dir", f"{base} is not a directory", "remove it, or point gateway.state_dir "
                            "and buffer.path elsewhere")
         if not who.may(base, os.W_OK | os.X_OK):
             what = (f"{d} is not writable by {who.name}" if base == d
