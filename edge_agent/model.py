@@ -1,4 +1,4 @@
-"""The floor everything stands on: points, drivers, readings, events and a poll's result.
+"""The floor everything stands on: points, drivers, readings, records, events and a poll's result.
 
 A driver *declares* its points; the planner, the decoder, privacy and the buffer all work
 from these declarations. This module imports nothing of ours but ``units``, so drivers can
@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Iterable, Literal
 
 from .units import parse_duration
 
 __all__ = [
-    "Reg", "DType", "DataClass", "Quality", "Priority", "Point", "Output", "Option", "Driver", "Reading", "Event",
-    "PollResult", "PROTOCOLS",
+    "Reg", "DType", "DataClass", "Quality", "Priority", "Point", "Output", "Option", "Driver", "Reading", "Record",
+    "Event", "PollResult", "PROTOCOLS", "group_readings", "records_of",
     "REGISTER_WIDTH", "MAX_READ_REGISTERS", "MAX_READ_BITS", "MAX_LINE",
 ]
 
@@ -236,7 +236,8 @@ class Driver:
 
 @dataclass(frozen=True)
 class Reading:
-    """One value of one point, as it enters privacy and then the buffer."""
+    """One value of one point, as a poll produces it; privacy turns a poll's readings into
+    ``Record`` s (``group_readings``), which the buffer stores."""
 
     dev: str
     pt: str
@@ -250,13 +251,86 @@ class Reading:
     sub: str | None = None
 
     def to_wire(self) -> dict[str, Any]:
-        """The contract's reading object, without the ``id`` that the buffer assigns."""
+        """The reading as one flat object (wire v1's item, without its id): for tools and logs of
+        single values; the buffer and the wire carry ``Record`` s."""
         out: dict[str, Any] = {"dev": self.dev, "pt": self.pt, "val": self.val, "ts": self.ts, "q": str(self.q)}
         if self.sub is not None:
             out["sub"] = self.sub
         if not self.clk_synced:
             out["clk"] = "unsynced"
         return out
+
+
+def group_readings(readings: Iterable[Reading]) -> list[list[Reading]]:
+    """Readings of one poll as the groups that become records: those sharing (dev, sub, ts,
+    clock mark), in the order their first reading arrived. A point seen twice under one key
+    (two lines of one band within a millisecond) opens a new group, so no value overwrites
+    another. Each Modbus request and each DL/T 645 DI is stamped when its answer arrived
+    (``field.poll``), so a poll that needs several requests gives one record per request."""
+    groups: list[list[Reading]] = []
+    current: dict[tuple[str, str | None, int, bool], tuple[list[Reading], set[str]]] = {}
+    for r in readings:
+        key = (r.dev, r.sub, r.ts, r.clk_synced)
+        slot = current.get(key)
+        if slot is None or r.pt in slot[1]:
+            slot = ([], set())
+            groups.append(slot[0])
+            current[key] = slot
+        slot[0].append(r)
+        slot[1].add(r.pt)
+    return groups
+
+
+@dataclass(frozen=True)
+class Record:
+    """What one poll of one device (or one unit ``sub`` inside it) produced at one time, after
+    privacy: the unit of the outbox and of the wire (CONTRACT section 4, v2).
+
+    ``vals`` maps point name -> value (``None`` for a bad one); ``q`` holds the quality label of
+    each point that is not ``good``; ``sealed`` is the one ``{"kid", "ct"}`` seal of the
+    record's points whose action is ``seal``. Points privacy drops are in neither.
+    """
+
+    dev: str
+    ts: int  # ms since the epoch, UTC, taken by the gateway
+    vals: dict[str, Any]
+    q: dict[str, str] = field(default_factory=dict)
+    sub: str | None = None
+    clk_synced: bool = True
+    sealed: dict[str, str] | None = None
+
+    @property
+    def prio(self) -> Priority:
+        return Priority.NORMAL  # records are normal; only events rank higher
+
+    @classmethod
+    def of(cls, readings: list[Reading]) -> "Record":
+        """One group of ``group_readings`` as it stands, with no privacy applied (tests, tools)."""
+        first = readings[0]
+        return cls(dev=first.dev, ts=first.ts, vals={r.pt: r.val for r in readings},
+                   q={r.pt: str(r.q) for r in readings if r.q is not Quality.GOOD},
+                   sub=first.sub, clk_synced=first.clk_synced)
+
+    def to_wire(self) -> dict[str, Any]:
+        """The contract's record, without the ``id`` that the buffer assigns; optional keys are
+        absent when empty."""
+        out: dict[str, Any] = {"dev": self.dev}
+        if self.sub is not None:
+            out["sub"] = self.sub
+        out["ts"] = self.ts
+        out["vals"] = self.vals
+        if self.q:
+            out["q"] = self.q
+        if self.sealed is not None:
+            out["sealed"] = self.sealed
+        if not self.clk_synced:
+            out["clk"] = "unsynced"
+        return out
+
+
+def records_of(readings: Iterable[Reading]) -> list[Record]:
+    """Readings grouped into records as they are (``group_readings``), with no privacy applied."""
+    return [Record.of(group) for group in group_readings(readings)]
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,10 @@ daemon only wires the three together.
   clock is not synchronised, items are marked ``clk_synced=False`` (``clk: "unsynced"`` on the
   wire) and counted in ``unsynced_items``. Ids are still assigned by the buffer in buffering
   order, whatever the stamps say.
-- Privacy: every reading and event passes ``Privacy`` before it is queued; a reading whose
-  value privacy drops is not queued at all.
+- Privacy: every reading and event passes ``Privacy`` before it is queued. A bus worker's
+  readings (one poll's) leave it as records (``Privacy.apply_records``: one per device, unit
+  and time, the unit of the buffer and the wire); a value privacy drops is absent, and a
+  record left empty is not queued at all.
 - Hand-over: ``put`` (the writer's), which blocks while the writer's queue is full: that is the
   backpressure on a bus worker, and no item is ever dropped here.
 
@@ -26,7 +28,7 @@ from dataclasses import replace
 from typing import Callable, Iterable, Sequence, TypeVar
 
 from ..clock import ClockWatch
-from ..model import Event, Reading
+from ..model import Event, Reading, Record
 from ..privacy.stage import Privacy
 
 __all__ = ["Intake"]
@@ -38,7 +40,7 @@ class Intake:
     """Clock mark, privacy, then ``put``: the way into the buffer for everything polled."""
 
     def __init__(self, privacy: Privacy, clock: ClockWatch,
-                 put: Callable[[Sequence[Reading | Event]], None]) -> None:
+                 put: Callable[[Sequence[Record | Event]], None]) -> None:
         self._privacy = privacy
         self._clock = clock
         self._put = put
@@ -54,8 +56,9 @@ class Intake:
         return [item if not item.clk_synced else replace(item, clk_synced=False) for item in items]
 
     def accept_readings(self, readings: Iterable[Reading]) -> None:
-        """A bus worker's readings: clock mark, privacy, then the buffer writer."""
-        protected = self._privacy.apply_readings(self._marked(list(readings)))
+        """A bus worker's readings (one poll's): clock mark, privacy into records, then the buffer
+        writer."""
+        protected = self._privacy.apply_records(self._marked(list(readings)))
         if protected:
             self._put(protected)
 

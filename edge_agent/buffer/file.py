@@ -24,6 +24,10 @@ fsync every group commit (~5/s): 12% slower here (FACTS.md), and a steady fsync 
 the SD/eMMC flash gateways run on. Ids stay safe either way: they come from the id floor, a
 fsynced sidecar ``<path>.ids`` that outlives the database (``idfloor.py``).
 
+Schema: ``PRAGMA user_version`` says which; a file of an older schema is upgraded in place as it
+opens, its rows kept under their ids (``migrate.py``: v1, a row per reading, to v2, a row per
+record); a newer one is refused (an older edge-agent does not read a newer file).
+
 Corruption: ``Buffer.open`` quarantines a file that is not a database, is truncated (SQLite
 checks the header's page count against the file) or fails ``PRAGMA quick_check``: it and its
 -wal and -shm move to ``<path>.corrupt-<UTC yyyymmddTHHMMSSZ>`` (``.N`` added when taken, never
@@ -51,29 +55,29 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import evict
+from . import evict, migrate
 from ..errors import BufferError
 from .idfloor import move_aside
 
-__all__ = ["BufferCorrupt", "BufferDenied", "BufferError", "BufferFull", "Remembered", "SCHEMA_VERSION", "SET_META",
-           "WAL_LIMIT", "is_corrupt", "is_denied", "is_full", "leave_in_rollback_mode", "open_checked", "open_or_error",
-           "quarantine", "read_meta", "record_clean_close", "unreadable"]
+__all__ = ["BufferCorrupt", "BufferDenied", "BufferError", "BufferFull", "OUTBOX_DDL", "Remembered", "SCHEMA_VERSION",
+           "SET_META", "WAL_LIMIT", "is_corrupt", "is_denied", "is_full", "leave_in_rollback_mode", "open_checked",
+           "open_or_error", "quarantine", "read_meta", "record_clean_close", "unreadable"]
 
 log = logging.getLogger("edge_agent.buffer")  # one logger for the whole buffer
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 1: a row per reading (wire v1); 2: a row per record (migrate.py upgrades 1)
 BUSY_TIMEOUT_MS = 5000
 WAL_LIMIT = 4 * 1024**2  # journal_size_limit: the WAL is trimmed to this after a checkpoint
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS outbox (
+OUTBOX_DDL = """CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY,           -- the contract id
     prio INTEGER NOT NULL,            -- Priority value
-    kind TEXT NOT NULL CHECK (kind IN ('reading', 'event')),
+    kind TEXT NOT NULL CHECK (kind IN ('record', 'event')),
     ts INTEGER NOT NULL,              -- ms since the epoch
     body TEXT NOT NULL,               -- compact JSON of to_wire(), without the id
     sent_at INTEGER                   -- ms; NULL while unsent
-);
+)"""
+_SCHEMA = OUTBOX_DDL + """;
 CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (prio, id) WHERE sent_at IS NULL;
 CREATE INDEX IF NOT EXISTS outbox_sent ON outbox (sent_at) WHERE sent_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -209,6 +213,7 @@ def _prepare(conn: sqlite3.Connection, path: Path, quick_check_max_bytes: int) -
             clean = read_meta(conn).get("clean_close") == 1
             if not clean or evict.file_pages_bytes(conn) <= quick_check_max_bytes:
                 _quick_check(conn, path, clean)
+            migrate.upgrade(conn, path, version, OUTBOX_DDL, SCHEMA_VERSION)
         conn.executescript(_SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION};")
         meta = read_meta(conn)
         max_id = conn.execute("SELECT max(id) FROM outbox").fetchone()[0] or 0

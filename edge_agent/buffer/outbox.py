@@ -1,4 +1,4 @@
-"""The SQLite outbox: every reading and event waits here, under its contract id, until sent.
+"""The SQLite outbox: every record and event waits here, under its contract id, until sent.
 
 This module is the rows: ``append`` (ids, priorities), ``pending``, ``mark_sent``, ``prune`` and
 ``max_id``, each one short transaction. The buffer is this module and four siblings, the only
@@ -36,7 +36,10 @@ under WAL a reader never blocks the writer, so a slow count (or ``edge-agent sta
 another process) never holds up a commit.
 
 Rows store the body once, as compact ASCII JSON of ``item.to_wire()`` without the id: a row is
-never republished with different content, and ASCII-only text can never fail to encode.
+never republished with different content, and ASCII-only text can never fail to encode. A row
+is a record (kind 'record': one poll of one device or unit at one time, its point names once,
+CONTRACT section 4) or an event (kind 'event'). A file of the older schema, a row per reading,
+is upgraded when it opens (``migrate.py``).
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ from .file import (SET_META, WAL_LIMIT, BufferCorrupt, BufferError, BufferFull, 
                           leave_in_rollback_mode, open_checked, open_or_error, quarantine, record_clean_close)
 from .stats import BufferStats, read_stats
 from .idfloor import IdFloor, drop_kept, keep_journals
-from ..model import Event, Priority, Reading
+from ..model import Event, Priority, Reading, Record, records_of
 
 __all__ = ["Buffer", "BufferError", "BufferFull", "BufferStats", "OutRow", "EncodedRow", "encode_items",
            "open_or_error", "WAL_LIMIT"]
@@ -92,19 +95,40 @@ class OutRow:
     body: dict[str, Any]
 
 
-def encode_items(items: Sequence[Reading | Event]) -> list[EncodedRow]:
-    """Check and serialise items; raises TypeError naming the item (never its value).
+def _as_records(items: Sequence[Record | Event | Reading]) -> list[Record | Event]:
+    """Items with every run of consecutive Readings grouped into records as they stand
+    (``model.records_of``: no privacy). The daemon hands records; tests and tools may hand
+    readings."""
+    if not any(isinstance(item, Reading) for item in items):
+        return list(items)  # type: ignore[arg-type]
+    out: list[Record | Event] = []
+    run: list[Reading] = []
+    for item in items:
+        if isinstance(item, Reading):
+            run.append(item)
+            continue
+        if run:
+            out.extend(records_of(run))
+            run = []
+        out.append(item)
+    out.extend(records_of(run))
+    return out
+
+
+def encode_items(items: Sequence[Record | Event | Reading]) -> list[EncodedRow]:
+    """Check and serialise items, one row per record or event; raises TypeError naming the item
+    (never its value). Readings are grouped into records first (``_as_records``).
 
     Done before anything is written or queued, so one bad value can never stall a commit.
     """
     rows: list[EncodedRow] = []
-    for item in items:
-        if isinstance(item, Reading):
-            what, kind, prio = f"reading {item.dev}/{item.pt}", "reading", Priority.NORMAL
+    for item in _as_records(items):
+        if isinstance(item, Record):
+            what, kind, prio = f"record {item.dev}@{item.ts}", "record", Priority.NORMAL
         elif isinstance(item, Event):
             what, kind, prio = f"event {item.dev}/{item.type}", "event", Priority(item.prio)
         else:
-            raise TypeError(f"the buffer takes Reading or Event, not {type(item).__name__}")
+            raise TypeError(f"the buffer takes Record, Event or Reading, not {type(item).__name__}")
         ts = item.ts
         if type(ts) is not int or not 0 <= ts < 1 << 63:
             raise TypeError(f"{what}: ts must be integer milliseconds, not {type(ts).__name__}")
@@ -268,8 +292,9 @@ class Buffer:
         raise AssertionError("unreachable")
 
     # -- writing -----------------------------------------------------------------------------
-    def append(self, items: Sequence[Reading | Event]) -> list[int]:
-        """Buffer items in one transaction; returns their ids in order. TypeError on bad items."""
+    def append(self, items: Sequence[Record | Event | Reading]) -> list[int]:
+        """Buffer items in one transaction, a row per record or event (readings are grouped into
+        records, ``encode_items``); returns the rows' ids in order. TypeError on bad items."""
         return self.append_encoded(encode_items(items))
 
     def append_encoded(self, rows: Sequence[EncodedRow], *, make_room: bool = False) -> list[int]:

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from .outbox import Buffer, BufferFull, EncodedRow, encode_items
-from ..model import Event, Priority, Reading
+from ..model import Event, Priority, Reading, Record
 
 __all__ = ["BufferWriter", "WriterStats"]
 
@@ -80,8 +80,9 @@ class BufferWriter:
             self._thread = threading.Thread(target=self._run, name="buffer-writer", daemon=True)
             self._thread.start()
 
-    def put(self, items: Sequence[Reading | Event]) -> None:
-        """Queue items for the next commit; blocks while the queue is full.
+    def put(self, items: Sequence[Record | Event | Reading]) -> None:
+        """Queue items (a row each: records and events; readings are grouped into records,
+        ``outbox.encode_items``) for the next commit; blocks while the queue is full.
 
         TypeError (nothing queued) when an item cannot be serialised; RuntimeError once
         ``stop`` has begun. A batch larger than ``queue_max`` is accepted in slices.

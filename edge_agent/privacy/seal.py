@@ -3,14 +3,20 @@
 Why: some values must reach the platform intact (an SOS wearer's health figures, a position
 for a rescue) yet must not be readable on the way: not by the broker, not in the gateway's
 buffer file, not in a log. The gateway holds only the platform's *public* key, so a stolen
-gateway cannot open what it sealed. A fresh ephemeral key per value means two seals of one
-value differ (nothing to correlate) and no state is kept between values.
+gateway cannot open what it sealed. A fresh ephemeral key per seal (one value, or the sealed
+points of one record) means two seals of one value differ (nothing to correlate) and no state is kept between values.
 
 Wire format, version 1 (everything a platform needs to implement ``open``)
 -------------------------------------------------------------------------
-A sealed value is the JSON object::
+A sealed value (a field of an event) is the JSON object::
 
     {"sealed": "<base64>", "kid": "<16 lower-case hex characters>"}
+
+A record's seal (wire v2: one per record, holding every point of the record whose action is
+seal) is the same two strings under other names, the plaintext being the JSON object
+``{point: value}``::
+
+    {"kid": "<16 lower-case hex characters>", "ct": "<base64>"}
 
 - ``kid`` = the first 16 hex characters (8 bytes) of SHA-256 over the recipient's raw 32-byte
   X25519 public key. It tells the platform which private key to use (and so, which key pair
@@ -64,7 +70,7 @@ from ..errors import StartupError
 if TYPE_CHECKING:  # cryptography costs ~7 MB of RSS: loaded only by a gateway that seals
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
-__all__ = ["SealError", "PlatformKey", "seal", "is_sealed", "kid_of", "derive_key", "INFO",
+__all__ = ["SealError", "PlatformKey", "seal", "seal_record", "is_sealed", "is_record_seal", "kid_of", "derive_key", "INFO",
            "PUB_BYTES", "NONCE_BYTES", "TAG_BYTES"]
 
 INFO = b"edge-agent seal v1"
@@ -146,6 +152,18 @@ class PlatformKey:
 
 def seal(value: Any, key: PlatformKey) -> dict[str, str]:
     """``{"sealed": ..., "kid": ...}`` of ``value`` (any JSON value) for ``key``; fresh randomness each call."""
+    blob, kid = _seal_blob(value, key)
+    return {"sealed": blob, "kid": kid}
+
+
+def seal_record(points: dict[str, Any], key: PlatformKey) -> dict[str, str]:
+    """A record's seal, ``{"kid": ..., "ct": ...}``: the points ``{name: value}`` of one record
+    whose action is seal, sealed once together (same crypto as ``seal``, other key names)."""
+    blob, kid = _seal_blob(points, key)
+    return {"kid": kid, "ct": blob}
+
+
+def _seal_blob(value: Any, key: PlatformKey) -> tuple[str, str]:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -158,10 +176,16 @@ def seal(value: Any, key: PlatformKey) -> dict[str, str]:
     aes = AESGCM(derive_key(ephemeral.exchange(key.public), eph_raw, recipient_raw))
     nonce = os.urandom(NONCE_BYTES)
     blob = eph_raw + nonce + aes.encrypt(nonce, plaintext, kid.encode("ascii"))
-    return {"sealed": base64.b64encode(blob).decode("ascii"), "kid": kid}
+    return base64.b64encode(blob).decode("ascii"), kid
 
 
 def is_sealed(value: Any) -> bool:
     """True for an object of exactly the sealed shape."""
     return (isinstance(value, dict) and set(value) == {"sealed", "kid"}
+            and all(isinstance(v, str) for v in value.values()))
+
+
+def is_record_seal(value: Any) -> bool:
+    """True for an object of exactly a record's seal shape, ``{"kid", "ct"}``."""
+    return (isinstance(value, dict) and set(value) == {"kid", "ct"}
             and all(isinstance(v, str) for v in value.values()))

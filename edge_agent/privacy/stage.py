@@ -43,6 +43,14 @@ point's class action for that device's readings (config: ``devices[].privacy``).
 changes the action only: the scan of strings still replaces hits as ``identifier``'s action
 would, so ``keep`` on one point keeps its text, not an ID number inside it.
 
+Records (wire v2): ``apply_records`` turns the readings of one poll into the records the buffer
+stores. ``seal`` is applied per record, not per value: the record's points to seal are sealed
+together, once, as ``{point: value}`` into the record's ``sealed`` (``{"kid", "ct"}``), so a
+record with three sealed points carries one 60-byte envelope, not three. An event's fields to
+seal, and a text whose scan hits are sealed (identifier's action ``seal``), keep the per-value
+``{"sealed", "kid"}``. ``apply_readings`` (one reading at a time, a seal per value) serves
+callers that look at single values.
+
 Keys: ``load`` reads ``key_file`` only when some action (a class's or an override) is
 ``pseudonymize``, and ``platform_key_file`` when it is set.
 
@@ -60,10 +68,10 @@ from typing import Any, Callable, Iterable, Mapping
 
 from . import geohash
 from .keys import KeyRing, load_keyring
-from ..model import DataClass, Event, Reading
+from ..model import DataClass, Event, Quality, Reading, Record, group_readings
 from .pii_scan import PLACEHOLDERS, Kind, find, scan, scrub
 from .pseudonym import age_band, birth_date, kind_of, mask, normalise, pseudonymize, surname
-from .seal import PlatformKey, seal
+from .seal import PlatformKey, seal, seal_record
 from ..settings import PRIVACY_ACTIONS, PrivacySettings
 
 __all__ = ["Privacy", "DEFAULT_ACTIONS", "ACTIONS", "DROP"]
@@ -143,7 +151,8 @@ class Privacy:
 
     # -- readings and events ---------------------------------------------------------------
     def apply_readings(self, readings: Iterable[Reading]) -> list[Reading]:
-        """Readings with their values transformed; a dropped value removes its reading."""
+        """Readings with their values transformed; a dropped value removes its reading. A value
+        to seal is sealed on its own here; the buffer's path is ``apply_records``."""
         out: list[Reading] = []
         overrides = self.overrides
         for r in readings:
@@ -159,6 +168,41 @@ class Privacy:
         return out
 
     apply = apply_readings  # the earlier name
+
+    def apply_records(self, readings: Iterable[Reading]) -> list[Record]:
+        """The readings of one poll as the records the buffer stores (``model.group_readings``:
+        one per device, unit and time), each value transformed as ``apply_readings`` would,
+        except ``seal``: a record's points to seal are gathered into ``{point: value}`` and
+        sealed once, into the record's ``sealed`` (without a platform key they are dropped).
+        A dropped point is absent from ``vals`` and ``q``; a record left with no point at all
+        is not returned. A ``None`` value (a bad reading) has nothing to hide: it stays in
+        ``vals`` whatever the action, as ``apply_value`` keeps it."""
+        out: list[Record] = []
+        overrides, actions = self.overrides, self.actions
+        for group in group_readings(readings):
+            vals: dict[str, Any] = {}
+            hidden: dict[str, Any] = {}
+            for r in group:
+                action = overrides.get((r.dev, r.pt)) if overrides else None
+                if (action or actions[r.data_class]) == "seal" and r.val is not None:
+                    hidden[r.pt] = r.val
+                    continue
+                val = self.apply_value(r.val, r.data_class, field=r.pt, action=action)
+                if val is not DROP:
+                    vals[r.pt] = val
+            sealed = self._seal_record(hidden) if hidden else None
+            if not vals and sealed is None:
+                continue
+            first = group[0]
+            kept = vals.keys() | (hidden.keys() if sealed is not None else set())
+            q = {r.pt: str(r.q) for r in group if r.q is not Quality.GOOD and r.pt in kept}
+            sub = first.sub
+            if sub is not None:  # a band or lane label is a string like any other: scanned
+                sub = self.apply_value(sub, DataClass.FREE_TEXT, field="sub")
+                sub = None if sub is DROP else sub
+            out.append(Record(dev=first.dev, ts=first.ts, vals=vals, q=q, sub=sub,
+                              clk_synced=first.clk_synced, sealed=sealed))
+        return out
 
     def apply_event(self, event: Event) -> Event:
         """The event with its data transformed per ``event.classes`` (dotted paths; others free_text)."""
@@ -235,6 +279,14 @@ class Privacy:
             return seal(value, self.platform_key)
         except (TypeError, ValueError):  # not JSON: nothing to send rather than something raw
             return DROP
+
+    def _seal_record(self, points: dict[str, Any]) -> dict[str, str] | None:
+        if self.platform_key is None:
+            return None
+        try:
+            return seal_record(points, self.platform_key)
+        except (TypeError, ValueError):  # not JSON: nothing to send rather than something raw
+            return None
 
     def _pseudonym(self, value: Any, kind: str | None) -> Any:
         if isinstance(value, bool):

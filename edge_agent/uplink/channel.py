@@ -47,7 +47,7 @@ from typing import Any, Callable
 
 from paho.mqtt.enums import MQTTErrorCode
 
-from .lanes import KINDS
+from .lanes import KINDS, WIRE_VERSION
 
 __all__ = ["CommandChannel", "ResultSender", "RESULTS_MAX", "encode"]
 
@@ -296,7 +296,7 @@ class CommandChannel:
         client, session = self._client(), self.session()
         if client is None or session is None or self._stopping.is_set():
             return False
-        payload = encode({"v": 1, "gw": self._gw, "sent": self._now_ms(), "replay": cmd_id, key: bodies})
+        payload = encode({"v": WIRE_VERSION, "gw": self._gw, "sent": self._now_ms(), "replay": cmd_id, key: bodies})
         try:
             info = client.publish(getattr(self._topics, topic_name), payload, qos=1)
         except (ValueError, OSError) as exc:  # e.g. past the broker's message size limit

@@ -54,7 +54,7 @@ from paho.mqtt.enums import MQTTErrorCode
 
 from .. import __version__
 from ..errors import StartupError
-from .lanes import KINDS, Batch, Cursors, Outbox as LaneOutbox, select
+from .lanes import KINDS, WIRE_VERSION, Batch, Cursors, Outbox as LaneOutbox, select
 from .client import (ConnectionLog, ErrorTap, MqttConfigError, build_client, client_id_for,
                           describe_error, describe_rc, describe_socket_error, keepalive_s)
 from ..settings import GatewaySettings, MqttSettings
@@ -219,7 +219,7 @@ class Uplink:
 
     def publish_replay(self, kind: str, bodies: list[dict[str, Any]], cmd_id: str, *,
                        timeout_s: float = 10.0) -> bool:
-        """Publish buffered rows of one ``kind`` ('reading' or 'event') again, ids and bodies as
+        """Publish buffered rows of one ``kind`` ('record' or 'event') again, ids and bodies as
         they were, in one message marked ``"replay": cmd_id``, and wait for its PUBACK. False when
         not connected, stopping, or not acknowledged within ``timeout_s``. Any thread."""
         return self._commands.publish_replay(kind, bodies, cmd_id, timeout_s=timeout_s)
@@ -440,7 +440,8 @@ class Uplink:
         if client is None:
             return True  # stopped
         key = KINDS[batch.kind][1]
-        payload = encode({"v": 1, "gw": self._gw, "sent": self._now_ms(), key: [r.body for r in batch.rows]})
+        payload = encode({"v": WIRE_VERSION, "gw": self._gw, "sent": self._now_ms(),
+                          key: [r.body for r in batch.rows]})
         with self._lock:
             if gen != self._gen or not self._connected:
                 return True  # the lanes were reset: these rows will be fetched again

@@ -12,12 +12,12 @@ slot and takes the first lane that has rows past its cursor):
 ``floor`` is ``Buffer.max_id()`` read when the connection came up: what was buffered before
 that is backlog, what is buffered while connected is live. So a drain round is "every
 critical and high event there is, every live row there is, one backlog window": an event or
-a reading buffered now goes out within about one message time, however many old rows wait,
+a record buffered now goes out within about one message time, however many old rows wait,
 and the backlog drains, oldest first, in whatever capacity the live traffic leaves. Critical
-and high lanes ignore the floor: an old alarm still overtakes every reading.
+and high lanes ignore the floor: an old alarm still overtakes every record.
 
-Only events have priorities above normal (readings are always normal), and the buffer indexes
-rows by (priority, id), not by kind: normal events therefore travel with the readings of their
+Only events have priorities above normal (records are always normal), and the buffer indexes
+rows by (priority, id), not by kind: normal events therefore travel with the records of their
 lane in id order. One lane's window is at most ``batch_max`` rows; a message carries rows of
 one kind (a window with both is split, its events message first), so a window is one or two
 messages.
@@ -37,17 +37,18 @@ from typing import Any, Iterable, Protocol, Sequence
 
 from ..model import Priority
 
-__all__ = ["LANES", "KINDS", "Cursors", "Batch", "Window", "Outbox", "OutRowLike", "select", "split"]
+__all__ = ["LANES", "KINDS", "WIRE_VERSION", "Cursors", "Batch", "Window", "Outbox", "OutRowLike", "select", "split"]
 
 LANES = ("critical", "high", "live", "backlog")  # tried in this order for every message
-KINDS = {"event": ("events", "events"), "reading": ("telemetry", "readings")}  # kind -> (topic, key)
+KINDS = {"event": ("events", "events"), "record": ("telemetry", "recs")}  # kind -> (topic, key)
+WIRE_VERSION = 2  # "v" of every telemetry and events message (CONTRACT section 4)
 
 
 class OutRowLike(Protocol):
     @property
     def id(self) -> int: ...
     @property
-    def kind(self) -> str: ...  # 'reading' | 'event'
+    def kind(self) -> str: ...  # 'record' | 'event'
     @property
     def prio(self) -> Priority: ...
     @property
@@ -83,7 +84,7 @@ class Batch:
     """One message: rows of one kind from one lane."""
 
     lane: str
-    kind: str  # 'event' | 'reading'
+    kind: str  # 'event' | 'record'
     rows: tuple[OutRowLike, ...]
 
     @property
