@@ -181,14 +181,22 @@ def _shown(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def _tail_line(kind: str, body: dict) -> str:
+def _tail_line(kind: str, body: dict, points: set[str] | frozenset[str] = frozenset()) -> str:
+    """One buffered row: an event with its data, or a record as ``point=value`` pairs (a point
+    that is not good followed by its quality; ``points``, when given, limits the pairs shown),
+    its sealed points as ``<sealed>``."""
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(body["ts"] / 1000)) + f".{body['ts'] % 1000:03d}Z"
     clock = " clk=unsynced" if body.get("clk") else ""
     if kind == "event":
         data = json.dumps(body.get("data", {}), ensure_ascii=False, sort_keys=True)
         return f"{body['id']:>8}  {stamp}  {body['dev']}  event {body['type']} [{body['prio']}] {data}{clock}"
-    value = json.dumps(body.get("val"), ensure_ascii=False)
-    return f"{body['id']:>8}  {stamp}  {body['dev']}  {body['pt']} = {value} ({body['q']}){clock}"
+    where = body["dev"] + (f"[{body['sub']}]" if "sub" in body else "")
+    quality = body.get("q") or {}
+    pairs = [f"{pt}={json.dumps(val, ensure_ascii=False)}" + (f" ({quality[pt]})" if pt in quality else "")
+             for pt, val in (body.get("vals") or {}).items() if not points or pt in points]
+    if "sealed" in body and not points:
+        pairs.append("<sealed>")
+    return f"{body['id']:>8}  {stamp}  {where}  {' '.join(pairs)}{clock}"
 
 
 def _unknown_device(name: str, names: list[str]) -> str:
@@ -209,15 +217,15 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
     def wanted(kind: str, body: dict) -> bool:
         return ((not devices or body.get("dev") in devices)
-                and (not points or (kind == "reading" and body.get("pt") in points)))
+                and (not points or (kind == "record" and not points.isdisjoint(body.get("vals") or {}))))
 
     try:
-        return _follow(path, args, wanted)
+        return _follow(path, args, wanted, points)
     except KeyboardInterrupt:  # the usual way to end a follow
         return 0
 
 
-def _follow(path, args: argparse.Namespace, wanted) -> int:
+def _follow(path, args: argparse.Namespace, wanted, points: set[str]) -> int:
     from .buffer.outbox import BufferError
     from .buffer.stats import read_rows
 
@@ -237,7 +245,7 @@ def _follow(path, args: argparse.Namespace, wanted) -> int:
         for rid, kind, body in rows:
             last_id = rid
             if wanted(kind, body):
-                print(_tail_line(kind, body), flush=True)
+                print(_tail_line(kind, body, points), flush=True)
         if not args.follow:
             return 0
         if not rows:
@@ -276,15 +284,18 @@ def cmd_read(args: argparse.Namespace) -> int:
 
 
 def _print_read(device: Any, result: Any, privacy: Any) -> int:
-    readings = privacy.apply_readings(result.readings)
+    records = privacy.apply_records(result.readings)  # exactly what the buffer would store
     where = f", address {device.address}" if device.address is not None else ""
     print(f"{device.name} ({device.driver}) on bus {device.bus}{where}: {result.requests} request(s)")
-    if readings:
-        names = [r.pt if r.sub is None else f"{r.pt} [{r.sub}]" for r in readings]
-        width = max(map(len, names))
+    rows = [(pt if rec.sub is None else f"{pt} [{rec.sub}]", val, rec.q.get(pt, "good"))
+            for rec in records for pt, val in rec.vals.items()]
+    rows += [("<sealed>" if rec.sub is None else f"<sealed> [{rec.sub}]", f"for {rec.sealed['kid']}", "")
+             for rec in records if rec.sealed is not None]
+    if rows:
+        width = max(len(name) for name, _, _ in rows)
         print(f"{'point':<{width}}  {'value':>14}  quality")
-        for name, r in zip(names, readings):
-            print(f"{name:<{width}}  {_shown(r.val):>14}  {r.q}")
+        for name, val, quality in rows:
+            print(f"{name:<{width}}  {_shown(val):>14}  {quality}".rstrip())
     for event in result.events:
         wire = privacy.apply_event(event).to_wire()
         print(f"event {wire['type']} ({wire['prio']}): {json.dumps(wire['data'], ensure_ascii=False)}")
@@ -421,10 +432,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "daemon runs")
     p.add_argument("--json", action="store_true", help="one JSON object, for scripts")
     p.set_defaults(func=cmd_status)
-    p = verb("tail", "follow readings and events as they are buffered (as the wire carries them)")
+    p = verb("tail", "follow records and events as they are buffered (as the wire carries them)")
     p.add_argument("--device", action="append", metavar="DEVICE", help="only this device (repeatable)")
-    p.add_argument("--point", action="append", metavar="POINT", help="only this point (repeatable)")
-    p.add_argument("-n", "--lines", type=row_count, default=10, metavar="N", help="start with the last N rows")
+    p.add_argument("--point", action="append", metavar="POINT",
+                   help="only records with this point, showing only such points (repeatable)")
+    p.add_argument("-n", "--lines", type=row_count, default=10, metavar="N",
+                   help="start with the last N rows (records and events)")
     p.add_argument("--no-follow", dest="follow", action="store_false", help="print and exit")
     p.set_defaults(func=cmd_tail)
     p = verb("read", "poll one device once and print its points (masked as the uplink would)")

@@ -7,8 +7,9 @@ for the demo, and for the tests that prove a seal opens with the right key only:
     python -m edge_agent.platform keygen DIR                    # DIR/platform.key (0600), DIR/platform.pub
     python -m edge_agent.platform unseal --key DIR/platform.key [FILE]   # FILE or stdin: JSON
 
-``unseal`` prints the JSON document with every ``{"sealed", "kid"}`` object replaced by the
-value it holds. Exit 0 when every seal opened, 1 when one did not (it is left in place and
+``unseal`` prints the JSON document with every ``{"sealed", "kid"}`` object (an event's sealed
+field) replaced by the value it holds, and every record's ``"sealed": {"kid", "ct"}`` (wire v2:
+one seal per record, holding ``{point: value}``) opened into the record's ``vals``. Exit 0 when every seal opened, 1 when one did not (it is left in place and
 named on stderr), 2 for bad usage. The private key file is PEM PKCS#8, unencrypted, mode 0600.
 """
 
@@ -28,9 +29,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .privacy.seal import NONCE_BYTES, PUB_BYTES, TAG_BYTES, SealError, derive_key, is_sealed, kid_of
+from .privacy.seal import (NONCE_BYTES, PUB_BYTES, TAG_BYTES, SealError, derive_key, is_record_seal, is_sealed,
+                           kid_of)
 
-__all__ = ["SealError", "open_sealed", "unseal_all", "generate_platform_keypair", "load_private_key",
+__all__ = ["SealError", "open_sealed", "open_record", "unseal_all", "generate_platform_keypair", "load_private_key",
            "main_unseal", "main"]
 
 
@@ -42,11 +44,32 @@ def open_sealed(obj: Any, private_key: X25519PrivateKey) -> Any:
     """The value inside a sealed object; ``SealError`` for a wrong key, a wrong kid or tampering."""
     if not is_sealed(obj):
         raise SealError('not a sealed object: expected {"sealed": "<base64>", "kid": "<hex>"}')
+    return _open(obj["kid"], obj["sealed"], private_key)
+
+
+def open_record(record: dict[str, Any], private_key: X25519PrivateKey) -> dict[str, Any]:
+    """A wire v2 record with its ``sealed`` ``{"kid", "ct"}`` opened: the points it holds merged
+    into ``vals``, ``sealed`` gone. A record without a seal comes back as it is; ``SealError``
+    when the seal does not open or does not hold a JSON object of points."""
+    seal = record.get("sealed")
+    if seal is None:
+        return record
+    if not is_record_seal(seal):
+        raise SealError('not a record seal: expected {"kid": "<hex>", "ct": "<base64>"}')
+    points = _open(seal["kid"], seal["ct"], private_key)
+    if not isinstance(points, dict):
+        raise SealError("a record seal opened but does not hold an object of points")
+    opened = {k: v for k, v in record.items() if k != "sealed"}
+    opened["vals"] = {**(record.get("vals") or {}), **points}
+    return opened
+
+
+def _open(kid: str, sealed: str, private_key: X25519PrivateKey) -> Any:
     recipient_raw = _raw(private_key.public_key())
-    if obj["kid"] != kid_of(recipient_raw):
-        raise SealError(f"sealed for key {obj['kid']}, this private key is {kid_of(recipient_raw)}")
+    if kid != kid_of(recipient_raw):
+        raise SealError(f"sealed for key {kid}, this private key is {kid_of(recipient_raw)}")
     try:
-        blob = base64.b64decode(obj["sealed"], validate=True)
+        blob = base64.b64decode(sealed, validate=True)
     except (binascii.Error, ValueError):
         raise SealError("sealed data is not valid base64") from None
     if len(blob) < PUB_BYTES + NONCE_BYTES + TAG_BYTES:
@@ -57,7 +80,7 @@ def open_sealed(obj: Any, private_key: X25519PrivateKey) -> Any:
     try:
         shared = private_key.exchange(X25519PublicKey.from_public_bytes(eph_raw))
         aes = AESGCM(derive_key(shared, eph_raw, recipient_raw))
-        plaintext = aes.decrypt(nonce, ciphertext, obj["kid"].encode("ascii"))
+        plaintext = aes.decrypt(nonce, ciphertext, kid.encode("ascii"))
     except (InvalidTag, ValueError):
         raise SealError("sealed data does not open with this key (wrong key or tampered data)") from None
     try:
@@ -67,7 +90,15 @@ def open_sealed(obj: Any, private_key: X25519PrivateKey) -> Any:
 
 
 def unseal_all(doc: Any, private_key: X25519PrivateKey, failures: list[str] | None = None, where: str = "$") -> Any:
-    """``doc`` with every sealed object opened; one that does not open is kept and noted in ``failures``."""
+    """``doc`` with every sealed object opened (an event's field, a record's seal merged into its
+    ``vals``, ``open_record``); one that does not open is kept and noted in ``failures``."""
+    if isinstance(doc, dict) and "vals" in doc and is_record_seal(doc.get("sealed")):
+        try:
+            doc = open_record(doc, private_key)
+        except SealError as exc:
+            if failures is None:
+                raise
+            failures.append(f"{where}.sealed: {exc}")
     if is_sealed(doc):
         try:
             return open_sealed(doc, private_key)

@@ -1,9 +1,12 @@
 """What the platform sees: subscribes to a gateway's topics and prints what arrives.
 
-Used by scripts/demo.sh. Prints each telemetry message as a short table and every event in
-full (its data as it arrived: pseudonyms, geohashes), and at the end a summary: messages,
-readings, events by type, the id range and any gap in it, readings per second, and the
-identities the platform received (pseudonyms only: the raw values never leave the gateway).
+Used by scripts/demo.sh. Prints each telemetry message (wire v2: a batch of records, one per
+poll of a device or unit) as a short table and every event in full (its data as it arrived:
+pseudonyms, geohashes), and at the end a summary: messages, records and the values they
+carry, events by type, the id range and any gap in it, values per second, and the identities
+the platform received (pseudonyms only: the raw values never leave the gateway). A record's
+``sealed`` points are shown as sealed: only the platform's private key opens them
+(``python -m edge_agent.platform unseal``).
 """
 
 import argparse
@@ -27,7 +30,7 @@ def main() -> int:
     args = ap.parse_args()
 
     ids: set[int] = set()
-    counts = {"messages": 0, "readings": 0, "events": 0}
+    counts = {"messages": 0, "records": 0, "values": 0, "events": 0}
     first_at: list[float] = []
     types: Counter = Counter()
     identities: dict[str, set] = {}
@@ -40,10 +43,10 @@ def main() -> int:
             counts["messages"] += 1
             if kind in ("telemetry", "events"):
                 body = json.loads(text)
-                items = body.get("readings") or body.get("events") or []
+                items = body.get("recs") or body.get("events") or []
                 if not first_at:
                     first_at.append(time.monotonic())
-                counts["readings" if kind == "telemetry" else "events"] += len(items)
+                counts["records" if kind == "telemetry" else "events"] += len(items)
                 ids.update(i["id"] for i in items)
                 print(f"[{msg.topic}] {len(items)} item(s)")
                 if kind == "events":
@@ -54,11 +57,10 @@ def main() -> int:
                               f"{json.dumps(e.get('data', {}), ensure_ascii=False)}")
                 else:
                     for r in items:
-                        if r["pt"] in IDENTITY_KEYS and isinstance(r.get("val"), str):
-                            identities.setdefault(r["pt"], set()).add(r["val"])
-                    for i in items[:6]:
-                        where = f"{i['dev']}" + (f"[{i['sub']}]" if "sub" in i else "")
-                        print(f"    id {i['id']:>6}  {where:<18} {i['pt']:<20} {i.get('val')!s:>14}  {i['q']}")
+                        counts["values"] += len(r.get("vals", {}))
+                        _note_identities(r.get("vals", {}), identities)
+                    for r in items[:6]:
+                        print(f"    id {r['id']:>6}  {_record_line(r)}")
                     if len(items) > 6:
                         print(f"    ... {len(items) - 6} more")
             else:
@@ -75,19 +77,32 @@ def main() -> int:
     with lock:
         span = time.monotonic() - first_at[0] if first_at else 0.0
         print("\n=== platform summary ===")
-        print(f"messages {counts['messages']}, readings {counts['readings']}, events {counts['events']}")
+        print(f"messages {counts['messages']}, records {counts['records']} ({counts['values']} values), "
+              f"events {counts['events']}")
         if ids:
             lo, hi = min(ids), max(ids)
             gaps = (hi - lo + 1) - len(ids)
             print(f"ids {lo}..{hi}, {len(ids)} distinct, {gaps} missing in between")
         if span > 0:
-            print(f"readings/s over {span:.1f}s: {counts['readings'] / span:.1f}")
+            print(f"values/s over {span:.1f}s: {counts['values'] / span:.1f}")
         if types:
             print("events: " + ", ".join(f"{t} {n}" for t, n in sorted(types.items())))
         for key, values in sorted(identities.items()):
             sample = ", ".join(sorted(values)[:3])
             print(f"identities as received, {key}: {len(values)} distinct, e.g. {sample}")
     return 0
+
+
+def _record_line(r: dict) -> str:
+    """One record: device[unit], then point=value pairs (a point not good says its quality)."""
+    where = r["dev"] + (f"[{r['sub']}]" if "sub" in r else "")
+    quality = r.get("q", {})
+    pairs = [f"{pt}={json.dumps(val, ensure_ascii=False)}" + (f" ({quality[pt]})" if pt in quality else "")
+             for pt, val in r.get("vals", {}).items()]
+    if "sealed" in r:
+        pairs.append(f"<sealed for {r['sealed'].get('kid', '?')}>")
+    clock = " clk=unsynced" if r.get("clk") else ""
+    return f"{where:<18} " + " ".join(pairs) + clock
 
 
 def _note_identities(data: dict, identities: dict[str, set]) -> None:

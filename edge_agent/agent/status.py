@@ -8,7 +8,8 @@
 
 Both give one dict with the same keys; ``source`` says which (``daemon`` or ``buffer file``).
 The buffer's figures are top-level keys as ``BufferStats`` names them (``pending``,
-``pending_by_prio``, ``next_id``, ``evicted``, ...), which scripts and tests read. The CLI adds
+``pending_by_prio``, ``next_id``, ``evicted``, ...), which scripts and tests read. They count
+rows: a record (one poll of a device or unit, its values together) or an event. The CLI adds
 ``pseudonym_key`` (the key file as it is now) and, when missing, ``clock`` (its own reading).
 
 ``health_figures(agent)`` is also the agent's part of the ``R/state`` message.
@@ -144,7 +145,8 @@ def _drain_line(data: dict[str, Any]) -> str:
     elif rate is None:
         text = "not measured yet (needs a second of history)"
     else:
-        text = f"{rate:g} items/s acked over the last {format_duration(drain.get('window_s') or 0)}"
+        window = format_duration(drain.get('window_s') or 0)
+        text = f"{rate:g} records/s acked (events included) over the last {window}"
     if data.get("pending", 0) == 0:
         return text + "; nothing waits"
     if eta is None:
@@ -208,7 +210,7 @@ def render(data: dict[str, Any], now_ms: int | None = None) -> list[str]:
         lines.append(f"source        buffer file ({why})")
     lines.append(f"uplink        {_uplink_line(data, now_ms)}")
     lanes = "  ".join(f"{k} {v}" for k, v in data["pending_by_prio"].items())
-    lines.append(f"backlog       {data['pending']} unsent ({format_size(data['pending_bytes'])}), "
+    lines.append(f"backlog       {data['pending']} unsent records and events ({format_size(data['pending_bytes'])}), "
                  f"oldest {_age(data['oldest_pending_ts'], now_ms)}")
     lines.append(f"  by priority {lanes}")
     lines.append(f"  drain       {_drain_line(data)}")
@@ -220,7 +222,7 @@ def render(data: dict[str, Any], now_ms: int | None = None) -> list[str]:
     lines.append(f"buffer        {data['buffer']} ({format_size(data['file_bytes'])} of "
                  f"{format_size(data.get('max_bytes') or 0)} cap; "
                  f"{'disk free unknown' if free is None else format_size(free) + ' free on its disk'})")
-    lines.append(f"retained sent {data['retained_sent']}")
+    lines.append(f"retained sent {data['retained_sent']} records and events")
     lines.append(f"next id       {data['next_id']}")
     lines.extend(_device_lines(data, now_ms))
     lines.append(f"clock         {clock_line(data.get('clock'))}")
