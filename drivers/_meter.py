@@ -4,7 +4,8 @@
 for its answer in whatever arrives: ``ReplyScanner`` finds our reply among wake-up bytes, noise,
 the echo of our own request and other meters' replies, keeping the reason the last frame was
 skipped; ``ask`` retries on silence or an unusable answer; ``make_reading`` judges a value's
-quality as ``poll.DeviceReader`` does. Error phrases (``reason_for``, ``attempts_text``) never
+quality as ``poll.DeviceReader`` does, and ``one_stamp`` gives a round's readings one time, as
+it does. Error phrases (``reason_for``, ``attempts_text``) never
 carry a value or a frame's bytes. The leading underscore keeps ``edge_agent.field.registry`` from
 loading this module as a device family.
 """
@@ -12,12 +13,13 @@ loading this module as a device family.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any, Callable
 
 from edge_agent.errors import NoResponse
 from edge_agent.model import DataClass, PollResult, Quality, Reading
 
-__all__ = ["ReplyScanner", "ask", "reason_for", "make_reading", "attempts_text"]
+__all__ = ["ReplyScanner", "ask", "reason_for", "make_reading", "one_stamp", "attempts_text"]
 
 _START, _WAKE = 0x68, 0xFE
 
@@ -129,6 +131,16 @@ def make_reading(device: str, name: str, value: Any, ts: int, valid: tuple[float
     elif valid is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
         q = Quality.GOOD if valid[0] <= value <= valid[1] else Quality.BAD
     return Reading(dev=device, pt=name, val=value, ts=ts, q=q, data_class=data_class)
+
+
+def one_stamp(result: PollResult) -> PollResult:
+    """Every reading of a round stamped with the time its last answer arrived, as
+    ``poll.DeviceReader`` stamps a Modbus round: the round becomes one record, whatever the
+    number of frames it took."""
+    if result.readings:
+        ts = max(r.ts for r in result.readings)
+        result.readings[:] = [r if r.ts == ts else replace(r, ts=ts) for r in result.readings]
+    return result
 
 
 def attempts_text(retries: int) -> str:

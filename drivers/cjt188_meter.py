@@ -117,17 +117,19 @@ class Cjt188Reader:
             result.errors.append(f"{self.label}: unexpected {bug_location(exc)}")
             return result
         result.answered = True
-        result.readings.extend(self._reading(name, value) for name, value in values.items())
+        ts = int(self.clock() * 1000)  # one frame, one stamp: the poll is one record
+        result.readings.extend(self._reading(name, value, ts) for name, value in values.items())
         return result
 
     def _all_bad(self, result: PollResult, why: str) -> PollResult:
         result.answered = True
         result.errors.append(f"{self.label}: {why}")
-        result.readings.extend(self._reading(o.name, None) for o in self.outputs)
+        ts = int(self.clock() * 1000)
+        result.readings.extend(self._reading(o.name, None, ts) for o in self.outputs)
         return result
 
-    def _reading(self, name: str, value: Any) -> Reading:
-        return make_reading(self.device.name, name, value, int(self.clock() * 1000), _VALID[name])
+    def _reading(self, name: str, value: Any, ts: int) -> Reading:
+        return make_reading(self.device.name, name, value, ts, _VALID[name])
 
 
 def reader(device: Any, link: Any, clock: Callable[[], float] = time.time) -> Cjt188Reader:

@@ -41,7 +41,7 @@ from edge_agent.errors import LinkError, NoResponse, bug_location
 from edge_agent.model import Driver, Option, Output, PollResult, Reading
 
 from . import dlt645_codec as dlt
-from ._meter import ReplyScanner, ask, attempts_text, make_reading, reason_for
+from ._meter import ReplyScanner, ask, attempts_text, make_reading, one_stamp, reason_for
 
 __all__ = ["DRIVER", "OUTPUTS", "Dlt645Reader", "select_dis", "reader"]
 
@@ -178,7 +178,7 @@ class Dlt645Reader:
             result.answered = True
             self.unsupported.discard(di)  # the last DI asked as a heartbeat may have data again
             result.readings.append(self._reading(name, value))
-        return result
+        return one_stamp(result)  # a DI a frame, one record a round
 
     def _reading(self, name: str, value: float | None) -> Reading:
         return make_reading(self.device.name, name, value, int(self.clock() * 1000), _VALID[name])

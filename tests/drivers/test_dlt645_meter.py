@@ -82,6 +82,7 @@ def test_reads_energies_with_a_b1_follow_up_and_they_rise(line, closing):
     assert (0x12, 0x00000000) in bus.meter(A).asked
     assert [r.pt for r in first.readings] == ["energy_total_kWh", "energy_import_kWh", "energy_export_kWh"]
     assert all(r.q is Quality.GOOD and r.dev == "flat-1" for r in first.readings)
+    assert len({r.ts for r in first.readings}) == 1  # a frame per DI, one stamp a round: one record
     assert 1000.0 <= values(first)["energy_import_kWh"] < 1100.0
     second = meters["flat-1"].poll()
     assert values(second)["energy_import_kWh"] > values(first)["energy_import_kWh"]  # ~10 simulated hours a second
