@@ -65,8 +65,9 @@ class BufferSettings:
     path: Path
     max_bytes: int = 512 * 1024**2
     retain_sent_s: float = 0.0
-    commit_interval_s: float = 0.2  # group commit: the longest a reading waits to be durable
-    commit_max: int = 2000  # readings per transaction at most
+    commit_interval_s: float = 0.2  # group commit: the longest a row waits for its id and the database
+    commit_max: int = 2000  # rows per transaction at most
+    intake_log: bool = True  # each poll's rows appended to <path>.intake-N first: kill -9 loses none
 
 
 @dataclass(frozen=True)

@@ -96,7 +96,8 @@ class Agent:
         if self.commands is not None:
             self.commands.start(self.uplink.publish_result)
         self.writer = BufferWriter(self.buffer, commit_interval_s=s.buffer.commit_interval_s,
-                                   commit_max=s.buffer.commit_max, on_commit=lambda ids: self.uplink.wake())
+                                   commit_max=s.buffer.commit_max, on_commit=lambda ids: self.uplink.wake(),
+                                   intake_log=s.buffer.intake_log)
         self.writer.start()
         self.intake = Intake(self.privacy, self.clock, self.writer.put)
         for d in s.devices:  # counted (as unknown) from the first R/state on, before any poll

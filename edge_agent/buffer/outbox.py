@@ -162,6 +162,7 @@ class Buffer:
         self._conn: sqlite3.Connection | None = None
         self._reopen = False  # a quarantine left no connection: the next call tries again
         self._episode = evict.Episode(self.path)  # the log lines of eviction episodes
+        self._intake_seq = 0  # the intake log seq of the last row committed (writer.py, intakelog.py)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def open(self) -> "Buffer":
@@ -206,6 +207,7 @@ class Buffer:
                 # rebooted after an unclean end (a power cut may have lost commits): idfloor.py
                 self._ids.load(found.max_id + 1, found.meta.get("next_id", 1),
                                ceiling_copy=found.meta.get("id_ceiling", 1), trust_floors=found.existing)
+                self._intake_seq = found.meta.get("intake_seq", 0)
             except BaseException:
                 conn.close()
                 raise
@@ -297,11 +299,13 @@ class Buffer:
         records, ``encode_items``); returns the rows' ids in order. TypeError on bad items."""
         return self.append_encoded(encode_items(items))
 
-    def append_encoded(self, rows: Sequence[EncodedRow], *, make_room: bool = False) -> list[int]:
+    def append_encoded(self, rows: Sequence[EncodedRow], *, make_room: bool = False,
+                       intake_seq: int | None = None) -> list[int]:
         """Buffer rows already made by ``encode_items`` (the writer encodes at ``put`` time).
 
         Then evicts old rows while the database is over ``max_bytes``. ``make_room`` (after a
-        BufferFull) also evicts inside the insert's transaction until the rows fit.
+        BufferFull) also evicts inside the insert's transaction until the rows fit. ``intake_seq``:
+        the intake log seq of the last row, stored in the same transaction (``intake_seq``).
         """
         if not rows:
             return []
@@ -320,6 +324,8 @@ class Buffer:
                 conn.executemany(_INSERT, params)
                 conn.execute(SET_META, ("next_id", end))
                 conn.execute(SET_META, ("id_ceiling", self._ids.ceiling))
+                if intake_seq is not None:
+                    conn.execute(SET_META, ("intake_seq", intake_seq))
 
             if make_room:
                 tally = evict.make_room(self._transaction, insert, rows, first, BufferFull)
@@ -329,6 +335,8 @@ class Buffer:
             else:
                 self._transaction("append", insert)
             self._ids.next_id = end  # nothing that can fail comes after the commit
+            if intake_seq is not None:
+                self._intake_seq = intake_seq
         self._evict_over_cap(below_id=first)
         return list(range(first, end))
 
@@ -380,6 +388,12 @@ class Buffer:
         return tally
 
     # -- reading -----------------------------------------------------------------------------
+    @property
+    def intake_seq(self) -> int:
+        """The intake log seq of the last row committed (0: none): a replay skips rows up to it."""
+        with self._lock:
+            return self._intake_seq
+
     def max_id(self) -> int:
         """Every id assigned so far is <= this and every later one is above it; 0 if none yet.
 

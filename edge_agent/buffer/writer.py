@@ -21,6 +21,14 @@ transaction (``evict.py``), which sticks only if the batch then fits. If it does
 committed (the buffer logs the eviction at WARNING); if not, nothing was lost and the batch
 waits for the next retry like any failed commit. Over-cap eviction after a commit also runs
 here, in this thread, so it delays only later commits, never ``put`` (until the queue fills).
+
+Crash safety (``intake_log``, ``intakelog.py``): ``put`` writes the batch's rows to the intake log
+with one ``os.write`` before it queues them, each row numbered (its seq); a commit stores the seq
+of its last row in the same transaction (``Buffer.intake_seq``) and then truncates what the log
+holds up to it. ``start`` replays what a killed process left in the log, skipping every row the
+buffer already has, and commits it before anything else: an item ``put`` returned for survives
+kill -9, whatever ``commit_interval_s`` is. Turned off, the log is still read at ``start`` (rows an
+earlier run left are committed, then the files removed).
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from .intakelog import IntakeLog, encode_rows
 from .outbox import Buffer, BufferFull, EncodedRow, encode_items
 from ..model import Event, Priority, Reading, Record
 
@@ -42,6 +51,7 @@ log = logging.getLogger(__name__)
 
 RETRY_MIN_S = 0.2
 RETRY_MAX_S = 5.0
+REPLAY_WAIT_S = 30.0  # start waits this long at most for the replayed rows' commit
 
 
 @dataclass(frozen=True)
@@ -50,14 +60,20 @@ class WriterStats:
     transactions: int
     queued: int  # accepted, not yet committed
     failures: int  # failed commit attempts since start
+    replayed: int = 0  # rows committed from the intake log at start (a killed run's last polls)
 
 
 class BufferWriter:
     """The buffer's single writer thread. ``start()``, ``put()`` from any thread, ``stop()``."""
 
     def __init__(self, buffer: Buffer, *, commit_interval_s: float = 0.2, commit_max: int = 2000,
-                 queue_max: int = 20000, on_commit: Callable[[list[int]], None] | None = None) -> None:
+                 queue_max: int = 20000, on_commit: Callable[[list[int]], None] | None = None,
+                 intake_log: bool = False) -> None:
         self._buffer = buffer
+        self._log = IntakeLog(buffer.path, enabled=intake_log)
+        self._seqs: deque[int] = deque()  # the intake log seq of each queued row
+        self._next_seq = 1
+        self._replayed = 0
         self._interval = commit_interval_s
         self._commit_max = max(1, commit_max)
         self._queue_max = max(1, queue_max)
@@ -77,8 +93,35 @@ class BufferWriter:
         with self._cond:
             if self._thread is not None:
                 raise RuntimeError("buffer writer already started")
+            replay = self._open_log()
+            before = self._buffer.max_id() if replay else 0
             self._thread = threading.Thread(target=self._run, name="buffer-writer", daemon=True)
             self._thread.start()
+        if replay:
+            if self.flush(REPLAY_WAIT_S):
+                log.info("intake log: committed %d rows a stopped run had received but not committed (ids %d-%d)",
+                         replay, before + 1, self._buffer.max_id())
+            else:
+                log.error("intake log: the %d rows a stopped run left are not committed yet (the buffer is failing); "
+                          "they stay queued and in the log", replay)
+
+    def _open_log(self) -> int:
+        """Read the intake log, queue what the buffer does not have yet (first, urgent); how many.
+        Call with the lock held, before the thread starts."""
+        found = self._log.open()
+        committed = self._buffer.intake_seq
+        todo = [(seq, row) for seq, row in found.rows if seq > committed]
+        self._next_seq = max(committed, found.last_seq) + 1
+        if todo:
+            self._seqs.extend(seq for seq, _ in todo)
+            self._queue.extend(row for _, row in todo)  # type: ignore[misc]
+            self._accepted += len(todo)
+            self._first_at = time.monotonic()
+            self._urgent = True
+            self._replayed = len(todo)
+        if found.rows and not todo:
+            self._log.committed(committed)  # a crash between a commit and its truncation
+        return len(todo)
 
     def put(self, items: Sequence[Record | Event | Reading]) -> None:
         """Queue items (a row each: records and events; readings are grouped into records,
@@ -88,6 +131,7 @@ class BufferWriter:
         ``stop`` has begun. A batch larger than ``queue_max`` is accepted in slices.
         """
         rows = encode_items(items)
+        payload = encode_rows(rows) if self._log.appending and len(rows) <= self._queue_max else None
         done = 0
         with self._cond:
             while done < len(rows):
@@ -97,7 +141,12 @@ class BufferWriter:
                 if self._queue_max - len(self._queue) < chunk:
                     self._cond.wait()
                     continue
-                self._queue.extend(rows[done:done + chunk])
+                part = rows[done:done + chunk]
+                seq = self._next_seq
+                self._log.append(seq, part, payload if chunk == len(rows) else None)
+                self._next_seq += chunk
+                self._seqs.extend(range(seq, seq + chunk))
+                self._queue.extend(part)
                 if any(row[0] >= Priority.CRITICAL for row in rows[done:done + chunk]):
                     self._urgent = True  # an SOS or a flood alarm does not wait for the group
                 done += chunk
@@ -132,6 +181,7 @@ class BufferWriter:
                 thread.join(1.0)
         with self._cond:
             left = len(self._queue)
+            self._log.close(remove=left == 0)
         if left and thread is None:
             log.error("buffer writer stopped before it started: %d items not committed", left)
         return left == 0
@@ -140,17 +190,17 @@ class BufferWriter:
     def stats(self) -> WriterStats:
         with self._cond:
             return WriterStats(committed=self._committed, transactions=self._transactions,
-                               queued=len(self._queue), failures=self._failures)
+                               queued=len(self._queue), failures=self._failures, replayed=self._replayed)
 
     # -- the thread --------------------------------------------------------------------------
     def _run(self) -> None:
         errors = 0
         while True:
             try:
-                batch = self._gather()
-                if batch is None:
+                gathered = self._gather()
+                if gathered is None:
                     return
-                self._commit(batch)
+                self._commit(*gathered)
                 errors = 0
             except Exception:  # a bug, not a disk fault: say so once, keep going
                 errors += 1
@@ -158,8 +208,9 @@ class BufferWriter:
                         "buffer writer: unexpected error; continuing", exc_info=True)
                 time.sleep(min(RETRY_MAX_S, RETRY_MIN_S * errors))
 
-    def _gather(self) -> list[EncodedRow] | None:
-        """The next batch (left at the head of the queue until committed); None to end."""
+    def _gather(self) -> tuple[list[EncodedRow], int] | None:
+        """The next batch (left at the head of the queue until committed) and its last row's
+        intake log seq; None to end."""
         with self._cond:
             while True:
                 now = time.monotonic()
@@ -178,20 +229,21 @@ class BufferWriter:
                 if (len(self._queue) >= self._commit_max or self._stopping or self._flushers
                         or self._urgent or now >= due):
                     self._urgent = False
-                    return list(itertools.islice(self._queue, self._commit_max))
+                    batch = list(itertools.islice(self._queue, self._commit_max))
+                    return batch, self._seqs[len(batch) - 1]
                 self._cond.wait(due - now)
 
-    def _commit(self, batch: list[EncodedRow]) -> None:
+    def _commit(self, batch: list[EncodedRow], last_seq: int) -> None:
         full = False  # one failure per attempt, made room for or not
         try:
             try:
-                ids = self._buffer.append_encoded(batch)
+                ids = self._buffer.append_encoded(batch, intake_seq=last_seq)
             except BufferFull:
                 full = True
                 with self._cond:
                     self._failures += 1
                 log.debug("buffer full: evicting old rows to make room for %d items", len(batch))
-                ids = self._buffer.append_encoded(batch, make_room=True)
+                ids = self._buffer.append_encoded(batch, make_room=True, intake_seq=last_seq)
         except Exception as exc:
             with self._cond:
                 self._failures += 0 if full else 1
@@ -206,6 +258,8 @@ class BufferWriter:
         with self._cond:
             for _ in batch:
                 self._queue.popleft()
+                self._seqs.popleft()
+            self._log.committed(last_seq)
             self._committed += len(batch)
             self._transactions += 1
             recovered, self._streak, self._retry_at = self._streak, 0, 0.0
