@@ -22,7 +22,7 @@ deletes them from ``outbox`` (the freed pages take the next chunk, so the file g
 one chunk, not by a copy of the buffer); then one transaction drops the old table, renames the
 new one and sets ``user_version``. A kill or power cut at any point leaves every row in exactly
 one of the two tables, and the next open carries on. Logged once, at INFO, with the counts.
-Measured here: ~1 s per 100,000 rows.
+Measured here: 200,000 rows in 2.2 s; the file grew by 2%.
 """
 
 from __future__ import annotations

@@ -135,9 +135,20 @@ def encode_items(items: Sequence[Record | Event | Reading]) -> list[EncodedRow]:
         try:
             body = _JSON.encode(item.to_wire())
         except (TypeError, ValueError) as exc:
-            raise TypeError(f"{what}: not JSON-serialisable ({exc})") from None
+            raise TypeError(f"{what}{_culprit(item)}: not JSON-serialisable ({exc})") from None
         rows.append((int(prio), kind, ts, body))
     return rows
+
+
+def _culprit(item: Record | Event) -> str:
+    """`` point P`` naming a record's first value that JSON refuses (a name, never the value)."""
+    if isinstance(item, Record):
+        for point, value in item.vals.items():
+            try:
+                _JSON.encode(value)
+            except (TypeError, ValueError):
+                return f" point {point}"
+    return ""
 
 
 class Buffer:

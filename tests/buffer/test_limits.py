@@ -21,7 +21,7 @@ import pytest
 from edge_agent.buffer import outbox as buffer_module
 from edge_agent.buffer import evict
 from edge_agent.buffer.outbox import WAL_LIMIT, Buffer, BufferError
-from edge_agent.model import Event, Priority, Reading
+from edge_agent.model import Event, Priority, Reading, Record
 from edge_agent.buffer.writer import BufferWriter
 
 T0 = 1_732_380_000_000
@@ -31,6 +31,11 @@ CORRUPT_NAME = re.compile(r"buffer\.db\.corrupt-\d{8}T\d{6}Z(\.\d+)?$")
 
 def reading(i: int, val: object = None) -> Reading:
     return Reading("river-1", "level_m", round(i * 0.01, 3) if val is None else val, T0 + i)
+
+
+def record(i: int) -> Record:
+    """One poll of a three-point sensor: a row of the normal lane."""
+    return Record("river-1", T0 + i, {"level_m": round(i * 0.01, 3), "temp_C": 21.5, "flow_m3s": 3.25})
 
 
 def event(i: int, prio: Priority) -> Event:
@@ -98,9 +103,9 @@ def test_eviction_order_is_sent_then_normal_then_high_then_critical_oldest_first
         buf.mark_sent(sent[:150])
         lanes: dict[str, list[int]] = {"sent": sent[150:] + sent[:150], "normal": [], "high": [], "critical": []}
         mixed = [Priority.NORMAL, Priority.NORMAL, Priority.HIGH, Priority.CRITICAL]
-        for b in range(9):
+        for b in range(12):
             prios = [mixed[k % 4] for k in range(b, b + 100)]
-            ids = buf.append([reading(k) if p is Priority.NORMAL else event(k, p) for k, p in enumerate(prios)])
+            ids = buf.append([record(k) if p is Priority.NORMAL else event(k, p) for k, p in enumerate(prios)])
             for i, p in zip(ids, prios):
                 lanes[p.label].append(i)
         assert buf.stats().evicted == {"critical": 0, "high": 0, "normal": 0}

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from edge_agent.buffer.outbox import Buffer, BufferError, OutRow
-from edge_agent.model import Event, Priority, Quality, Reading
+from edge_agent.model import Event, Priority, Quality, Reading, Record, records_of
 from edge_agent.buffer.writer import BufferWriter
 
 T0 = 1_732_380_000_000
@@ -175,7 +175,7 @@ while True:
     assert all(i in stored for i in committed)  # every committed row survived the kill
     assert [r.id for r in rows] == sorted(stored)
     # each row carries its own content: val was the loop counter of its own run
-    assert all(stored[i].body["id"] == i and stored[i].body["ts"] == 1000 + stored[i].body["val"]
+    assert all(stored[i].body["id"] == i and stored[i].body["ts"] == 1000 + stored[i].body["vals"]["level_m"]
                for i in committed)
     assert new > max(stored)
     # same boot: nothing committed was lost, so the restart continues without a gap
@@ -227,11 +227,12 @@ def test_a_second_writer_on_the_same_file_is_refused(path: Path) -> None:
 # -- rows -------------------------------------------------------------------------------------
 def test_body_round_trip_is_to_wire_plus_id_first(path: Path) -> None:
     items = [
-        Reading("river-1", "level_m", 1.23, T0, q=Quality.BAD),
-        Reading("gate-1", "plate", "桂A***45", T0 + 1, clk_synced=False),
-        Reading("meter-1", "flags", [1, None, True, {"a": "b"}], T0 + 2),
-        Event("hub-1", "fall", Priority.CRITICAL, T0 + 3, {"wearer": "p1:X", "lat": 22.8}),
-        Event("gate-1", "online", Priority.NORMAL, T0 + 4, clk_synced=False),
+        Record("river-1", T0, {"level_m": None, "temp_C": 21.4}, q={"level_m": "bad"}),
+        Record("gate-1", T0 + 1, {"plate": "桂A***45"}, clk_synced=False),
+        Record("meter-1", T0 + 2, {"flags": [1, None, True, {"a": "b"}]}),
+        Record("hub-1", T0 + 3, {"battery_pct": 64}, sub="B-00023", sealed={"kid": "97d5", "ct": "AAAA"}),
+        Event("hub-1", "fall", Priority.CRITICAL, T0 + 4, {"wearer": "p1:X", "lat": 22.8}),
+        Event("gate-1", "online", Priority.NORMAL, T0 + 5, clk_synced=False),
     ]
     with Buffer(path) as buf:
         ids = buf.append(items)
@@ -241,20 +242,50 @@ def test_body_round_trip_is_to_wire_plus_id_first(path: Path) -> None:
         assert row.body == {"id": row.id, **item.to_wire()}
         assert next(iter(row.body)) == "id"
         assert row.ts == item.ts
-    assert [r.kind for r in rows] == ["reading"] * 3 + ["event"] * 2
-    assert [r.prio for r in rows] == [Priority.NORMAL] * 3 + [Priority.CRITICAL, Priority.NORMAL]
+    assert [r.kind for r in rows] == ["record"] * 4 + ["event"] * 2
+    assert [r.prio for r in rows] == [Priority.NORMAL] * 4 + [Priority.CRITICAL, Priority.NORMAL]
+    # the contract's keys, in its order; optional ones only when there is something to say
+    assert [list(r.body) for r in rows[:4]] == [["id", "dev", "ts", "vals", "q"], ["id", "dev", "ts", "vals", "clk"],
+                                                ["id", "dev", "ts", "vals"], ["id", "dev", "sub", "ts", "vals", "sealed"]]
+    assert rows[1].body["clk"] == "unsynced"
+
+
+def test_readings_are_stored_as_records_one_per_device_unit_and_time(path: Path) -> None:
+    """Readings handed to the buffer as they are (tests, tools) become records, no privacy:
+    those sharing device, unit, time and clock mark are one row, in arrival order; a point
+    seen twice under one key opens a new record rather than overwrite the first value."""
+    readings = [
+        Reading("meter-1", "voltage_V", 230.5, T0), Reading("river-1", "level_m", 1.2, T0),
+        Reading("meter-1", "power_kW", None, T0, q=Quality.BAD),
+        Reading("hub-1", "hr_bpm", 71, T0, sub="B-1"), Reading("hub-1", "hr_bpm", 90, T0, sub="B-2"),
+        Reading("hub-1", "hr_bpm", 72, T0, sub="B-1"),
+        Reading("meter-1", "voltage_V", 231.0, T0 + 100),
+        Reading("meter-1", "current_A", 5.0, T0 + 100, clk_synced=False),
+    ]
+    with Buffer(path) as buf:
+        assert buf.append(readings) == [1, 2, 3, 4, 5, 6, 7]
+        bodies = [r.body for r in buf.pending(10)]
+    assert bodies == [
+        {"id": 1, "dev": "meter-1", "ts": T0, "vals": {"voltage_V": 230.5, "power_kW": None}, "q": {"power_kW": "bad"}},
+        {"id": 2, "dev": "river-1", "ts": T0, "vals": {"level_m": 1.2}},
+        {"id": 3, "dev": "hub-1", "sub": "B-1", "ts": T0, "vals": {"hr_bpm": 71}},
+        {"id": 4, "dev": "hub-1", "sub": "B-2", "ts": T0, "vals": {"hr_bpm": 90}},
+        {"id": 5, "dev": "hub-1", "sub": "B-1", "ts": T0, "vals": {"hr_bpm": 72}},
+        {"id": 6, "dev": "meter-1", "ts": T0 + 100, "vals": {"voltage_V": 231.0}},
+        {"id": 7, "dev": "meter-1", "ts": T0 + 100, "vals": {"current_A": 5.0}, "clk": "unsynced"},
+    ]
 
 
 @pytest.mark.parametrize("bad", [object(), b"raw", math.nan, {1, 2}])
 def test_a_value_that_is_not_json_is_rejected_before_anything_is_written(path: Path, bad: object) -> None:
     with Buffer(path) as buf:
-        with pytest.raises(TypeError, match="reading meter-7/energy_kWh"):
+        with pytest.raises(TypeError, match=f"record meter-7@{T0} point energy_kWh: not JSON"):
             buf.append([reading(0), Reading("meter-7", "energy_kWh", bad, T0)])
         with pytest.raises(TypeError, match="event hub-1/sos"):
             buf.append([Event("hub-1", "sos", Priority.CRITICAL, T0, {"x": bad})])
         assert buf.pending(10) == [] and buf.stats().next_id == 1
         writer = BufferWriter(buf)
-        with pytest.raises(TypeError, match="meter-7/energy_kWh"):
+        with pytest.raises(TypeError, match="meter-7@.* point energy_kWh"):
             writer.put([reading(1), Reading("meter-7", "energy_kWh", bad, T0)])
         assert writer.stats.queued == 0
 
@@ -344,7 +375,7 @@ def test_stats_counts_bytes_and_oldest(path: Path) -> None:
     assert stats.pending_by_prio == {"critical": 2, "high": 1, "normal": 1}
     assert stats.oldest_pending_ts == T0 + 5
     assert stats.pending_bytes == sum(len(json.dumps(r.to_wire(), separators=(",", ":")))
-                                      for r in (reading(5), event(9), event(7, Priority.HIGH), event(8)))
+                                      for r in (*records_of([reading(5)]), event(9), event(7, Priority.HIGH), event(8)))
     assert stats.file_bytes > 0 and stats.next_id == 6
     outside = Buffer.read_stats(path)  # closed: the same figures (the WAL was checkpointed)
     assert {**outside.__dict__, "file_bytes": 0} == {**stats.__dict__, "file_bytes": 0}
@@ -463,7 +494,7 @@ def test_a_full_queue_blocks_put_and_never_drops(path: Path) -> None:
         blocked.join()
         writer.put([reading(i) for i in range(7, 20)])  # larger than the queue: sliced, all kept
         assert writer.flush(timeout=5)
-        assert [r.body["val"] for r in buf.pending(100)] == [reading(i).val for i in range(20)]
+        assert [r.body["vals"]["level_m"] for r in buf.pending(100)] == [reading(i).val for i in range(20)]
         assert writer.stop()
 
 
