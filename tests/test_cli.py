@@ -151,6 +151,35 @@ def test_read_prints_scaled_points_and_fails_clearly_on_unknown_device(tmp_path)
         assert out.returncode == 1 and "did you mean 'river-1'" in out.stderr
 
 
+def test_read_shows_what_the_buffer_would_store_a_records_sealed_points_as_one_line(tmp_path, capsys):
+    """``read`` prints a poll through ``Privacy.apply_records``: a dropped point is absent, a
+    bad one says so, and the points to seal are one ``<sealed>`` line naming the key, never a
+    value or the ciphertext."""
+    from types import SimpleNamespace
+
+    from edge_agent.cli import _print_read
+    from edge_agent.model import DataClass, PollResult, Quality
+    from edge_agent.platform import generate_platform_keypair
+    from edge_agent.privacy.seal import PlatformKey
+    from edge_agent.privacy.stage import Privacy
+    from edge_agent.settings import PrivacySettings
+
+    _, public = generate_platform_keypair(tmp_path / "platform")
+    key = PlatformKey.load(public)
+    privacy = Privacy(PrivacySettings(actions={DataClass.HEALTH: "seal"}), None, key)
+    device = SimpleNamespace(name="hub-1", driver="wearables_hub", bus="b", address=None)
+    result = PollResult(answered=True, requests=1, readings=[
+        Reading("hub-1", "hr_bpm", 131, 1, data_class=DataClass.HEALTH, sub="B-1"),
+        Reading("hub-1", "spo2_pct", 97, 1, data_class=DataClass.HEALTH, sub="B-1"),
+        Reading("hub-1", "battery_pct", None, 1, q=Quality.BAD, sub="B-1"),
+        Reading("hub-1", "wearer_name", "张三", 1, data_class=DataClass.NAME, sub="B-1")])
+    assert _print_read(device, result, privacy) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split() for line in lines[2:]] == [["battery_pct", "[B-1]", "-", "bad"],
+                                                    ["<sealed>", "[B-1]", "for", key.kid]]
+    assert not any(word in "\n".join(lines) for word in ("131", "97", "张"))
+
+
 def test_read_with_refused_link_is_one_line(tmp_path):
     port = free_port()
     cfg = write(tmp_path, base_config(
@@ -207,23 +236,30 @@ def test_daemon_keeps_running_with_absent_port_refused_link_and_broker_down_at_s
 
 def test_tail_prints_buffered_rows_filtered_by_device_and_point(tmp_path):
     from edge_agent.buffer.outbox import Buffer
-    from edge_agent.model import Event, Priority, Reading
+    from edge_agent.model import Event, Priority, Record
 
     cfg = write(tmp_path, base_config(tmp_path))
     with Buffer(tmp_path / "state" / "buffer.db") as buf:
-        buf.append([Reading("river-1", "level_m", 1.25, 1732380000000), Reading("meter-1", "power_W", 5.0, 1732380000001),
-                    Event("gate-1", "passage", Priority.NORMAL, 1732380000002, {"plate": "p1:ABC"})])
+        buf.append([Record("river-1", 1732380000000, {"level_m": 1.25}),
+                    Record("meter-1", 1732380000001, {"power_W": 5.0, "voltage_V": None}, q={"voltage_V": "bad"}),
+                    Event("gate-1", "passage", Priority.NORMAL, 1732380000002, {"plate": "p1:ABC"}),
+                    Record("hub-1", 1732380000003, {"hr_bpm": 71}, sub="B-1", clk_synced=False,
+                           sealed={"kid": "97d5c0ffee", "ct": "AAAA"})])
         buf.mark_sent([1])  # sent or not, tail shows it
     out = cli("tail", "-c", str(cfg), "--no-follow")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert len(lines) == 3
-    assert lines[0].split() == ["1", "2024-11-23T16:40:00.000Z", "river-1", "level_m", "=", "1.25", "(good)"]
+    assert len(lines) == 4
+    assert lines[0].split() == ["1", "2024-11-23T16:40:00.000Z", "river-1", "level_m=1.25"]
+    assert lines[1].split()[2:] == ["meter-1", "power_W=5.0", "voltage_V=null", "(bad)"]
     assert "event passage [normal]" in lines[2] and '"p1:ABC"' in lines[2]
+    assert lines[3].split()[2:] == ["hub-1[B-1]", "hr_bpm=71", "<sealed>", "clk=unsynced"]  # never the ciphertext
     out = cli("tail", "-c", str(cfg), "--no-follow", "--device", "meter-1", "--point", "power_W")
-    assert out.stdout.splitlines() == [lines[1]]
+    assert [line.split()[2:] for line in out.stdout.splitlines()] == [["meter-1", "power_W=5.0"]]  # only that point
+    out = cli("tail", "-c", str(cfg), "--no-follow", "--point", "level_m", "--point", "hr_bpm")
+    assert [line.split()[0] for line in out.stdout.splitlines()] == ["1", "4"]
     out = cli("tail", "-c", str(cfg), "--no-follow", "-n", "1")
-    assert out.stdout.splitlines() == [lines[2]]
+    assert out.stdout.splitlines() == [lines[3]]
 
 
 def test_tail_without_a_buffer_is_one_line(tmp_path):

@@ -1,5 +1,6 @@
-"""The intake: what a bus worker hands on is clock-marked, passes privacy, and reaches the writer's
-``put`` (a list here: our own seam); a bus worker feeds it directly, with no agent in between."""
+"""The intake: what a bus worker hands on is clock-marked, passes privacy (a poll's readings
+become records), and reaches the writer's ``put`` (a list here: our own seam); a bus worker feeds
+it directly, with no agent in between."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from edge_agent.agent.intake import Intake
 from edge_agent.clock import ClockState, ClockWatch
 from edge_agent.field.health import HealthBoard
 from edge_agent.field.scheduler import BusWorker, Schedule
-from edge_agent.model import DataClass, Event, PollResult, Priority, Reading
+from edge_agent.model import DataClass, Event, PollResult, Priority, Reading, Record
 from edge_agent.privacy.keys import KeyRing
 from edge_agent.privacy.pseudonym import pseudonymize
 from edge_agent.privacy.stage import Privacy
@@ -43,14 +44,14 @@ def level(value: float, ts: int = T0) -> Reading:
     return Reading("river-1", "level_m", value, ts)
 
 
-def test_readings_pass_privacy_and_reach_the_writer_as_one_batch() -> None:
+def test_readings_pass_privacy_and_reach_the_writer_as_records_in_one_batch() -> None:
     intake, _, batches = make()
-    kept = level(1.5)
-    intake.accept_readings([kept, Reading("gate-1", "card_no", ID, T0, data_class=DataClass.IDENTIFIER),
-                            Reading("gate-1", "owner", "someone", T0, data_class=DataClass.NAME)])
+    intake.accept_readings([level(1.5), Reading("gate-1", "card_no", ID, T0, data_class=DataClass.IDENTIFIER),
+                            Reading("gate-1", "owner", "someone", T0, data_class=DataClass.NAME),
+                            Reading("gate-1", "lane", 2, T0)])
     [batch] = batches
-    assert batch[0] is kept  # a kept reading is handed on as it came, not copied
-    assert batch[1].val == pseudonymize(ID, RING, "id") and len(batch) == 2  # the name is dropped
+    assert batch == [Record("river-1", T0, {"level_m": 1.5}),  # one record per device and time
+                     Record("gate-1", T0, {"card_no": pseudonymize(ID, RING, "id"), "lane": 2})]  # name dropped
     assert intake.unsynced_items == 0 and all(r.clk_synced for r in batch)
 
 
@@ -102,4 +103,4 @@ def test_a_bus_worker_feeds_the_intake_directly() -> None:
         worker.stop()
         worker.join(5)
     items = sorted((type(item).__name__, item.clk_synced) for batch in batches for item in batch)
-    assert items == [("Event", False), ("Reading", False)]
+    assert items == [("Event", False), ("Record", False)]

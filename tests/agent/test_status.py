@@ -97,7 +97,8 @@ def test_status_asks_the_running_daemon_then_reads_the_buffer_file_once_it_stopp
     text = out.stdout
     assert out.returncode == 0, out.stderr
     assert f"daemon (pid {agent.pid}" in text and f"connected to 127.0.0.1:{broker.port}" in text
-    assert "by priority critical 0  high 0  normal 0" in text and "items/s acked" in text
+    assert "by priority critical 0  high 0  normal 0" in text and "records/s acked (events included)" in text
+    assert "unsent records and events" in text
     assert "1 online, 1 offline, 0 unknown" in text
     assert "river-1" in text and "meter-9" in text and "last error" in text
     assert "clock " in text and "pseudonym key v1 SHA256:" in text

@@ -29,7 +29,7 @@ from edge_agent.commands.view import AgentView, UplinkState
 from edge_agent.errors import DeviceFault, LinkError, NoResponse
 from edge_agent.field.poll import DeviceReader
 from edge_agent.field.registry import get_driver
-from edge_agent.model import DType, Event, Point, Priority, Reading, Reg
+from edge_agent.model import DType, Event, Point, Priority, Record, Reg
 from edge_agent.settings import (BufferSettings, BusSettings, CommandSettings, DeviceSettings, GatewaySettings,
                                  MqttSettings, PrivacySettings, Settings, TrustedKey, WriteRule)
 
@@ -504,11 +504,11 @@ def test_bad_replay_ranges_are_bad_requests(args, message):
 
 
 def fill_buffer(settings: Settings, n: int) -> dict[int, dict]:
-    """n rows: readings, and every 10th an event; ts = 1000 * id. Returns id -> wire body."""
+    """n rows: records, and every 10th an event; ts = 1000 * id. Returns id -> wire body."""
     buf = Buffer(settings.buffer.path, retain_sent_s=3600).open()
     try:
         items = [Event("gate-1", "passage", Priority.NORMAL, 1000 * (i + 1), {"lane": 1, "card": "p1:TOKEN"})
-                 if (i + 1) % 10 == 0 else Reading("boiler", "setpoint_C", i * 0.5, 1000 * (i + 1)) for i in range(n)]
+                 if (i + 1) % 10 == 0 else Record("boiler", 1000 * (i + 1), {"setpoint_C": i * 0.5}) for i in range(n)]
         ids = buf.append(items)
         buf.mark_sent(ids[: n // 2])  # half of them sent (and retained): a replay takes both
         return {r.id: r.body for r in buf.pending(n)} | {
@@ -530,7 +530,7 @@ def test_replay_republishes_exactly_the_id_range_with_the_original_bodies(tmp_pa
     service.stop()
     assert agent.uplink.replayed() == [bodies[i] for i in range(5, 45)]
     for kind, sent, cmd_id, _ in agent.uplink.replays:
-        assert cmd_id == "c-r" and len(sent) <= 7 and {("pt" in b) for b in sent} == {kind == "reading"}
+        assert cmd_id == "c-r" and len(sent) <= 7 and {("vals" in b) for b in sent} == {kind == "record"}
     assert ledger.rows[-1]["detail"] == "replaying 40 row(s) ids 5..44"
 
 

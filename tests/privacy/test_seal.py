@@ -22,8 +22,9 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from edge_agent.platform import generate_platform_keypair, load_private_key, main, main_unseal, open_sealed
-from edge_agent.privacy.seal import PlatformKey, SealError, is_sealed, seal
+from edge_agent.platform import (generate_platform_keypair, load_private_key, main, main_unseal, open_record,
+                                 open_sealed, unseal_all)
+from edge_agent.privacy.seal import PlatformKey, SealError, is_record_seal, is_sealed, seal, seal_record
 
 from support.paths import ROOT
 
@@ -139,6 +140,48 @@ def test_generate_platform_keypair(tmp_path: Path) -> None:
     private = load_private_key(private_path)
     assert open_sealed(seal(7, PlatformKey.load(public_path)), private) == 7
     assert main(["keygen", str(tmp_path / "platform")]) == 1  # never overwrites
+
+
+# -- a record's seal (wire v2): one per record, its points to seal together ------------------------
+def test_a_record_seal_is_the_same_crypto_under_kid_and_ct() -> None:
+    points = {"hr_bpm": 131, "spo2_pct": 97, "wearer_phone": "13812341234"}
+    obj = seal_record(points, KEY)
+    assert list(obj) == ["kid", "ct"] and is_record_seal(obj) and not is_sealed(obj) and obj["kid"] == KEY.kid
+    plaintext = json.dumps(points, separators=(",", ":")).encode()
+    assert len(base64.b64decode(obj["ct"], validate=True)) == 32 + 12 + len(plaintext) + 16
+    # what the docstring says: open it as a field seal under its other key names
+    assert _docstring_open({"sealed": obj["ct"], "kid": obj["kid"]}, PRIVATE) == points
+
+
+def test_open_record_merges_the_sealed_points_into_vals() -> None:
+    record = {"id": 7, "dev": "hub-1", "sub": "B-1", "ts": 1, "vals": {"battery_pct": 64}, "q": {"hr_bpm": "bad"},
+              "sealed": seal_record({"hr_bpm": None, "spo2_pct": 97}, KEY), "clk": "unsynced"}
+    opened = open_record(record, PRIVATE)
+    assert opened == {"id": 7, "dev": "hub-1", "sub": "B-1", "ts": 1,
+                      "vals": {"battery_pct": 64, "hr_bpm": None, "spo2_pct": 97}, "q": {"hr_bpm": "bad"},
+                      "clk": "unsynced"}
+    assert open_record({"dev": "d", "ts": 1, "vals": {"a": 1}}, PRIVATE) == {"dev": "d", "ts": 1, "vals": {"a": 1}}
+    with pytest.raises(SealError, match="sealed for key"):
+        open_record(record, X25519PrivateKey.generate())
+    with pytest.raises(SealError, match="not a record seal"):
+        open_record({**record, "sealed": seal({"a": 1}, KEY)}, PRIVATE)
+    with pytest.raises(SealError, match="object of points"):
+        open_record({**record, "sealed": seal_record([1, 2], KEY)}, PRIVATE)  # type: ignore[arg-type]
+
+
+def test_unseal_opens_a_v2_telemetry_payload_record_by_record() -> None:
+    payload = {"v": 2, "gw": "gw-1", "sent": 2, "recs": [
+        {"id": 1, "dev": "hub-1", "ts": 1, "vals": {"battery_pct": 64}, "sealed": seal_record({"hr_bpm": 72}, KEY)},
+        {"id": 2, "dev": "hub-1", "ts": 1, "vals": {}, "sealed": seal_record({"hr_bpm": 80}, PlatformKey(
+            X25519PrivateKey.generate().public_key()))},
+        {"id": 3, "dev": "gate-1", "ts": 1, "vals": {"phone": seal("13812341234", KEY)}},  # a migrated v1 row
+    ]}
+    failures: list[str] = []
+    out = unseal_all(payload, PRIVATE, failures)
+    assert out["recs"][0]["vals"] == {"battery_pct": 64, "hr_bpm": 72} and "sealed" not in out["recs"][0]
+    assert out["recs"][1] == payload["recs"][1]  # another key's seal is kept, and named
+    assert out["recs"][2]["vals"] == {"phone": "13812341234"}
+    assert len(failures) == 1 and failures[0].startswith("$.recs[1].sealed: sealed for key")
 
 
 def test_unseal_tool(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,8 +18,8 @@ from support.residents import residents
 
 from edge_agent.privacy import geohash
 from edge_agent.privacy.keys import KeyFileError, KeyRing
-from edge_agent.model import DataClass, Event, Priority, Quality, Reading
-from edge_agent.platform import open_sealed
+from edge_agent.model import DataClass, Event, Priority, Quality, Reading, Record
+from edge_agent.platform import open_record, open_sealed
 from edge_agent.privacy.stage import DEFAULT_ACTIONS, DROP, Privacy
 from edge_agent.privacy.pseudonym import mask, normalise, pseudonymize, token
 from edge_agent.privacy.seal import PlatformKey, SealError, is_sealed
@@ -249,6 +249,59 @@ def test_per_point_overrides_replace_the_class_action_for_one_device() -> None:
         Privacy(PrivacySettings(), RING, overrides={("hub-1", "x"): "hide"})
 
 
+# -- records: a poll's readings as the buffer stores them -----------------------------------------
+def band(pt: str, val: Any, cls: C, sub: str | None = "B-1", q: Quality = Quality.GOOD, ts: int = 1732380000000
+         ) -> Reading:
+    return Reading("hub-1", pt, val, ts, q, True, cls, sub)
+
+
+def test_apply_records_groups_a_poll_and_seals_each_records_points_once() -> None:
+    p = privacy({"health": "seal"})
+    poll = [band("battery_pct", 64, C.TELEMETRY), band("hr_bpm", 131, C.HEALTH), band("wearer_name", "张三", C.NAME),
+            band("spo2_pct", 97, C.HEALTH), band("wearer_id", ID, C.IDENTIFIER),
+            band("hr_bpm", 88, C.HEALTH, sub="B-2"), band("temp_C", None, C.HEALTH, sub="B-2", q=Quality.BAD),
+            band("battery_pct", 12, C.TELEMETRY, sub="B-2", q=Quality.STALE)]
+    one, two = p.apply_records(poll)
+    assert (one.dev, one.sub, one.ts, one.clk_synced) == ("hub-1", "B-1", 1732380000000, True)
+    assert one.vals == {"battery_pct": 64, "wearer_id": p1(ID)} and one.q == {}  # the name dropped: absent
+    assert list(one.sealed) == ["kid", "ct"] and one.sealed["kid"] == PLATFORM.kid  # one envelope, two points
+    assert open_record(one.to_wire(), PLATFORM_PRIVATE)["vals"] == {
+        "battery_pct": 64, "wearer_id": p1(ID), "hr_bpm": 131, "spo2_pct": 97}
+    # a bad value (None) has nothing to hide: it stays in vals, its quality in q
+    assert two.vals == {"temp_C": None, "battery_pct": 12} and two.q == {"temp_C": "bad", "battery_pct": "stale"}
+    assert open_record(two.to_wire(), PLATFORM_PRIVATE)["vals"] == {"temp_C": None, "battery_pct": 12, "hr_bpm": 88}
+    wire = json.dumps([r.to_wire() for r in (one, two)], ensure_ascii=False)
+    assert "131" not in wire and "张" not in wire and ID not in wire
+
+
+def test_apply_records_without_a_platform_key_drops_the_points_to_seal() -> None:
+    p = privacy({"health": "seal"}, platform=None)
+    records = p.apply_records([band("battery_pct", 64, C.TELEMETRY), band("hr_bpm", 131, C.HEALTH, q=Quality.BAD),
+                               band("hr_bpm", 70, C.HEALTH, sub="B-2")])
+    assert records == [Record("hub-1", 1732380000000, {"battery_pct": 64}, sub="B-1")]  # B-2 had nothing left
+
+
+def test_apply_records_keeps_what_apply_readings_does_per_value() -> None:
+    """Every action but seal gives each value exactly what ``apply_readings`` gives it; the
+    record adds the grouping, the quality map and the one seal."""
+    p = Privacy(PrivacySettings(), RING, PLATFORM, today=TODAY,
+                overrides={("hub-1", "wearer_name"): "mask", ("hub-1", "note"): "keep", ("hub-1", "hr_bpm"): "seal"})
+    readings = [band("wearer_name", "张三", C.NAME), band("note", f"电话{PHONE}", C.FREE_TEXT),
+                band("hr_bpm", 72, C.HEALTH), band("lat", 22.8173, C.LOCATION), band("level_m", 1.5, C.TELEMETRY),
+                replace(band("wearer_name", "李四", C.NAME), dev="hub-2")]
+    (record,) = p.apply_records(readings)  # hub-2's name keeps its class action (drop): no record for it
+    per_value = {r.pt: r.val for r in p.apply_readings(readings) if r.dev == "hub-1" and r.pt != "hr_bpm"}
+    assert record.vals == per_value == {"wearer_name": "张*", "note": f"电话{p1(PHONE)}", "lat": 22.82,
+                                        "level_m": 1.5}
+    assert open_record(record.to_wire(), PLATFORM_PRIVATE)["vals"]["hr_bpm"] == 72
+
+
+def test_apply_records_scans_the_unit_label_and_keeps_the_clock_mark() -> None:
+    p = privacy()
+    (record,) = p.apply_records([replace(band("battery_pct", 64, C.TELEMETRY, sub=PHONE), clk_synced=False)])
+    assert record.sub == p1(PHONE) and not record.clk_synced and record.to_wire()["clk"] == "unsynced"
+
+
 def test_load_reads_the_pseudonym_key_only_when_an_action_needs_it(tmp_path: Path) -> None:
     absent = PrivacySettings(key_file=tmp_path / "absent.key", actions={C.IDENTIFIER: "mask"})
     assert Privacy.load(absent).keys is None  # nothing pseudonymizes: no key needed, none read
@@ -341,8 +394,10 @@ def test_no_raw_value_in_any_output(actions: dict[str, str]) -> None:
                     reading("lat", r.lat, C.LOCATION), reading("lon", r.lon, C.LOCATION),
                     reading("address", r.address, C.FREE_TEXT), reading("phone", r.mobile, C.IDENTIFIER)]
         out_event, out_readings = p.apply_event(event), p.apply_readings(readings)
-        dumps.append(json.dumps([out_event.to_wire(), [x.to_wire() for x in out_readings]], ensure_ascii=False))
-        dumps.append(repr(out_event) + repr(out_readings) + str(out_event))
+        out_records = p.apply_records(readings)
+        dumps.append(json.dumps([out_event.to_wire(), [x.to_wire() for x in out_readings],
+                                 [x.to_wire() for x in out_records]], ensure_ascii=False))
+        dumps.append(repr(out_event) + repr(out_readings) + str(out_event) + repr(out_records))
         text = "\n".join(dumps[-2:])
         for raw in _raw_values(r):
             assert raw not in text, (raw, text)

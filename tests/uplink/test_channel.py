@@ -39,8 +39,8 @@ class OneRowBuffer:
     """One reading to drain (proves the drain still works beside commands)."""
 
     def __init__(self) -> None:
-        body = {"id": 1, "dev": "d", "pt": "level_m", "val": 1.0, "ts": 1, "q": "good"}
-        self.rows = [OutRow(1, "reading", Priority.NORMAL, 1, body)]
+        body = {"id": 1, "dev": "d", "ts": 1, "vals": {"level_m": 1.0}}
+        self.rows = [OutRow(1, "record", Priority.NORMAL, 1, body)]
         self.sent: list[int] = []
 
     def pending(self, limit: int, *, prio: Priority | None = None, after_id: int = 0,
@@ -161,10 +161,10 @@ def test_replays_are_marked_and_acknowledged(broker, make_uplink):
         msgs = platform.wait_for(lambda ms: any(m.topic == T.events for m in ms), 5, "the replay")
     (msg,) = [m for m in msgs if m.topic == T.events]
     body = json.loads(msg.payload)
-    assert body["replay"] == "c-r" and body["events"] == bodies and body["gw"] == GW and body["v"] == 1
+    assert body["replay"] == "c-r" and body["events"] == bodies and body["gw"] == GW and body["v"] == 2
     broker.stop()
     wait_until(lambda: not up.connected, what="the disconnect")
-    assert up.publish_replay("reading", [{"id": 1}], "c-r") is False
+    assert up.publish_replay("record", [{"id": 1}], "c-r") is False
 
 
 def test_without_on_command_nothing_is_subscribed(broker, make_uplink):

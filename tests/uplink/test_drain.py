@@ -66,14 +66,14 @@ class FakeBuffer:
         self.delay_s = 0.0  # per pending() call: a slow disk, so that a drain takes a while
         self.evicted = {"critical": 0, "high": 0, "normal": 0}
 
-    def add_readings(self, n: int, *, dev: str = "river-1", pt: str = "level_m") -> list[int]:
+    def add_records(self, n: int, *, dev: str = "river-1", pt: str = "level_m") -> list[int]:
         ids = []
         with self._lock:
             for _ in range(n):
                 i = self._next
                 self._next += 1
-                body = {"id": i, "dev": dev, "pt": pt, "val": round(i * 0.01, 2), "ts": 1732380000000 + i, "q": "good"}
-                self._rows[i] = OutRow(i, "reading", Priority.NORMAL, body["ts"], body)
+                body = {"id": i, "dev": dev, "ts": 1732380000000 + i, "vals": {pt: round(i * 0.01, 2)}}
+                self._rows[i] = OutRow(i, "record", Priority.NORMAL, body["ts"], body)
                 ids.append(i)
         return ids
 
@@ -147,11 +147,11 @@ def decoded(messages: list[Any], topic: str) -> list[dict[str, Any]]:
     return [json.loads(m.payload) for m in messages if m.topic == topic]
 
 
-def reading_ids(messages: list[Any]) -> list[int]:
-    return [r["id"] for p in decoded(messages, T.telemetry) for r in p["readings"]]
+def record_ids(messages: list[Any]) -> list[int]:
+    return [r["id"] for p in decoded(messages, T.telemetry) for r in p["recs"]]
 
 
-def has_ids(expected: Iterable[int], topic: str = T.telemetry, key: str = "readings") -> Callable[[list[Any]], bool]:
+def has_ids(expected: Iterable[int], topic: str = T.telemetry, key: str = "recs") -> Callable[[list[Any]], bool]:
     want = set(expected)
     return lambda msgs: want <= {item["id"] for p in decoded(msgs, topic) for item in p[key]}
 
@@ -191,7 +191,7 @@ def test_topics() -> None:
         "edge/v1/s1/gw-9/cmd", "edge/v1/s1/gw-9/cmd/result")
 
 
-def test_readings_arrive_with_the_exact_envelope_once_each_and_are_marked_sent_only_after_the_ack(
+def test_records_arrive_with_the_exact_envelope_once_each_and_are_marked_sent_only_after_the_ack(
         tmp_path: Path, broker: Mosquitto, sub: Subscriber, make_uplink: Callable[..., Uplink]) -> None:
     buf = FakeBuffer()
     up = make_uplink(settings(broker, batch_max=50), gateway(tmp_path), buf)
@@ -199,7 +199,7 @@ def test_readings_arrive_with_the_exact_envelope_once_each_and_are_marked_sent_o
     wait_until(lambda: up.connected, what="connect")
 
     broker.pause()  # nothing is acknowledged from here on
-    ids = buf.add_readings(7, dev="水位-1")
+    ids = buf.add_records(7, dev="水位-1")
     up.wake()
     wait_until(lambda: up.stats().published_items == 7, what="the publish")
     time.sleep(0.2)
@@ -210,7 +210,7 @@ def test_readings_arrive_with_the_exact_envelope_once_each_and_are_marked_sent_o
     wait_until(lambda: buf.unsent() == 0, what="mark_sent")
     telemetry = [m for m in msgs if m.topic == T.telemetry]
     assert len(telemetry) == 1 and not telemetry[0].retain
-    expected = {"v": 1, "gw": GW, "sent": 1732380000123, "readings": [buf.body(i) for i in ids]}
+    expected = {"v": 2, "gw": GW, "sent": 1732380000123, "recs": [buf.body(i) for i in ids]}
     assert telemetry[0].payload == json.dumps(expected, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     assert "水位-1".encode() in telemetry[0].payload  # UTF-8, not \u escapes
     assert sorted(i for call in buf.mark_calls for i in call) == ids
@@ -222,7 +222,7 @@ def test_readings_arrive_with_the_exact_envelope_once_each_and_are_marked_sent_o
 def test_birth_is_retained_on_connect_carries_the_backlog_and_a_clean_stop_says_offline(
         tmp_path: Path, broker: Mosquitto, make_uplink: Callable[..., Uplink]) -> None:
     buf = FakeBuffer()
-    buf.add_readings(3)
+    buf.add_records(3)
     buf.add_event("sos", Priority.CRITICAL)
     buf.hold()  # a backlog that stays put
     buf.evicted["normal"] = 7
@@ -351,10 +351,10 @@ def test_last_will_is_retained_offline_when_the_agent_dies_without_disconnecting
 
 
 # -- ordering and windows --------------------------------------------------------------------------
-def test_events_go_to_the_events_topic_critical_first_before_a_readings_backlog(
+def test_events_go_to_the_events_topic_critical_first_before_a_records_backlog(
         tmp_path: Path, broker: Mosquitto, sub: Subscriber, make_uplink: Callable[..., Uplink]) -> None:
     buf = FakeBuffer()
-    readings = buf.add_readings(40)
+    readings = buf.add_records(40)
     high = buf.add_event("gate_passage", Priority.HIGH, lane=1)
     crit = [buf.add_event("sos", Priority.CRITICAL, wearer="p1:6Q2W"), buf.add_event("fall", Priority.CRITICAL)]
     up = make_uplink(settings(broker, batch_max=10, inflight=1), gateway(tmp_path), buf)
@@ -368,7 +368,7 @@ def test_events_go_to_the_events_topic_critical_first_before_a_readings_backlog(
     assert all(m.topic == T.telemetry for m in data[2:]) and len(data) == 2 + 4
 
     # a critical event buffered while the window is full of readings overtakes the rest of the backlog
-    more = buf.add_readings(40)
+    more = buf.add_records(40)
     broker.pause()
     up.wake()
     wait_until(lambda: up.stats().published_messages == 7, what="one readings message in flight")
@@ -389,16 +389,16 @@ def test_batch_max_and_inflight_are_respected(
     up.start()
     wait_until(lambda: up.connected, what="connect")
     broker.pause()
-    ids = buf.add_readings(95)
+    ids = buf.add_records(95)
     up.wake()
     wait_until(lambda: up.stats().published_messages == 3, what="a full window")
     time.sleep(0.3)  # a fourth message would go out now if the window leaked
     assert up.stats().published_messages == 3
     broker.resume()
     msgs = sub.wait_for(has_ids(ids), what="all readings")
-    sizes = [len(p["readings"]) for p in decoded(msgs, T.telemetry)]
+    sizes = [len(p["recs"]) for p in decoded(msgs, T.telemetry)]
     assert sizes == [10] * 9 + [5]
-    assert reading_ids(msgs) == ids
+    assert record_ids(msgs) == ids
     wait_until(lambda: buf.unsent() == 0, what="mark_sent")
 
 
@@ -408,7 +408,7 @@ def test_broker_down_at_start_does_not_raise_and_everything_arrives_once_it_is_u
     caplog.set_level(logging.DEBUG, logger="edge_agent")
     broker = Mosquitto(tmp_path)  # not started
     buf = FakeBuffer()
-    ids = buf.add_readings(120)
+    ids = buf.add_records(120)
     buf.hold()  # released once the test's subscriber listens, so that it sees every message
     up = make_uplink(settings(broker, batch_max=25), gateway(tmp_path), buf)
     up.start()
@@ -422,7 +422,7 @@ def test_broker_down_at_start_does_not_raise_and_everything_arrives_once_it_is_u
         buf.release()
         up.wake()
         msgs = sub.wait_for(has_ids(ids), what="all readings")
-        assert sorted(reading_ids(msgs)) == ids
+        assert sorted(record_ids(msgs)) == ids
         wait_until(lambda: buf.unsent() == 0, what="mark_sent")
         infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
         assert sum("connected to" in m for m in infos) == 1 and "after" in infos[-1]
@@ -432,7 +432,7 @@ def test_broker_down_at_start_does_not_raise_and_everything_arrives_once_it_is_u
 def test_broker_restart_mid_drain_loses_nothing_and_duplicates_are_identical(
         tmp_path: Path, make_uplink: Callable[..., Uplink]) -> None:
     buf = FakeBuffer()
-    ids = buf.add_readings(3000)
+    ids = buf.add_records(3000)
     buf.delay_s = 0.003  # ~150 messages take about a second: the stop lands mid-drain
     with Mosquitto(tmp_path, persistence=True) as broker:
         # a persistent session: messages published while the subscriber reconnects wait for it
@@ -444,14 +444,14 @@ def test_broker_restart_mid_drain_loses_nothing_and_duplicates_are_identical(
             broker.stop()
             wait_until(lambda: not up.connected, what="the uplink to notice")
             assert buf.unsent() > 1000, "the drain was over before the broker stopped"
-            later = buf.add_readings(100)  # buffered during the outage
+            later = buf.add_records(100)  # buffered during the outage
             time.sleep(1.0)
             assert buf.unsent() > 0
             broker.start()
             msgs = sub.wait_for(has_ids(ids + later), timeout=30, what="every id")
             wait_until(lambda: buf.unsent() == 0, what="mark_sent of everything")
             seen: dict[int, str] = {}
-            for item in (r for p in decoded(msgs, T.telemetry) for r in p["readings"]):
+            for item in (r for p in decoded(msgs, T.telemetry) for r in p["recs"]):
                 text = json.dumps(item, sort_keys=True)
                 assert seen.setdefault(item["id"], text) == text, f"id {item['id']} changed content"
                 assert item == buf.body(item["id"])
@@ -497,16 +497,16 @@ def test_a_flapping_broker_during_a_real_buffer_drain_loses_nothing(
                 wait_until(lambda: up.connected, what="the reconnect")
             wait_until(lambda: buf.stats().pending == 0, timeout=30, what="the buffer to empty")
             total = len(ids)
-            msgs = sub.wait_for(lambda m: len({r for p in decoded(m, T.telemetry) for r in (x["id"] for x in p["readings"])}) >= total,
+            msgs = sub.wait_for(lambda m: len({r for p in decoded(m, T.telemetry) for r in (x["id"] for x in p["recs"])}) >= total,
                                 timeout=20, what="every id at the subscriber")
             seen: dict[int, bytes] = {}
             for m in (x for x in msgs if x.topic == T.telemetry):
-                for item in json.loads(m.payload)["readings"]:
+                for item in json.loads(m.payload)["recs"]:
                     raw = encode(item)
                     assert raw in m.payload  # the exact bytes on the wire
                     assert seen.setdefault(item["id"], raw) == raw, f"id {item['id']} changed content"
             assert sorted(seen) == ids
-            duplicates = sum(len(json.loads(m.payload)["readings"]) for m in msgs if m.topic == T.telemetry) - total
+            duplicates = sum(len(json.loads(m.payload)["recs"]) for m in msgs if m.topic == T.telemetry) - total
             assert up.stats().reconnects == flaps
             print(f"flaps {flaps}, ids {total}, duplicates {duplicates}")
             up.stop()
@@ -525,7 +525,7 @@ def test_password_file_credentials_are_used(tmp_path: Path, make_uplink: Callabl
     bad = tmp_path / "wrong.pass"
     bad.write_text("nope\n")
     buf = FakeBuffer()
-    ids = buf.add_readings(5)
+    ids = buf.add_records(5)
     with Mosquitto(tmp_path, users={"gw": "s3cret-Ω", "platform": "p"}) as broker, \
             Subscriber(broker, f"{ROOT}/#", username="platform", password="p") as sub:
         wrong = make_uplink(settings(broker, username="gw", password_file=bad, client_id="wrong"), gateway(tmp_path),
@@ -585,7 +585,7 @@ class RacingClient:
 
 def test_an_ack_that_overtakes_publish_is_still_counted(tmp_path: Path) -> None:
     buf = FakeBuffer()
-    ids = buf.add_readings(30)
+    ids = buf.add_records(30)
     up = Uplink(MqttSettings(host="127.0.0.1", batch_max=10), gateway(tmp_path), buf, clock=lambda: SENT_S)
     client = RacingClient(up)
     up._client = client
@@ -601,9 +601,9 @@ def test_an_ack_that_overtakes_publish_is_still_counted(tmp_path: Path) -> None:
 def test_lane_order_critical_high_live_then_one_backlog_window(tmp_path: Path) -> None:
     """The order of edge_agent.uplink.lanes, message by message: each step publishes one message."""
     buf = FakeBuffer()
-    buf.add_readings(25)  # 1-25
+    buf.add_records(25)  # 1-25
     normal_event = buf.add_event("device_online", Priority.NORMAL)  # 26
-    buf.add_readings(4)  # 27-30
+    buf.add_records(4)  # 27-30
     high_old = buf.add_event("gate_passage", Priority.HIGH)  # 31
     up = Uplink(MqttSettings(host="127.0.0.1", batch_max=10), gateway(tmp_path), buf, clock=lambda: SENT_S)
     client = RacingClient(up)
@@ -611,7 +611,7 @@ def test_lane_order_critical_high_live_then_one_backlog_window(tmp_path: Path) -
     ok = ReasonCode(PacketTypes.CONNACK, "Success")
     up._on_connect(client, None, None, ok, None)
     assert up._step() == 0.0  # the first step reads the live floor (31) and sends the high event
-    live = buf.add_readings(3)  # 32-34: buffered while connected, so live
+    live = buf.add_records(3)  # 32-34: buffered while connected, so live
     crit = buf.add_event("sos", Priority.CRITICAL)  # 35
 
     def step() -> tuple[str, list[int]]:
@@ -620,13 +620,13 @@ def test_lane_order_critical_high_live_then_one_backlog_window(tmp_path: Path) -
         assert len(client.sent) == before + 1
         topic, payload = client.sent[-1]
         body = json.loads(payload)
-        return topic.rsplit("/", 1)[1], [x["id"] for x in body.get("events", body.get("readings", []))]
+        return topic.rsplit("/", 1)[1], [x["id"] for x in body.get("events", body.get("recs", []))]
 
     assert client.sent[-1][0] == T.events and json.loads(client.sent[-1][1])["events"][0]["id"] == high_old
     assert step() == ("events", [crit])  # critical first, though buffered last
     assert step() == ("telemetry", live)  # then every live row
     assert step() == ("telemetry", list(range(1, 11)))  # then ONE backlog window
-    later = buf.add_readings(1)  # 36
+    later = buf.add_records(1)  # 36
     assert step() == ("telemetry", later)  # a new live reading goes before the next backlog window
     assert step() == ("telemetry", list(range(11, 21)))
     assert step() == ("events", [normal_event])  # a window with both kinds: its events first
@@ -637,11 +637,11 @@ def test_lane_order_critical_high_live_then_one_backlog_window(tmp_path: Path) -
 
     # a reconnect reads the floor again: what was live is backlog now, behind newer live rows
     up._on_disconnect(client, None, None, ReasonCode(PacketTypes.DISCONNECT, "Unspecified error"), None)
-    old = buf.add_readings(2)  # 37-38, buffered while disconnected
+    old = buf.add_records(2)  # 37-38, buffered while disconnected
     up._on_connect(client, None, None, ok, None)
     assert up._step() == 0.0
-    assert json.loads(client.sent[-1][1])["readings"] == [buf.body(i) for i in old]
-    new = buf.add_readings(1)
+    assert json.loads(client.sent[-1][1])["recs"] == [buf.body(i) for i in old]
+    new = buf.add_records(1)
     assert step() == ("telemetry", new)
     calls = buf.pending_calls[-3:]  # critical, high, live: the backlog lane is not even asked
     assert [(c["prio"], c["after_id"], c["until_id"]) for c in calls] == [
@@ -652,7 +652,7 @@ def test_a_publish_error_code_backs_off_and_retries_the_same_rows(tmp_path: Path
     from paho.mqtt.enums import MQTTErrorCode
 
     buf = FakeBuffer()
-    ids = buf.add_readings(4)
+    ids = buf.add_records(4)
     up = Uplink(MqttSettings(host="127.0.0.1", batch_max=10), gateway(tmp_path), buf, clock=lambda: SENT_S)
 
     class Full(RacingClient):
@@ -677,12 +677,12 @@ def test_a_publish_error_code_backs_off_and_retries_the_same_rows(tmp_path: Path
     up._flush_acks()
     assert buf.unsent() == 0 and sum(buf.mark_calls, []) == ids
     assert "MQTT_ERR_QUEUE_SIZE" in (up.stats().last_error or "")
-    assert [json.loads(p)["readings"] for t, p in client.sent if t == T.telemetry] == [[buf.body(i) for i in ids]]
+    assert [json.loads(p)["recs"] for t, p in client.sent if t == T.telemetry] == [[buf.body(i) for i in ids]]
 
 
 def test_a_reconnect_sends_unacked_rows_again_with_identical_bodies(tmp_path: Path) -> None:
     buf = FakeBuffer()
-    buf.add_readings(5)
+    buf.add_records(5)
     up = Uplink(MqttSettings(host="127.0.0.1", batch_max=10), gateway(tmp_path), buf, clock=lambda: SENT_S)
 
     class Silent(RacingClient):
@@ -722,14 +722,14 @@ def test_drains_the_real_buffer(tmp_path: Path, broker: Mosquitto, sub: Subscrib
         assert json.loads(data[0].payload)["events"] == [
             {"id": sos[0], "dev": "hub-1", "type": "sos", "prio": "critical", "ts": 1732380000500,
              "data": {"wearer": "p1:6Q2W", "hr_bpm": 131}}]
-        assert [len(p["readings"]) for p in decoded(msgs, T.telemetry)] == [100, 100, 50]
-        assert reading_ids(msgs) == ids
-        first = decoded(msgs, T.telemetry)[0]["readings"][0]
-        assert first == {"id": ids[0], "dev": "river-1", "pt": "level_m", "val": 1.0, "ts": 1732380000000, "q": "good"}
+        assert [len(p["recs"]) for p in decoded(msgs, T.telemetry)] == [100, 100, 50]
+        assert record_ids(msgs) == ids
+        first = decoded(msgs, T.telemetry)[0]["recs"][0]
+        assert first == {"id": ids[0], "dev": "river-1", "ts": 1732380000000, "vals": {"level_m": 1.0}}
         up.stop()
 
 
-def test_a_critical_event_and_a_live_reading_overtake_a_100k_backlog(
+def test_a_critical_event_and_a_live_record_overtake_a_100k_backlog(
         tmp_path: Path, broker: Mosquitto, sub: Subscriber, make_uplink: Callable[..., Uplink]) -> None:
     """Freshness while a big backlog drains: rows buffered mid-drain go out within the next
     couple of messages (the in-flight window aside), not after the 100,000 old readings."""
@@ -756,15 +756,15 @@ def test_a_critical_event_and_a_live_reading_overtake_a_100k_backlog(
         data = [m for m in msgs if m.topic in (T.telemetry, T.events)]
         at_sos = next(i for i, m in enumerate(data) if m.topic == T.events)
         at_live = next(i for i, m in enumerate(data) if m.topic == T.telemetry
-                       and live in [r["id"] for r in json.loads(m.payload)["readings"]])
+                       and live in [r["id"] for r in json.loads(m.payload)["recs"]])
         # not yet counted in `published` when read: at most the message being handed to paho and
         # one more window selected before the append committed; the next selection finds them
         assert at_sos <= published + 2, (at_sos, published)
         assert at_live == at_sos + 1, (at_live, at_sos)
-        assert json.loads(data[at_live].payload)["readings"] == [
-            {"id": live, "dev": "river-1", "pt": "level_m", "val": 9.99, "ts": 1732390000001, "q": "good"}]
+        assert json.loads(data[at_live].payload)["recs"] == [
+            {"id": live, "dev": "river-1", "ts": 1732390000001, "vals": {"level_m": 9.99}}]
         assert len(data) - at_live > 100, "the backlog was nearly drained already: nothing was overtaken"
-        backlog_order = [i for i in reading_ids(data) if i != live]
+        backlog_order = [i for i in record_ids(data) if i != live]
         assert backlog_order == list(range(1, n + 1))  # the backlog itself in id order, once
         wait_until(lambda: buf.stats().pending == 0, timeout=10, what="the buffer to empty")
         up.stop()
@@ -779,7 +779,7 @@ def test_tls_never_falls_back_to_plaintext(tmp_path: Path, broker: Mosquitto, su
     from edge_agent.settings import TlsSettings
 
     buf = FakeBuffer()
-    buf.add_readings(3)
+    buf.add_records(3)
     up = make_uplink(settings(broker, tls=TlsSettings(enabled=True)), gateway(tmp_path), buf)
     up.start()  # the broker listens in plaintext: every attempt fails, and is retried
     wait_until(lambda: up.stats().last_error is not None, what="a failed TLS attempt")
@@ -795,7 +795,7 @@ def test_a_failing_buffer_read_is_logged_once_and_retried(
 
     monkeypatch.setattr(uplink_module, "RETRY_BUFFER_S", 0.05)
     buf = FakeBuffer()
-    ids = buf.add_readings(3)
+    ids = buf.add_records(3)
     failures = iter(range(3))
     real_pending = buf.pending
 

@@ -81,7 +81,7 @@ def make_uplink() -> Iterator[Callable[..., Uplink]]:
 
 
 def reading_ids(messages: list[Any]) -> set[int]:
-    return {r["id"] for m in messages if m.topic == T.telemetry for r in json.loads(m.payload)["readings"]}
+    return {r["id"] for m in messages if m.topic == T.telemetry for r in json.loads(m.payload)["recs"]}
 
 
 def agent_connected(broker: Mosquitto) -> bool:
