@@ -12,7 +12,9 @@
   device a poll; ``style="tags"``: one tag per register, its usual configuration (400 requests
   a poll for 20 x 20).
 - edge-agent: ``python -m edge_agent.cli run`` on a config of 20 ``modbus_generic`` devices
-  of 20 ``uint16`` holding registers on one ``modbus-tcp`` bus, every other setting default.
+  of 20 ``uint16`` holding registers on one ``modbus-tcp`` bus, every other setting default;
+  this working tree, or a revision ``export_revision`` took out with ``git archive`` (a tree
+  that others are editing is not always runnable, and a figure should name what it measured).
 
 Both name unit ``u`` ``dev{u:02d}`` and register ``r`` ``r{r}`` (``_cmp_values``).
 ``Gateway`` starts, kills (-9), restarts and stops one of them by its own pid, and says which
@@ -31,7 +33,8 @@ from typing import Any
 
 from _cmp_values import dev_name, point_name
 
-__all__ = ["TB_VERSION", "TB_PYMODBUS", "ensure_tb_venv", "Gateway", "tb_gateway", "edge_gateway", "cpu_seconds"]
+__all__ = ["TB_VERSION", "TB_PYMODBUS", "ensure_tb_venv", "Gateway", "tb_gateway", "edge_gateway", "export_revision",
+           "edge_env", "cpu_seconds"]
 
 ROOT = Path(__file__).resolve().parents[1]
 TB_VERSION = "3.8.5"
@@ -229,7 +232,26 @@ def _duration(ms: int) -> str:
     return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
 
 
-def edge_gateway(workdir: Path, *, broker_port: int, sim_port: int, interval_ms: int) -> Gateway:
+def export_revision(rev: str, dest: Path) -> Path:
+    """``git archive REV`` of this repository into ``dest``, importable with PYTHONPATH=dest.
+
+    The drivers folder goes where the installed package has it (``edge_agent.drivers``)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", rev], capture_output=True,
+                             check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    (dest / "edge_agent" / "drivers").symlink_to(dest / "drivers", target_is_directory=True)
+    return dest
+
+
+def edge_env(source: Path | None) -> dict[str, str]:
+    """The environment that makes ``python -m edge_agent...`` run ``source`` (None: this tree)."""
+    return {**os.environ, "PYTHONPATH": str(source)} if source else dict(os.environ)
+
+
+def edge_gateway(workdir: Path, *, broker_port: int, sim_port: int, interval_ms: int,
+                 source: Path | None = None) -> Gateway:
+    """Our agent; ``source``: an exported revision to run instead of this working tree."""
     import yaml
 
     state = workdir / "state"
@@ -245,9 +267,9 @@ def edge_gateway(workdir: Path, *, broker_port: int, sim_port: int, interval_ms:
     path = workdir / "gateway.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     # the site pseudonym key the privacy stage needs, as an installer makes it
-    out = subprocess.run([sys.executable, "-m", "edge_agent.cli", "keys", "init", "-c", str(path)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-m", "edge_agent.cli", "keys", "init", "-c", str(path)],
+                         cwd=source or ROOT, env=edge_env(source), capture_output=True, text=True, timeout=60)
     if out.returncode != 0:
         raise RuntimeError(f"edge-agent keys init failed: {out.stderr.strip() or out.stdout.strip()}")
     args = [sys.executable, "-m", "edge_agent.cli", "run", "-c", str(path), "--log-level", "warning"]
-    return Gateway("edge", args, workdir, storage=state)
+    return Gateway("edge", args, workdir, env=edge_env(source), storage=state)

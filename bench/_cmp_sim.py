@@ -35,7 +35,7 @@ from typing import Sequence, TextIO
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+    sys.path.append(str(ROOT))  # after PYTHONPATH: the bench may run an exported revision (--edge-at)
 
 from _cmp_values import value_of  # noqa: E402
 

@@ -1,7 +1,8 @@
 """Side by side with ThingsBoard IoT Gateway 3.8.5: how a user checks our claims (on demand, not a test).
 
     .venv/bin/python bench/compare_thingsboard.py [--quick] [--only edge,tb,tb-tags]
-        [--workloads W1,W2,W3,outage,kill] [--tb-venv bench/.tb-venv] [--seconds S] [--json FILE]
+        [--workloads W1,W2,W3,outage,kill] [--edge-at REV] [--tb-venv bench/.tb-venv] [--seconds S]
+        [--json FILE] [--keep DIR] [--seed N]
 
 The same Modbus TCP simulator (20 units x 20 holding registers, a new value on every read, every
 served value logged with its time: _cmp_sim.py), the same mosquitto (a fresh one per run, on a
@@ -54,7 +55,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from _common import PY, ROOT, Mosquitto, RssSampler, percentiles, summary
-from _cmp_gateways import Gateway, cpu_seconds, edge_gateway, ensure_tb_venv, tb_gateway
+from _cmp_gateways import Gateway, cpu_seconds, edge_env, edge_gateway, ensure_tb_venv, export_revision, tb_gateway
 from _cmp_sim import FLUSH_EVERY_S
 from _cmp_values import Delivery, Served, is_data_topic, match, outcome, parse_served
 
@@ -133,10 +134,11 @@ class Platform:
 class Simulator:
     """bench/_cmp_sim.py in the project's venv, one per run (fresh sequence numbers)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, source: Path | None = None) -> None:
         self.log_path = directory / "served.log"
         self.proc = subprocess.Popen([PY, str(ROOT / "bench" / "_cmp_sim.py"), str(self.log_path)], cwd=ROOT,
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+                                     env=edge_env(source), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     text=True)
         line = self.proc.stdout.readline() if self.proc.stdout else ""
         if not line.startswith("modbus TCP on "):
             self.stop()
@@ -167,22 +169,23 @@ class Simulator:
 class Run:
     """One gateway on one workload: a fresh broker, simulator, subscriber and gateway directory."""
 
-    def __init__(self, root: Path, gateway: str, workload: str, tb_python: Path | None) -> None:
+    def __init__(self, root: Path, gateway: str, workload: str, tb_python: Path | None,
+                 source: Path | None = None) -> None:
         self.dir = root / f"{workload}-{gateway}"
         self.dir.mkdir(parents=True)
         self.gateway_kind, self.workload = gateway, workload
         self.interval_ms = WORKLOADS[workload]
-        self.tb_python = tb_python
+        self.tb_python, self.source = tb_python, source
 
     def __enter__(self) -> "Run":
         self.broker = Mosquitto(self.dir, persistence=True, extra=BROKER_EXTRA).start()
-        self.sim = Simulator(self.dir)
+        self.sim = Simulator(self.dir, self.source)
         self.platform = Platform(self.broker, f"bench-platform-{self.workload}-{self.gateway_kind}").start()
         workdir = self.dir / "gateway"
         workdir.mkdir()
         if self.gateway_kind == "edge":
             self.gw = edge_gateway(workdir, broker_port=self.broker.port, sim_port=self.sim.port,
-                                   interval_ms=self.interval_ms)
+                                   interval_ms=self.interval_ms, source=self.source)
         else:
             assert self.tb_python is not None
             self.gw = tb_gateway(self.tb_python, workdir, broker_port=self.broker.port, sim_port=self.sim.port,
@@ -437,6 +440,9 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=None, help="measured seconds per steady run (default 60)")
     ap.add_argument("--tb-venv", type=Path, default=ROOT / "bench" / ".tb-venv",
                     help="ThingsBoard gateway's own venv (made and filled once; default bench/.tb-venv)")
+    ap.add_argument("--edge-at", default=None, metavar="REV",
+                    help="run our agent (and the simulator) from this git revision, exported with git archive "
+                         "(default: the working tree)")
     ap.add_argument("--json", type=Path, default=None, help="also write every figure to this file")
     ap.add_argument("--seed", type=int, default=None, help="seed for the moments of the kills")
     ap.add_argument("--keep", type=Path, default=None,
@@ -459,12 +465,18 @@ def main() -> int:
         if args.keep:
             args.keep.mkdir(parents=True, exist_ok=True)
             tmp = str(args.keep)
+        source = None
+        if args.edge_at:
+            source = export_revision(args.edge_at, Path(tmp) / "edge-source")
+            rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", args.edge_at], capture_output=True,
+                                 text=True, check=True).stdout.strip()
+            log(f"edge-agent and the simulator run from revision {rev} ({args.edge_at})")
         for workload in workloads:
             for gateway in gateways:
                 if gateway == "tb-tags" and workload not in TAGS_WORKLOADS:
                     continue
                 t = time.monotonic()
-                with Run(Path(tmp), gateway, workload, tb_python) as run:
+                with Run(Path(tmp), gateway, workload, tb_python, source) as run:
                     if workload == "outage":
                         fig = outage(run, plan)
                     elif workload == "kill":
