@@ -177,7 +177,8 @@ def test_read_shows_what_the_buffer_would_store_a_records_sealed_points_as_one_l
     lines = capsys.readouterr().out.splitlines()
     assert [line.split() for line in lines[2:]] == [["battery_pct", "[B-1]", "-", "bad"],
                                                     ["<sealed>", "[B-1]", "for", key.kid]]
-    assert not any(word in "\n".join(lines) for word in ("131", "97", "张"))
+    shown = "\n".join(lines).replace(key.kid, "<kid>")  # a random hex kid may hold "97"
+    assert not any(word in shown for word in ("131", "97", "张"))
 
 
 def test_read_with_refused_link_is_one_line(tmp_path):
