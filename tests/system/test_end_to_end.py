@@ -1,8 +1,9 @@
 """The whole path with real parts: pymodbus servers (TCP, and RTU over a pseudo-terminal pair)
 -> the agent as a subprocess (`edge-agent run`) -> a real Mosquitto -> a platform subscriber.
 
-Checks what the platform relies on: every polled value arrives correctly scaled, ids have no
-gaps, nothing is lost while the broker is down, and the agent stops cleanly on SIGTERM.
+Checks what the platform relies on: every polled value arrives correctly scaled, one record per
+poll (wire v2), record ids have no gaps, nothing is lost while the broker is down, and the agent
+stops cleanly on SIGTERM.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from support.agent import start_agent, status, stop_agent
 from support.broker import Mosquitto, Subscriber
 from support.keys import init_keys
 from support.modbus_server import ModbusTestServer
+from support.wire import records as wire_records
+from support.wire import values
 
 ROOT = "edge/v1/e2e-site/gw-e2e"
 METER = {"voltage_V": 230.5, "current_A": 5.25, "power_W": 1210.0, "apparent_power_VA": 1208.0,
@@ -71,14 +74,9 @@ def write_config(tmp_path: Path, broker: Mosquitto, tcp_port: int, serial: str) 
     return path
 
 
-def readings(messages) -> list[dict]:
-    out = []
-    for m in messages:
-        if m.topic == f"{ROOT}/telemetry":
-            body = json.loads(m.payload)
-            assert body["v"] == 1 and body["gw"] == "gw-e2e" and isinstance(body["sent"], int)
-            out.extend(body["readings"])
-    return out
+def records(messages) -> list[dict]:
+    """The records on the telemetry topic, each checked against the contract (support.wire)."""
+    return wire_records(messages, f"{ROOT}/telemetry", gw="gw-e2e")
 
 
 @pytest.fixture
@@ -100,33 +98,31 @@ def test_polled_values_reach_the_platform_scaled_and_without_id_gaps(tmp_path, f
         log = tmp_path / "agent.log"
         agent = start_agent(config, log)
         try:
-            platform.wait_for(lambda ms: sum(r["dev"] == "river-1" for r in readings(ms)) >= 3, 20,
-                              "first level readings")
+            platform.wait_for(lambda ms: sum(r["dev"] == "river-1" for r in records(ms)) >= 3, 20,
+                              "first level records")
             level.set(1, "holding", 4, [150])  # the river rises: 1.50 m
-            platform.wait_for(lambda ms: any(r["dev"] == "river-1" and r["val"] == 1.5 for r in readings(ms)),
-                              20, "the new level")
+            platform.wait_for(lambda ms: any(r["dev"] == "river-1" and r["vals"].get("level_m") == 1.5
+                                             for r in records(ms)), 20, "the new level")
         finally:
             stop_agent(agent, log, timeout=20)
         final = status(config)
         assert final["pending"] == 0, final
-        got = platform.wait_for(lambda ms: {r["id"] for r in readings(ms)} >= set(range(1, final["next_id"])),
-                                10, "every buffered reading")
+        got = platform.wait_for(lambda ms: {r["id"] for r in records(ms)} >= set(range(1, final["next_id"])),
+                                10, "every buffered record")
 
     births = [json.loads(m.payload) for m in got if m.topic == f"{ROOT}/state"]
     assert births[0]["online"] is True and births[-1]["online"] is False
-    rows = readings(got)
-    ids = sorted({r["id"] for r in rows})
+    recs = records(got)
+    ids = sorted({r["id"] for r in recs})
     assert ids == list(range(ids[0], ids[-1] + 1)), "ids have gaps"
     assert ids[-1] == final["next_id"] - 1
-    for r in rows:
-        assert set(r) >= {"id", "dev", "pt", "val", "ts", "q"}
-        assert r["q"] == "good", r
+    for r in recs:  # one record per poll: the meter's round is one record with all its points
+        assert "q" not in r and "sealed" not in r and "sub" not in r, r  # clk depends on this host
         if r["dev"] == "meter-1":
-            assert r["val"] == METER[r["pt"]], r
+            assert r["vals"] == METER, r
         else:
-            assert r["pt"] == "level_m" and r["val"] in (1.23, 1.5)
-    meter_points = {r["pt"] for r in rows if r["dev"] == "meter-1"}
-    assert meter_points == set(METER)
+            assert r["dev"] == "river-1" and set(r["vals"]) == {"level_m"} and r["vals"]["level_m"] in (1.23, 1.5), r
+    assert {v.pt for v in values(recs) if v.dev == "meter-1"} == set(METER)
     log_text = log.read_text()
     assert "Traceback" not in log_text
 
@@ -140,7 +136,7 @@ def test_nothing_buffered_while_the_broker_is_down_is_lost(tmp_path, field):
     config = write_config(tmp_path, broker, meter.port, pair.a)
     agent = start_agent(config, log)
     try:
-        platform.wait_for(lambda ms: len(readings(ms)) >= 20, 20, "readings before the outage")
+        platform.wait_for(lambda ms: len(values(records(ms))) >= 20, 20, "values before the outage")
         broker.stop()
         down_ms = int(time.time() * 1000)  # a reading stamped after this cannot have been sent yet
         time.sleep(3)  # ~15 polls of each device happen with no broker
@@ -157,17 +153,19 @@ def test_nothing_buffered_while_the_broker_is_down_is_lost(tmp_path, field):
     try:
         assert final["pending"] == 0, final
         last_id = final["next_id"] - 1
-        got = platform.wait_for(lambda ms: {r["id"] for r in readings(ms)} >= set(range(1, last_id + 1)), 20,
+        got = platform.wait_for(lambda ms: {r["id"] for r in records(ms)} >= set(range(1, last_id + 1)), 20,
                                 f"ids 1..{last_id}")
     finally:
         platform.stop()
         broker.stop()
     by_id: dict[int, dict] = {}
-    for r in readings(got):
-        assert by_id.setdefault(r["id"], r) == r, "a reading was sent twice with different content"
+    for r in records(got):
+        assert by_id.setdefault(r["id"], r) == r, "a record was sent twice with different content"
     assert sorted(by_id) == list(range(1, last_id + 1))
-    # the readings taken while the broker was down are among them: every point of both devices
+    # the polls made while the broker was down are among them: every point of both devices
     outage = [r for r in by_id.values() if down_ms < r["ts"] < up_ms]
-    assert {r["pt"] for r in outage if r["dev"] == "meter-1"} == set(METER), "meter readings of the outage lost"
-    assert any(r["dev"] == "river-1" for r in outage), "level readings of the outage lost"
-    assert all(r["q"] == "good" for r in outage)
+    outage_values = values(outage)
+    assert {v.pt for v in outage_values if v.dev == "meter-1"} == set(METER), "meter values of the outage lost"
+    assert all(r["vals"] == METER for r in outage if r["dev"] == "meter-1"), "a meter poll of the outage is short"
+    assert any(v.dev == "river-1" for v in outage_values), "level values of the outage lost"
+    assert all(v.q == "good" for v in outage_values)
