@@ -4,11 +4,14 @@ phone, plate or name comes out anywhere.
 Real parts: our Modbus simulator serving a board of residents (``support.resident_board``: ten
 per poll, as UTF-8 STRING registers: ID number, phone in three forms, plate, Chinese name, an
 address line holding the phone), the agent as a subprocess at ``--log-level debug`` with a
-``modbus_generic`` device declaring the classes, a real Mosquitto, and a subscriber on ``#``
-that records every message. After every resident was served and drained, the raw values are
-searched, as bytes (UTF-8, and the ``\\uXXXX`` escapes the buffer's JSON writes), in: all MQTT
-payloads, every file under the state directory (``buffer.db``, ``buffer.db-wal``...) while the
-agent runs and again after it stopped, and the agent's DEBUG log.
+``modbus_generic`` device declaring the classes (slot 1's ID and name sealed for a platform
+key: one seal per record), a real Mosquitto, and a subscriber on ``#`` that records every
+message. After every resident was served and drained, the raw values are searched, as bytes
+(UTF-8, and the ``\\uXXXX`` escapes the buffer's JSON writes), in: all MQTT payloads (records,
+their seals included), every file under the state directory (``buffer.db``, ``buffer.db-wal``,
+the intake log ``buffer.db.intake-*``...) while the agent runs and again after it stopped,
+``edge-agent tail``'s output, and the agent's DEBUG log. The seals do hold the raw values: they
+open on the platform, with its private key, to slot 1's resident of every batch.
 
 The second test runs the same flow with a broken policy (identifier, name and free_text all
 ``keep``) and requires the same detector to find the leaks: the first test can fail.
@@ -28,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from edge_agent.platform import generate_platform_keypair, load_private_key, open_record
 from edge_agent.privacy.keys import load_keyring
 from edge_agent.privacy.pseudonym import mask, pseudonymize
 from edge_agent.sim.modbus import ModbusSimulator
@@ -36,6 +40,7 @@ from support.broker import Message, Mosquitto, Subscriber
 from support.keys import init_keys
 from support.resident_board import SLOTS, ResidentBoard, phone_forms, points_config
 from support.residents import Resident, residents
+from support.wire import Value, records, values
 
 RESIDENTS = 1000
 ROOT = "edge/v1/leak-site/gw-leak"
@@ -43,7 +48,7 @@ PEOPLE = residents(RESIDENTS, seed=20241124)
 
 
 def write_config(tmp_path: Path, broker: Mosquitto, modbus_port: int, *, actions: dict[str, str] | None,
-                 device_privacy: dict[str, str] | None) -> Path:
+                 device_privacy: dict[str, str] | None, platform_key: Path | None = None) -> Path:
     device: dict[str, Any] = {"name": "residents-1", "bus": "plant", "driver": "modbus_generic", "address": 1,
                               "interval": "20ms", "points": points_config()}
     if device_privacy:
@@ -59,13 +64,16 @@ def write_config(tmp_path: Path, broker: Mosquitto, modbus_port: int, *, actions
     }
     if actions:
         cfg["privacy"] = {"actions": actions}
+    if platform_key is not None:
+        cfg.setdefault("privacy", {})["platform_key_file"] = str(platform_key)
     path = tmp_path / "gateway.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
     return path
 
 
-def readings(messages: list[Message]) -> list[dict]:
-    return [r for m in messages if m.topic == f"{ROOT}/telemetry" for r in json.loads(m.payload)["readings"]]
+def telemetry(messages: list[Message]) -> list[dict]:
+    """The records on the telemetry topic (support.wire checks each against the contract)."""
+    return records(messages, f"{ROOT}/telemetry", gw="gw-leak")
 
 
 def snapshot(state: Path) -> dict[str, bytes]:
@@ -118,14 +126,15 @@ class Flow:
 
 
 def run_flow(tmp_path: Path, people: list[Resident], *, actions: dict[str, str] | None = None,
-             device_privacy: dict[str, str] | None = None) -> Flow:
+             device_privacy: dict[str, str] | None = None, platform_key: Path | None = None) -> Flow:
     board = ResidentBoard(people)
     sim = ModbusSimulator({1: board})
     _, modbus_port = sim.serve_tcp("127.0.0.1", 0)
     state, log = tmp_path / "state", tmp_path / "agent.log"
     try:
         with Mosquitto(tmp_path) as broker, Subscriber(broker, "#") as platform:
-            config = write_config(tmp_path, broker, modbus_port, actions=actions, device_privacy=device_privacy)
+            config = write_config(tmp_path, broker, modbus_port, actions=actions, device_privacy=device_privacy,
+                                  platform_key=platform_key)
             init_keys(config)
             agent = start_agent(config, log, "--log-level", "debug")
             tail = subprocess.Popen([sys.executable, "-m", "edge_agent.cli", "tail", "-c", str(config), "-n", "0"],
@@ -136,7 +145,7 @@ def run_flow(tmp_path: Path, people: list[Resident], *, actions: dict[str, str] 
             try:
                 assert board.done.wait(60), f"only {board.served} residents served\n{log.read_text()[-3000:]}"
                 last = board.batches - 1
-                platform.wait_for(lambda ms: any(r["pt"] == "batch_no" and r["val"] == last for r in readings(ms)),
+                platform.wait_for(lambda ms: any(r["vals"].get("batch_no") == last for r in telemetry(ms)),
                                   30, "the last batch of residents")
                 running = snapshot(state)
             finally:
@@ -151,20 +160,22 @@ def run_flow(tmp_path: Path, people: list[Resident], *, actions: dict[str, str] 
             tail.stdout.close()
             assert final["pending"] == 0, final
             messages = platform.wait_for(
-                lambda ms: {r["id"] for r in readings(ms)} >= set(range(1, final["next_id"])), 20, "every id")
+                lambda ms: {r["id"] for r in telemetry(ms)} >= set(range(1, final["next_id"])), 20, "every id")
             stopped = snapshot(state)
     finally:
         sim.stop()
-    assert {"buffer.db", "buffer.db-wal"} <= set(running), sorted(running)
+    assert {"buffer.db", "buffer.db-wal", "buffer.db.intake-0"} <= set(running), sorted(running)
     return Flow(messages, running, stopped, log.read_bytes(), config, b"".join(tailed))
 
 
-def by_point(rows: list[dict], field: str) -> list[Any]:
-    return [r["val"] for r in rows if r["pt"].endswith(f"_{field}")]
+def by_point(rows: list[Value], field: str) -> list[Any]:
+    return [v.val for v in rows if v.pt.endswith(f"_{field}")]
 
 
 def test_no_raw_personal_value_leaves_the_gateway(tmp_path: Path) -> None:
-    flow = run_flow(tmp_path, PEOPLE, device_privacy={"s0_name": "mask"})
+    private, public = generate_platform_keypair(tmp_path / "platform")
+    flow = run_flow(tmp_path, PEOPLE, device_privacy={"s0_name": "mask", "s1_id_no": "seal", "s1_name": "seal"},
+                    platform_key=public)
     detector = Detector(PEOPLE, tmp_path)
     traffic = b"\n".join(m.payload for m in flow.messages)
     found = {"mqtt": detector.find(traffic), "log": detector.find(flow.log), "tail": detector.find(flow.tail)}
@@ -176,23 +187,33 @@ def test_no_raw_personal_value_leaves_the_gateway(tmp_path: Path) -> None:
 
     # what did arrive: p1 tokens, one per resident, the same from every field and every poll
     ring = load_keyring(tmp_path / "state" / "keys" / "pseudonym.key")
-    rows = readings(flow.messages)
+    recs = telemetry(flow.messages)
+    rows = values(recs)
     ids, phones, plates = (set(by_point(rows, f)) for f in ("id_no", "phone", "plate"))
-    assert ids == {pseudonymize(r.id_no, ring, "id") for r in PEOPLE}
+    sealed_slot = set(PEOPLE[1::SLOTS])  # slot 1: ID and name sealed, never in vals
+    assert ids == {pseudonymize(r.id_no, ring, "id") for r in PEOPLE if r not in sealed_slot}
+    assert {v.pt for v in rows if v.pt.endswith("_id_no")} == {f"s{i}_id_no" for i in range(SLOTS) if i != 1}
     assert phones == {pseudonymize(r.mobile, ring, "phone") for r in PEOPLE}  # all three forms: one token
     assert plates == {pseudonymize(r.plate, ring, "plate") for r in PEOPLE}
     assert all(t.startswith("p1:") for t in ids | phones | plates)
     assert set(by_point(rows, "address")) == {
         r.address.replace(r.mobile, pseudonymize(r.mobile, ring, "phone")) for r in PEOPLE}
-    names = by_point(rows, "name")  # class name: dropped, except slot 0 where the device says mask
-    assert {r["pt"] for r in rows if r["pt"].endswith("_name")} == {"s0_name"}
+    names = by_point(rows, "name")  # class name: dropped, except slot 0 (mask) and slot 1 (sealed)
+    assert {v.pt for v in rows if v.pt.endswith("_name")} == {"s0_name"}
     assert set(names) == {mask(r.name, name=True) for r in PEOPLE[::SLOTS]}
-    # tail followed the buffer live and printed every reading, as the wire carries it
+    # every poll is one record holding one seal; the seals hold slot 1's raw ID and name, and
+    # open on the platform (the gateway holds no private key)
+    assert all("batch_no" in r["vals"] and "sealed" in r for r in recs), "a poll split, or a record without its seal"
+    key = load_private_key(private)
+    opened = [open_record(r, key)["vals"] for r in recs]
+    assert {(o["s1_id_no"], o["s1_name"]) for o in opened} == {(r.id_no, r.name) for r in sealed_slot}
+    # tail followed the buffer live and printed every record, as the wire carries it
     tail_ids = {int(line.split()[0]) for line in flow.tail.decode().splitlines()}
-    assert tail_ids >= {r["id"] for r in rows}, "tail missed readings"
-    assert flow.tail.count(b'"p1:') >= len(ids)
+    assert tail_ids >= {r["id"] for r in recs}, "tail missed records"
+    assert flow.tail.count(b'"p1:') >= len(ids) and flow.tail.count(b"<sealed>") >= len(sealed_slot)
     scanned = detector.scanned
-    print(f"\nleak test: {RESIDENTS} residents, {len(flow.messages)} MQTT messages, {len(rows)} readings, "
+    print(f"\nleak test: {RESIDENTS} residents, {len(flow.messages)} MQTT messages, {len(recs)} records "
+          f"({len(rows)} values, a seal each), "
           f"{len(detector.needles)} needles, {scanned / 1e6:.1f} MB scanned "
           f"(MQTT {len(traffic) / 1e6:.1f} MB, DEBUG log {len(flow.log) / 1e3:.1f} kB, "
           f"state files {sum(map(len, flow.running.values())) / 1e6:.1f} + "
