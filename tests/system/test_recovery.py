@@ -1,10 +1,9 @@
 """The agent as a process facing a broken or full buffer: a corrupt or truncated file between
-runs is quarantined and ids continue above the old ones; a full buffer evicts the oldest
-normal readings and the agent keeps polling."""
+runs is quarantined and record ids continue above the old ones; a full buffer evicts the
+oldest normal records and the agent keeps polling."""
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from edge_agent.sim.modbus import ModbusSimulator
 from support.agent import start_agent, status, stop_agent, wait_until
 from support.broker import Mosquitto, Subscriber, free_port
 from support.keys import init_keys
+from support.wire import records
 
 ROOT = "edge/v1/rec-site/gw-rec"
 
@@ -62,10 +62,11 @@ def truncate(path: Path) -> None:
 @pytest.mark.parametrize("damage", [scribble, truncate], ids=["scribbled", "truncated"])
 def test_a_damaged_buffer_is_quarantined_and_ids_continue(tmp_path, sim, damage):
     log = tmp_path / "agent.log"
-    broker = Mosquitto(tmp_path)  # down for the first run: the readings stay in the buffer
+    broker = Mosquitto(tmp_path)  # down for the first run: the records stay in the buffer
     cfg = write_config(tmp_path, broker.port, sim)
     agent = start_agent(cfg, log)
-    wait_until(lambda: (tmp_path / "state" / "buffer.db").exists() and status(cfg)["pending"] > 2000, 30,
+    # 400 records: a level record and a ten-point meter record per pair, over 2,000 values
+    wait_until(lambda: (tmp_path / "state" / "buffer.db").exists() and status(cfg)["pending"] > 400, 30,
                "a backlog")
     stop_agent(agent, log)
     before = status(cfg)
@@ -78,14 +79,14 @@ def test_a_damaged_buffer_is_quarantined_and_ids_continue(tmp_path, sim, damage)
         agent = start_agent(cfg, log)
         try:
             msgs = platform.wait_for(lambda ms: any(m.topic.endswith("/telemetry") for m in ms), 30,
-                                     "readings after the quarantine")
+                                     "records after the quarantine")
         finally:
             stop_agent(agent, log)
     quarantined = sorted(p.name for p in db.parent.iterdir() if ".corrupt-" in p.name)
     assert quarantined, list(db.parent.iterdir())
     text = log.read_text()
     assert any("quarantin" in line and quarantined[0] in line for line in text.splitlines() if "ERROR" in line), text
-    first_new = min(r["id"] for m in msgs if m.topic.endswith("/telemetry") for r in json.loads(m.payload)["readings"])
+    first_new = min(r["id"] for r in records(msgs, f"{ROOT}/telemetry", gw="gw-rec"))
     assert first_new >= before["next_id"], (first_new, before["next_id"])
     assert "Traceback" not in text
 
