@@ -26,6 +26,7 @@ from support.broker import Message, Mosquitto, Subscriber, free_port
 from support.keys import init_keys
 from support.resident_board import ResidentBoard, phone_forms, points_config
 from support.residents import residents
+from support.wire import Value, events, records, values
 
 PEOPLE = residents(10, seed=7)  # one batch: the board serves the same ten residents on every poll
 ROOT = "edge/v1/wire-site/gw-wire"
@@ -186,7 +187,7 @@ def test_events_pass_privacy_before_the_buffer(tmp_path: Path) -> None:
         finally:
             agent.stop()
     ring = load_keyring(tmp_path / "state" / "keys" / "pseudonym.key")
-    [event] = json.loads(next(m for m in got if m.topic == f"{ROOT}/events").payload)["events"]
+    [event] = events(got, f"{ROOT}/events", gw="gw-wire")
     phone = pseudonymize(r.mobile, ring, "phone")
     assert event["data"] == {"band": "B-00017", "wearer": {"id_no": pseudonymize(r.id_no, ring, "id"), "phone": phone},
                              "hr_bpm": 131, "note": f"家属电话{phone}"}
@@ -195,9 +196,9 @@ def test_events_pass_privacy_before_the_buffer(tmp_path: Path) -> None:
         assert raw.encode() not in buffer_bytes
 
 
-def rows(messages: list[Message], first_id: int = 1) -> list[dict]:
-    return [r for m in messages if m.topic == f"{ROOT}/telemetry" for r in json.loads(m.payload)["readings"]
-            if r["id"] >= first_id]
+def rows(messages: list[Message], first_id: int = 1) -> list[Value]:
+    """The values of the records from ``first_id`` on (support.wire checks each record)."""
+    return values(r for r in records(messages, f"{ROOT}/telemetry", gw="gw-wire") if r["id"] >= first_id)
 
 
 def one_run(config: Path, platform: Subscriber, log: Path) -> dict[str, set]:
@@ -205,13 +206,13 @@ def one_run(config: Path, platform: Subscriber, log: Path) -> dict[str, set]:
     first_id = status(config).get("next_id", 1)
     agent = start_agent(config, log)
     try:
-        platform.wait_for(lambda ms: sum(r["pt"] == "s9_id_no" for r in rows(ms, first_id)) >= 3, 20, "three polls")
+        platform.wait_for(lambda ms: sum(v.pt == "s9_id_no" for v in rows(ms, first_id)) >= 3, 20, "three polls")
     finally:
         stop_agent(agent, log)
-    values: dict[str, set] = {}
-    for r in rows(platform.messages, first_id):
-        values.setdefault(r["pt"], set()).add(json.dumps(r["val"], ensure_ascii=False))
-    return values
+    by_point: dict[str, set] = {}
+    for v in rows(platform.messages, first_id):
+        by_point.setdefault(v.pt, set()).add(json.dumps(v.val, ensure_ascii=False))
+    return by_point
 
 
 def test_pseudonyms_are_stable_across_restarts_and_change_with_a_new_key_version(tmp_path: Path) -> None:
@@ -255,14 +256,19 @@ def test_sealed_values_open_on_the_platform_with_the_right_key_only(tmp_path: Pa
         sim.stop()
     payload = tmp_path / "payload.json"
     payload.write_bytes(telemetry.payload)
-    sealed = [r for r in json.loads(telemetry.payload)["readings"] if r["pt"] in ("s0_id_no", "s0_name")]
-    assert len(sealed) == 2 and all(set(r["val"]) == {"sealed", "kid"} for r in sealed)
+    recs = records([telemetry], f"{ROOT}/telemetry", gw="gw-wire")
+    # one seal per record (poll), holding both sealed points; neither is among the vals
+    assert recs and all(set(r["sealed"]) == {"kid", "ct"} for r in recs), recs
+    assert all(not {"s0_id_no", "s0_name"} & set(r["vals"]) for r in recs)
+    assert telemetry.payload.count(b'"sealed"') == len(recs)
     assert PEOPLE[0].id_no.encode() not in telemetry.payload
 
     opened = cli("platform", "unseal", "--key", str(tmp_path / "platform" / "platform.key"), str(payload))
     assert opened.returncode == 0, opened.stderr
-    values = {r["pt"]: r["val"] for r in json.loads(opened.stdout)["readings"]}
-    assert values["s0_id_no"] == PEOPLE[0].id_no and values["s0_name"] == PEOPLE[0].name
+    opened_recs = json.loads(opened.stdout)["recs"]
+    assert [set(r) - {"sealed"} for r in recs] == [set(r) for r in opened_recs]  # each seal opened into its vals
+    for r in opened_recs:
+        assert r["vals"]["s0_id_no"] == PEOPLE[0].id_no and r["vals"]["s0_name"] == PEOPLE[0].name
     wrong = cli("platform", "unseal", "--key", str(tmp_path / "other" / "platform.key"), stdin=payload.read_text())
     assert wrong.returncode == 1 and "this private key is" in wrong.stderr
     assert PEOPLE[0].id_no not in wrong.stdout  # left sealed
