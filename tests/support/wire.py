@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any, Iterable, NamedTuple
 
-__all__ = ["records", "events", "values", "check_record", "Value", "RECORD_KEYS"]
+__all__ = ["records", "events", "values", "check_envelope", "check_record", "Value", "RECORD_KEYS"]
 
 RECORD_KEYS = ("id", "dev", "sub", "ts", "vals", "q", "sealed", "clk")  # the contract's order
 EVENT_KEYS = {"id", "dev", "type", "prio", "ts", "data", "clk"}
@@ -41,12 +41,21 @@ def _payloads(messages: Iterable[Any], topic: str, key: str, gw: str | None) -> 
         if m.topic != topic:
             continue
         body = json.loads(m.payload)
-        assert set(body) == {"v", "gw", "sent", key}, f"{topic}: envelope keys {sorted(body)}"
-        assert body["v"] == 2, f"{topic}: v {body['v']!r}, not 2"
-        assert isinstance(body["gw"], str) and (gw is None or body["gw"] == gw), body["gw"]
-        assert isinstance(body["sent"], int) and isinstance(body[key], list) and body[key], body
+        check_envelope(body, key, topic)
+        assert gw is None or body["gw"] == gw, body["gw"]
         items.extend(body[key])
     return items
+
+
+def check_envelope(body: dict, key: str, topic: str = "") -> dict:
+    """``body`` if it is a v2 payload of ``key`` items ("recs" or "events"): v, gw, sent, the
+    items, and ``replay`` (the command id) on a ``buffer.replay`` message only."""
+    assert set(body) - {"replay"} == {"v", "gw", "sent", key}, f"{topic}: envelope keys {sorted(body)}"
+    assert body["v"] == 2, f"{topic}: v {body['v']!r}, not 2"
+    assert isinstance(body["gw"], str) and isinstance(body["sent"], int), body
+    assert isinstance(body[key], list) and body[key], body
+    assert isinstance(body.get("replay", ""), str), body
+    return body
 
 
 def check_record(rec: dict) -> dict:

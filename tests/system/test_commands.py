@@ -35,6 +35,7 @@ from edge_agent.sim.modbus import ModbusSimulator
 from support.agent import cli, start_agent, stop_agent, wait_until
 from support.broker import Mosquitto, Subscriber
 from support.keys import init_keys
+from support.wire import check_envelope, check_record
 
 GW, SITE = "gw-cmd", "cmd-site"
 ROOT = f"edge/v1/{SITE}/{GW}"
@@ -157,11 +158,12 @@ class Platform:
                 assert time.monotonic() < deadline, "the agent never answered a ping"
 
     def items(self, topic: str, key: str) -> list[tuple[dict, dict]]:
-        """(message envelope, item) for every reading or event received on ``topic``."""
+        """(message envelope, item) for every record ("recs") or event received on ``topic``,
+        each envelope and record checked against the contract (support.wire)."""
         out = []
         for m in self.sub.on(topic):
-            body = json.loads(m.payload)
-            out.extend((body, item) for item in body[key])
+            body = check_envelope(json.loads(m.payload), key, topic)
+            out.extend((body, check_record(item) if key == "recs" else item) for item in body[key])
         return out
 
 
@@ -332,8 +334,8 @@ def test_an_allowed_gate_open_is_acked_audited_and_the_barrier_moves(site):
     assert answer["ok"] is True and answer["data"] == {"point": "barrier", "acked": True, "lane": 1}
     assert site.gate.barriers[1] == "open"
     assert [(c["op"], c["lane"]) for c in site.gate.commands] == [("open", 1)]
-    p.sub.wait_for(lambda ms: any(item.get("pt") == "barrier" and item.get("val") == "open"
-                                  for _, item in p.items(TELEMETRY, "readings")), 10, "the barrier reading")
+    p.sub.wait_for(lambda ms: any(item["dev"] == "gate-1" and item["vals"].get("barrier") == "open"
+                                  for _, item in p.items(TELEMETRY, "recs")), 10, "the barrier's record")
     answer = p.ask("device.write", "gate-1", {"point": "barrier", "value": "open", "lane": 7}, cmd_id="c-lane")
     assert answer["error"]["code"] == "device_error" and "bad_lane" in answer["error"]["message"]
     rows = [r for r in audit_rows(config) if r["cmd_id"] in ("c-open", "c-lane")]
@@ -375,36 +377,36 @@ def test_ping_and_poll(site):
     assert answer["data"]["uplink"]["connected"] is True
 
     def levels() -> list[dict]:
-        return [item for _, item in p.items(TELEMETRY, "readings") if item["dev"] == "river-1"]
+        return [item for _, item in p.items(TELEMETRY, "recs") if item["dev"] == "river-1"]
     p.sub.wait_for(lambda ms: len(levels()) >= 1, 10, "the first poll")
     time.sleep(1.0)
     assert len(levels()) == 1
     assert p.ask("device.poll", "river-1")["data"] == {"requested": True}
     p.sub.wait_for(lambda ms: len(levels()) >= 2, 10, "the requested poll")
-    assert levels()[-1]["val"] == 1.25
+    assert levels()[-1]["vals"] == {"level_m": 1.25}
 
 
 def test_buffer_replay_republishes_exactly_the_range_with_original_ids_and_bodies(site):
-    config = site.config_for(river_interval="300ms")  # readings and passage events, interleaved
+    config = site.config_for(river_interval="300ms")  # records and passage events, interleaved
     site.start(config)
     p = site.platform
     wait_until(lambda: len(p.items(EVENTS, "events")) >= 6, 20, "some passages")
     originals: dict[int, dict] = {}
-    for topic, key in ((TELEMETRY, "readings"), (EVENTS, "events")):
+    for topic, key in ((TELEMETRY, "recs"), (EVENTS, "events")):
         for body, item in p.items(topic, key):
             assert "replay" not in body
             originals[item["id"]] = item
     ids = sorted(originals)
     low, high = ids[2], ids[-3]
     expected = [i for i in ids if low <= i <= high]
-    assert {originals[i].get("type", "reading") for i in expected} >= {"passage", "reading"}
+    assert {originals[i].get("type", "record") for i in expected} >= {"passage", "record"}
 
     answer = p.ask("buffer.replay", args={"from_id": low, "to_id": high}, cmd_id="c-replay")
     assert answer["ok"] is True and answer["data"] == {"rows": len(expected), "first_id": low, "last_id": high}
 
     def replayed(cmd_id: str) -> list[dict]:
         out = []
-        for topic, key in ((TELEMETRY, "readings"), (EVENTS, "events")):
+        for topic, key in ((TELEMETRY, "recs"), (EVENTS, "events")):
             out += [item for body, item in p.items(topic, key) if body.get("replay") == cmd_id]
         return sorted(out, key=lambda item: item["id"])
     p.sub.wait_for(lambda ms: len(replayed("c-replay")) >= len(expected), 20, "the replay")
