@@ -2,8 +2,9 @@
 
 ``scripts/demo.sh`` starts Mosquitto, every simulator family, the agent and the platform view;
 this test runs it for 30 s and reads what the platform printed: the flood alarm and the SOS
-as critical events, gate passages, readings of every device, the gate opened by a signed
-command and a forged one refused (bad_signature), ids without a gap, identities
+as critical events, gate passages, records of every device (one per poll or band, its
+point=value pairs), the gate opened by a signed command and a forged one refused
+(bad_signature), ids without a gap over records and events, identities
 only as pseudonyms (the hub's synthetic residents are regenerated from the demo's seed and
 looked for in the output), and an agent log without errors.
 """
@@ -38,8 +39,11 @@ def test_demo_shows_the_community_end_to_end():
     assert sos["wearer"].startswith("p1:") and "geohash" in sos and "lat" not in sos
     passage = json.loads(next(line for line in events if " passage " in line).split("normal", 1)[1])
     assert passage["plate"].startswith("p1:") and passage["card"].startswith("p1:")
-    for device in ("river-1", "elec-101", "elec-102", "water-101", "hub-1[B-"):
-        assert re.search(rf"id\s+\d+\s+{re.escape(device)}", text), f"no reading of {device}"
+    for device, point in (("river-1", "level_m"), ("elec-101", "energy_total_kWh"), ("elec-102", "voltage_a_V"),
+                          ("water-101", "flow_total_m3"), ("hub-1[B-", "hr_bpm")):
+        assert re.search(rf"id\s+\d+\s+{re.escape(device)}\S*\s+(\S+=\S+ )*{point}=\S", text), f"no record of {device}"
+    summary = re.search(r"records (\d+) \((\d+) values\), events (\d+)", text)
+    assert summary and int(summary.group(2)) > int(summary.group(1)) > 0, "the summary counts records and values"
     assert re.search(r"ids 1\.\.\d+, \d+ distinct, 0 missing in between", text)
     for person in residents(6, seed=7):  # the demo's hub: --residents 6 --seed 7
         for raw in (person.id_no, person.mobile, person.name):
