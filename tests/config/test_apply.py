@@ -36,6 +36,7 @@ from edge_agent.sim.modbus import ModbusSimulator
 from support.agent import cli, start_agent, stop_agent, wait_until
 from support.broker import Mosquitto, Subscriber, free_port
 from support.keys import init_keys
+from support.wire import records
 
 
 def command(text: object, cmd_id: str = "c-apply-1") -> Command:
@@ -313,9 +314,9 @@ def results(platform) -> list[dict]:
     return [json.loads(m.payload) for m in platform.messages if m.topic == f"{ROOT}/cmd/result"]
 
 
-def reading_ids(platform) -> list[int]:
-    return [r["id"] for m in platform.messages if m.topic == f"{ROOT}/telemetry"
-            for r in json.loads(m.payload)["readings"]]
+def record_ids(platform) -> list[int]:
+    """Ids of the records on R/telemetry (one point, level_m, each: as many as polls)."""
+    return [r["id"] for r in records(platform.messages, f"{ROOT}/telemetry", gw="gw-ap")]
 
 
 def test_a_good_config_is_applied_and_ok_is_sent_once_the_new_uplink_is_up(tmp_path, sim) -> None:
@@ -334,7 +335,7 @@ def test_a_good_config_is_applied_and_ok_is_sent_once_the_new_uplink_is_up(tmp_p
             assert new_agent is not old_agent and new_agent.settings.mqtt.port == second.port
             assert new_agent.uplink.connected and not old_agent.uplink.connected
             assert running.services[0].stopped and running.services[1].started  # the service follows the agent
-            wait_until(lambda: reading_ids(platform), 10, "readings through the new broker")
+            wait_until(lambda: record_ids(platform), 10, "records through the new broker")
             time.sleep(0.5)
         (answer,) = results(platform)  # once
         assert answer["id"] == "c-good" and answer["ok"] is True
@@ -369,7 +370,7 @@ def test_a_wrong_broker_is_rolled_back_in_time_and_nothing_buffered_is_lost(tmp_
         path = write(tmp_path, live_config(tmp_path, broker.port, sim))
         before = path.read_bytes()
         with Running(load_settings(path)) as running:
-            wait_until(lambda: len(reading_ids(platform)) >= 5, 10, "readings before the apply")
+            wait_until(lambda: len(record_ids(platform)) >= 5, 10, "records before the apply")
             bad_text = yaml.safe_dump(live_config(tmp_path, free_port(), sim))  # nobody listens there
             id_before = running.sup.agent.buffer.max_id()
             started = time.monotonic()
@@ -378,8 +379,8 @@ def test_a_wrong_broker_is_rolled_back_in_time_and_nothing_buffered_is_lost(tmp_
             took = time.monotonic() - started
             assert running.sup.agent.settings.mqtt.port == broker.port
             last = running.sup.agent.buffer.max_id()
-            assert last - id_before >= 10  # readings were buffered while the new config was on trial
-            wait_until(lambda: max(reading_ids(platform)) >= last, 15, "the backlog of the trial to drain")
+            assert last - id_before >= 10  # records were buffered while the new config was on trial
+            wait_until(lambda: max(record_ids(platform)) >= last, 15, "the backlog of the trial to drain")
         (answer,) = results(platform)
         assert answer["id"] == "c-wrong-broker" and answer["ok"] is False
         assert answer["error"]["code"] == "rolled_back"
@@ -388,8 +389,8 @@ def test_a_wrong_broker_is_rolled_back_in_time_and_nothing_buffered_is_lost(tmp_
         assert answer["data"] == {"restored": "gateway.yaml.1"}
         print(f"rollback measured: result {took:.2f} s after the apply (rollback_after {ROLLBACK_AFTER_S:g} s)")
         assert ROLLBACK_AFTER_S <= took < ROLLBACK_AFTER_S + 5
-        ids = sorted(set(reading_ids(platform)))
-        assert ids == list(range(ids[0], ids[-1] + 1)), "a reading buffered around the apply never arrived"
+        ids = sorted(set(record_ids(platform)))
+        assert ids == list(range(ids[0], ids[-1] + 1)), "a record buffered around the apply never arrived"
     assert path.read_bytes() == before
     assert (tmp_path / "gateway.yaml.failed").read_text() == bad_text
     assert read_pending(tmp_path / "state") is None
@@ -478,7 +479,7 @@ def test_config_apply_end_to_end(tmp_path, sim) -> None:
         original = path.read_text()
         agent = start_agent(path, log)
         try:
-            wait_until(lambda: reading_ids(platform), 20, "telemetry")
+            wait_until(lambda: record_ids(platform), 20, "telemetry")
             topic = f"{ROOT}/cmd"
 
             # invalid: refused at once, nothing written, the agent never restarted
@@ -488,7 +489,7 @@ def test_config_apply_end_to_end(tmp_path, sim) -> None:
                 "invalid config: config.apply: mqtt: required key is missing; ")
             assert path.read_text() == original and agent.poll() is None
 
-            # wrong broker port: rolled back within rollback_after, readings of the trial delivered
+            # wrong broker port: rolled back within rollback_after, records of the trial delivered
             wrong = agent_config(tmp_path, free_port(), sim)
             sent = time.monotonic()
             platform.client.publish(topic, sign_apply(tmp_path, wrong, "c-e2e-wrong"), qos=1)
@@ -506,12 +507,12 @@ def test_config_apply_end_to_end(tmp_path, sim) -> None:
             ok = answer_to(platform, "c-e2e-good", 15)
             assert ok["ok"] is True and ok["data"]["backup"] == "gateway.yaml.1"
             assert yaml.safe_load(path.read_text())["devices"][0]["interval"] == "200ms"
-            count = len(reading_ids(platform))
-            wait_until(lambda: len(reading_ids(platform)) > count + 5, 10, "telemetry under the new config")
+            count = len(record_ids(platform))
+            wait_until(lambda: len(record_ids(platform)) > count + 5, 10, "telemetry under the new config")
         finally:
             stop_agent(agent, log)
-        ids = sorted(set(reading_ids(platform)))
-        assert ids == list(range(ids[0], ids[-1] + 1)), "a buffered reading never arrived"
+        ids = sorted(set(record_ids(platform)))
+        assert ids == list(range(ids[0], ids[-1] + 1)), "a buffered record never arrived"
     assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
     assert audit_rows(path, "c-e2e-bad") == [("accepted", None), ("failed", "bad_request")]
     assert audit_rows(path, "c-e2e-wrong") == [("accepted", None), ("failed", "rolled_back")]
@@ -530,7 +531,7 @@ def test_a_crash_during_the_trial_rolls_back_at_the_next_start(tmp_path, sim) ->
         original = path.read_text()
         agent = start_agent(path, log)
         try:
-            wait_until(lambda: reading_ids(platform), 20, "telemetry")
+            wait_until(lambda: record_ids(platform), 20, "telemetry")
             wrong = agent_config(tmp_path, free_port(), sim, rollback_after="10m")
             platform.client.publish(f"{ROOT}/cmd", sign_apply(tmp_path, wrong, "c-e2e-crash"), qos=1)
             wait_until(lambda: read_pending(tmp_path / "state") is not None and path.read_text() != original, 15,
