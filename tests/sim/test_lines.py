@@ -35,6 +35,9 @@ from support.agent import start_agent, stop_agent
 from support.broker import Mosquitto, Subscriber
 from support.keys import init_keys
 from support.simproc import line_with, start_simulator, stop_simulator
+from support.wire import events as wire_events
+from support.wire import records as wire_records
+from support.wire import values
 
 T0 = 1_732_380_000.0
 
@@ -320,8 +323,11 @@ def write_config(tmp_path: Path, broker: Mosquitto, hub_port: str, gate_port: in
     return path
 
 
-def published(messages, topic: str, key: str) -> list[dict]:
-    return [x for m in messages if m.topic == f"{ROOT}/{topic}" for x in json.loads(m.payload)[key]]
+def published(messages, topic: str) -> list[dict]:
+    """The records (R/telemetry) or events (R/events) the platform received, each payload
+    checked against the contract by support.wire."""
+    read = wire_records if topic == "telemetry" else wire_events
+    return read(messages, f"{ROOT}/{topic}")
 
 
 def needles(hub: HubSim, gate: GateSim) -> set[bytes]:
@@ -342,13 +348,13 @@ def test_alarms_and_passages_reach_the_platform_pseudonymized_and_nothing_raw_le
             agent = start_agent(config, log, "--log-level", "debug")
             try:
                 platform.wait_for(lambda ms: {"B-00002", "B-00003", "B-00004"} <= {
-                    r.get("sub") for r in published(ms, "telemetry", "readings") if r["pt"] == "hr_bpm"}, 30,
+                    r.get("sub") for r in published(ms, "telemetry") if "hr_bpm" in r["vals"]}, 30,
                     "vitals of bands 2 to 4")
                 for kind, band in (("sos", 1), ("fall", 2), ("off_wrist", 3)):
                     hub.trigger(kind, band)
                 messages = platform.wait_for(lambda ms: {"sos", "fall", "off_wrist"} <= {
-                    e["type"] for e in published(ms, "events", "events")} and len(
-                    [e for e in published(ms, "events", "events") if e["type"] == "passage"]) >= 4, 30,
+                    e["type"] for e in published(ms, "events")} and len(
+                    [e for e in published(ms, "events") if e["type"] == "passage"]) >= 4, 30,
                     "the alarms and four passages")
                 running = {p: p.read_bytes() for p in state.rglob("*") if p.is_file()}
             finally:
@@ -359,7 +365,7 @@ def test_alarms_and_passages_reach_the_platform_pseudonymized_and_nothing_raw_le
         gate_server.stop()
 
     ring = load_keyring(state / "keys" / "pseudonym.key")
-    events = published(messages, "events", "events")
+    events = published(messages, "events")
     for kind, band in (("sos", 1), ("fall", 2), ("off_wrist", 3)):
         (alarm,) = [e for e in events if e["type"] == kind]
         person = hub.people[band]
@@ -372,9 +378,10 @@ def test_alarms_and_passages_reach_the_platform_pseudonymized_and_nothing_raw_le
     passages = [e for e in events if e["type"] == "passage"]
     by_plate = {pseudonymize(v.plate, ring, "plate"): pseudonymize(v.card, ring) for v in gate.vehicles}
     assert all(e["prio"] == "normal" and by_plate[e["data"]["plate"]] == e["data"]["card"] for e in passages)
-    readings = published(messages, "telemetry", "readings")
-    assert {r["val"] for r in readings if r["pt"] == "wearer"} <= {pseudonymize(p.id_no, ring, "id") for p in hub.people}
-    assert not [r for r in readings if r["pt"] == "wearer_name"]
+    vals = values(published(messages, "telemetry"))  # a band's vitals: one record, its band as sub
+    wearers = {v.val for v in vals if v.pt == "wearer"}
+    assert wearers and wearers <= {pseudonymize(p.id_no, ring, "id") for p in hub.people}
+    assert all(v.sub for v in vals if v.dev == "hub-1") and not [v for v in vals if v.pt == "wearer_name"]
 
     raw = needles(hub, gate)
     places = {"mqtt": b"\n".join(m.payload for m in messages), "log": log.read_bytes(),
