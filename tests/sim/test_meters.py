@@ -5,7 +5,6 @@ readings arriving at a real Mosquitto on R/telemetry."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from support.agent import start_agent, stop_agent
 from support.broker import Mosquitto, Subscriber
 from support.keys import init_keys
 from support.simproc import line_with, start_simulator, stop_simulator
+from support.wire import records, values
 
 A, B = "000000000101", "000000000102"
 W = "00000000000101"
@@ -300,17 +300,14 @@ def test_agent_publishes_meter_readings_end_to_end(tmp_path: Path) -> None:
             agent = start_agent(config, log)
             try:
                 def seen(messages) -> dict:
-                    got = {}
-                    for m in messages:
-                        for r in json.loads(m.payload)["readings"]:
-                            got[(r["dev"], r["pt"])] = (r["val"], r["q"])
-                    return got
+                    return {(v.dev, v.pt): (v.val, v.q) for v in values(records(messages, f"{root}/telemetry"))}
                 wanted = {("flat-a", "energy_import_kWh"), ("flat-b", "energy_import_kWh"),
                           ("water-a", "flow_total_m3"), ("water-a", "valve")}
-                platform.wait_for(lambda ms: wanted <= set(seen(ms)), 30, "readings of all three meters")
+                platform.wait_for(lambda ms: wanted <= set(seen(ms)), 30, "records of all three meters")
             finally:
                 stop_agent(agent, log, timeout=20)
             got = seen(platform.messages)
+            recs = records(platform.messages, f"{root}/telemetry")
     finally:
         dlt_server.stop()
         cjt_server.stop()
@@ -318,4 +315,8 @@ def test_agent_publishes_meter_readings_end_to_end(tmp_path: Path) -> None:
     assert got[("flat-a", "energy_import_kWh")] == (111.11, "good")
     assert got[("flat-b", "energy_import_kWh")] == (222.22, "good")
     assert got[("water-a", "flow_total_m3")] == (33.33, "good") and got[("water-a", "valve")] == ("open", "good")
+    # a poll is one record: a DL/T 645 round (a frame per DI) and a CJ/T 188 frame, all their points
+    for dev in ("flat-a", "flat-b", "water-a"):
+        points = [frozenset(r["vals"]) for r in recs if r["dev"] == dev]
+        assert points and len(set(points)) == 1, (dev, set(points))
     assert "Traceback" not in log.read_text()
