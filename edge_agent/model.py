@@ -265,8 +265,9 @@ def group_readings(readings: Iterable[Reading]) -> list[list[Reading]]:
     """Readings of one poll as the groups that become records: those sharing (dev, sub, ts,
     clock mark), in the order their first reading arrived. A point seen twice under one key
     (two lines of one band within a millisecond) opens a new group, so no value overwrites
-    another. Each Modbus request and each DL/T 645 DI is stamped when its answer arrived
-    (``field.poll``), so a poll that needs several requests gives one record per request."""
+    another. A Modbus round, a DL/T 645 round (a frame per DI) and a CJ/T 188 frame stamp every
+    reading with the time the round's last answer arrived (``field.poll``, the drivers), so a
+    poll is one record."""
     groups: list[list[Reading]] = []
     current: dict[tuple[str, str | None, int, bool], tuple[list[Reading], set[str]]] = {}
     for r in readings:
