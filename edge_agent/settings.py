@@ -58,6 +58,7 @@ class MqttSettings:
     inflight: int = 20  # unacknowledged messages at once
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 60.0
+    compress: bool = False  # telemetry and events payloads as xz streams (uplink/payload.py)
 
 
 @dataclass(frozen=True)

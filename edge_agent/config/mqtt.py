@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..settings import MqttSettings, TlsSettings
-from .source import Report, Section, boolean, duration, host, integer, path, string
+from .source import Report, Section, boolean, describe, duration, host, integer, path, string
 
 __all__ = ["read_mqtt"]
 
@@ -18,7 +18,8 @@ __all__ = ["read_mqtt"]
 def read_mqtt(report: Report, top: Section, base: Path) -> MqttSettings | None:
     """``mqtt:`` (required); None when it is missing or not a mapping."""
     s = top.section("mqtt", ("host", "port", "tls", "credentials", "topic_prefix", "client_id", "protocol",
-                             "keepalive", "batch_max", "inflight", "reconnect_min", "reconnect_max"), required=True)
+                             "keepalive", "batch_max", "inflight", "reconnect_min", "reconnect_max",
+                             "compress"), required=True)
     if s is None:
         return None
     tls = _tls(report, s, base)
@@ -36,7 +37,8 @@ def read_mqtt(report: Report, top: Section, base: Path) -> MqttSettings | None:
         client_id=s.get("client_id", string, None), protocol=protocol,
         keepalive_s=s.get("keepalive", duration(1, 65535), 30.0),
         batch_max=s.get("batch_max", integer(1, 10000), 500), inflight=s.get("inflight", integer(1, 1000), 20),
-        reconnect_min_s=reconnect_min, reconnect_max_s=reconnect_max)
+        reconnect_min_s=reconnect_min, reconnect_max_s=reconnect_max,
+        compress=s.get("compress", _compress, False))
 
 
 def _tls(report: Report, mqtt: Section, base: Path) -> TlsSettings:
@@ -72,6 +74,12 @@ def _topic_prefix(value: Any) -> str:
     if any(not part for part in text.split("/")):
         raise ValueError(f"{text!r} has an empty level (leading, trailing or doubled '/')")
     return text
+
+
+def _compress(value: Any) -> bool:
+    if not isinstance(value, bool):  # 'gzip', 'zlib', 'xz': there is one codec, and true names it
+        raise ValueError(f"expected true (telemetry and events as xz) or false, got {describe(value)}")
+    return value
 
 
 def _mqtt_protocol(value: Any) -> str:

@@ -12,6 +12,7 @@ from its callbacks). Issue 6, ``docs/commands.md``.
   (``commands.CommandService.submit``); whatever it raises is logged, never passed to paho.
 - ``publish_replay`` publishes buffered rows again for ``buffer.replay``, marked
   ``"replay": "<command id>"``, and waits for the PUBACK; the caller paces it on its own thread.
+  A replay is a data message: xz-compressed with ``mqtt.compress`` as the drain's (``payload``).
 
 ``ResultSender``: command results, few but each awaited by the platform, are kept until the
 broker has acknowledged them:
@@ -38,7 +39,6 @@ it does not know is ignored there, so these messages do not disturb the drain's 
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -48,6 +48,7 @@ from typing import Any, Callable
 from paho.mqtt.enums import MQTTErrorCode
 
 from .lanes import KINDS, WIRE_VERSION
+from .payload import Payloads, encode
 
 __all__ = ["CommandChannel", "ResultSender", "RESULTS_MAX", "encode"]
 
@@ -58,11 +59,6 @@ ACK_TIMEOUT_S = 10.0  # a result not acknowledged within this is sent again
 RETRY_S = 1.0  # after a failed send, while connected
 SLICE_S = 0.2  # waits are cut in slices so that stop() is honoured quickly
 REPLAY_ACK_S = 10.0  # publish_replay: how long to wait for the PUBACK of one message
-
-
-def encode(obj: Any) -> bytes:
-    """Compact UTF-8 JSON, as on the wire."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def _acked(info: Any, until: float, keep_waiting: Callable[[], bool]) -> bool:
@@ -217,12 +213,14 @@ class CommandChannel:
     ``client()`` is the uplink's paho client (None when stopped), ``connected()`` its state,
     ``now_ms()`` its clock; ``topics`` its ``Topics``. ``session()`` numbers the connections (None
     while disconnected), so a wait for a PUBACK ends when the connection it was sent on is gone,
-    even when the next one came up meanwhile.
+    even when the next one came up meanwhile. ``payloads`` encodes replays (results stay JSON).
     """
 
     def __init__(self, *, gw: str, topics: Any, client: Callable[[], Any], connected: Callable[[], bool],
-                 now_ms: Callable[[], int], on_command: Callable[[bytes], None] | None) -> None:
+                 now_ms: Callable[[], int], on_command: Callable[[bytes], None] | None,
+                 payloads: Payloads | None = None) -> None:
         self._gw, self._topics = gw, topics
+        self._payloads = payloads or Payloads()
         self._client, self._connected, self._now_ms = client, connected, now_ms
         self._on_command = on_command
         self._sessions = 0  # connections ended so far (the network thread counts, others read)
@@ -296,9 +294,10 @@ class CommandChannel:
         client, session = self._client(), self.session()
         if client is None or session is None or self._stopping.is_set():
             return False
-        payload = encode({"v": WIRE_VERSION, "gw": self._gw, "sent": self._now_ms(), "replay": cmd_id, key: bodies})
+        payload, extra = self._payloads.encode({"v": WIRE_VERSION, "gw": self._gw, "sent": self._now_ms(),
+                                                "replay": cmd_id, key: bodies})
         try:
-            info = client.publish(getattr(self._topics, topic_name), payload, qos=1)
+            info = client.publish(getattr(self._topics, topic_name), payload, qos=1, **extra)
         except (ValueError, OSError) as exc:  # e.g. past the broker's message size limit
             log.warning("mqtt: a replay message of %d %s(s) could not be published: %s", len(bodies), kind, exc)
             return False

@@ -8,7 +8,9 @@ a small state under ``_lock``; the lock is never held across a paho call.
 Drain: while connected, ``lanes.select`` picks the next rows (critical, high, live, then one
 backlog window: the order is described there, and only there), a message carries at most
 ``batch_max`` rows of one kind, and at most ``inflight`` messages wait for their PUBACK. The
-live floor (``Buffer.max_id()``) is read by the drain thread after each (re)connect.
+live floor (``Buffer.max_id()``) is read by the drain thread after each (re)connect. A message's
+bytes are compact JSON, or with ``mqtt.compress`` an xz stream of it where that is smaller
+(``payload.Payloads``, shared with replays); state and command results stay JSON.
 
 State: the retained ``R/state`` birth on connect, re-published every ``state_interval_s`` and
 when the buffer's evicted counts change (``uplink_state``); the Last Will says offline.
@@ -59,6 +61,7 @@ from .client import (ConnectionLog, ErrorTap, MqttConfigError, build_client, cli
                           describe_error, describe_rc, describe_socket_error, keepalive_s)
 from ..settings import GatewaySettings, MqttSettings
 from .channel import CommandChannel, encode
+from .payload import Payloads
 from .state import StateReporter, StatsLike
 
 __all__ = ["Uplink", "UplinkStats", "UplinkError", "Outbox", "Topics", "topics", "encode"]
@@ -137,6 +140,7 @@ class Uplink:
         self._clock = clock
         self.topics = topics(mqtt, gateway)
         self._batch_max = max(1, mqtt.batch_max)
+        self._payloads = Payloads.of(mqtt)  # JSON, or xz with mqtt.compress (payload.py)
         self._client: Any = None
         self._thread: threading.Thread | None = None
         self._wake = threading.Event()
@@ -149,7 +153,7 @@ class Uplink:
         self._conn_log = ConnectionLog(self.address, client_id_for(mqtt, gateway), log)
         self._commands = CommandChannel(gw=self._gw, topics=self.topics, client=lambda: self._client,
                                         connected=lambda: self.connected, now_ms=self._now_ms,
-                                        on_command=on_command)
+                                        on_command=on_command, payloads=self._payloads)
         self._errors = ErrorTap()  # paho's error lines (network thread)
         self._lock = threading.Lock()
         # shared with the network thread, under _lock
@@ -440,8 +444,8 @@ class Uplink:
         if client is None:
             return True  # stopped
         key = KINDS[batch.kind][1]
-        payload = encode({"v": WIRE_VERSION, "gw": self._gw, "sent": self._now_ms(),
-                          key: [r.body for r in batch.rows]})
+        payload, extra = self._payloads.encode({"v": WIRE_VERSION, "gw": self._gw, "sent": self._now_ms(),
+                                                key: [r.body for r in batch.rows]})
         with self._lock:
             if gen != self._gen or not self._connected:
                 return True  # the lanes were reset: these rows will be fetched again
@@ -449,7 +453,7 @@ class Uplink:
         info = None
         error: str | None = None
         try:
-            info = client.publish(self._topic(batch), payload, qos=1)
+            info = client.publish(self._topic(batch), payload, qos=1, **extra)
         except (ValueError, OSError) as exc:  # e.g. a message past the MQTT size limit
             error = str(exc)
         with self._lock:
