@@ -1,4 +1,5 @@
-"""The platform's side of ``seal``: key pairs, opening sealed values, and an ``unseal`` tool.
+"""The platform's side of ``seal`` and of ``mqtt.compress``: key pairs, opening sealed values, an
+``unseal`` tool, and ``decode_payload`` for the data messages.
 
 The gateway never runs this: it holds no private key. It lives here as the reference
 implementation of the format in ``edge_agent.privacy.seal`` (a platform team can run it or port it),
@@ -11,6 +12,15 @@ for the demo, and for the tests that prove a seal opens with the right key only:
 field) replaced by the value it holds, and every record's ``"sealed": {"kid", "ct"}`` (wire v2:
 one seal per record, holding ``{point: value}``) opened into the record's ``vals``. Exit 0 when every seal opened, 1 when one did not (it is left in place and
 named on stderr), 2 for bad usage. The private key file is PEM PKCS#8, unencrypted, mode 0600.
+``unseal`` takes a payload as it came off the wire, compressed or not.
+
+``decode_payload`` reads a telemetry or events payload whichever way the gateway sent it
+(docs/protocol.md, "Compressed payloads"): a payload starting with ``{`` is JSON; one starting
+with the xz magic ``FD 37 7A 58 5A 00`` (a gateway with ``mqtt.compress: true``) is that JSON as
+an xz stream. The first byte decides, on MQTT 3.1.1 and 5 alike (the MQTT 5 content type
+``application/x-xz`` is only a hint: a 3.1.1 hop drops it). The gateway's encoder is
+``edge_agent.uplink.payload``; the platform side does not import the uplink (nor paho), so the
+magic is written here again and a test holds the two together.
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ import argparse
 import base64
 import binascii
 import json
+import lzma
 import os
 import sys
 from pathlib import Path
@@ -32,8 +43,54 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from .privacy.seal import (NONCE_BYTES, PUB_BYTES, TAG_BYTES, SealError, derive_key, is_record_seal, is_sealed,
                            kid_of)
 
-__all__ = ["SealError", "open_sealed", "open_record", "unseal_all", "generate_platform_keypair", "load_private_key",
+__all__ = ["PayloadError", "decode_payload", "payload_json", "XZ_MAGIC", "SealError", "open_sealed", "open_record", "unseal_all", "generate_platform_keypair", "load_private_key",
            "main_unseal", "main"]
+
+
+XZ_MAGIC = b"\xfd7zXZ\x00"  # uplink/payload.py's, written again (the platform stands apart)
+MAX_PAYLOAD_BYTES = 64 * 1024**2  # decompressed: a gateway's message is far smaller (batch_max)
+
+
+class PayloadError(ValueError):
+    """A payload that is neither a gateway's JSON nor its xz stream of JSON."""
+
+
+def payload_json(data: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> bytes:
+    """The JSON text of a payload: ``data`` itself, or what its xz stream holds (at most
+    ``max_bytes``, so a hostile payload cannot make the platform inflate gigabytes)."""
+    data = bytes(data)
+    if not data.startswith(XZ_MAGIC):
+        return data
+    inflater = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+    try:
+        text = inflater.decompress(data, max_length=max_bytes)
+    except lzma.LZMAError as exc:
+        raise PayloadError(f"an xz payload that does not decompress ({exc})") from None
+    if not inflater.eof:
+        if len(text) >= max_bytes:
+            raise PayloadError(f"an xz payload holding more than {max_bytes:,} bytes")
+        raise PayloadError("an xz payload cut short (its stream does not end)")
+    if inflater.unused_data:
+        raise PayloadError(f"{len(inflater.unused_data)} byte(s) after the xz stream")
+    return text
+
+
+def decode_payload(data: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> dict[str, Any]:
+    """A telemetry or events payload (JSON, or xz-compressed JSON) as its JSON object;
+    ``PayloadError`` when it is neither, or not a JSON object."""
+    data = bytes(data)
+    if not data:
+        raise PayloadError("an empty payload")
+    if not data.startswith((b"{", XZ_MAGIC)):
+        raise PayloadError(f"a payload that is neither JSON nor xz (first byte 0x{data[0]:02x})")
+    text = payload_json(data, max_bytes=max_bytes)
+    try:
+        doc = json.loads(text)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise PayloadError(f"not valid UTF-8 JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise PayloadError(f"a JSON {type(doc).__name__}, not an object")
+    return doc
 
 
 def _raw(public: X25519PublicKey) -> bytes:
@@ -147,12 +204,12 @@ def main_unseal(argv: Sequence[str]) -> int:
     """``unseal --key PRIVATE [FILE]``: print the JSON (FILE or stdin) with every seal opened."""
     parser = argparse.ArgumentParser(prog="edge-agent unseal", description="open sealed values in a payload")
     parser.add_argument("--key", required=True, help="the platform's private key (PEM)")
-    parser.add_argument("file", nargs="?", help="JSON payload (default: stdin)")
+    parser.add_argument("file", nargs="?", help="JSON payload, or its xz stream (default: stdin)")
     args = parser.parse_args(list(argv))
     try:
         key = load_private_key(args.key)
-        text = Path(args.file).read_text(encoding="utf-8") if args.file else sys.stdin.read()
-        doc = json.loads(text)
+        raw = Path(args.file).read_bytes() if args.file else _stdin_bytes()
+        doc = json.loads(payload_json(raw))
     except SealError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -165,6 +222,11 @@ def main_unseal(argv: Sequence[str]) -> int:
     for failure in failures:
         print(f"error: {failure}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _stdin_bytes() -> bytes:
+    binary = getattr(sys.stdin, "buffer", None)  # absent when stdin is a text stream (tests, embedding)
+    return binary.read() if binary is not None else sys.stdin.read().encode("utf-8")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

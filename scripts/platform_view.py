@@ -6,7 +6,9 @@ pseudonyms, geohashes), and at the end a summary: messages, records and the valu
 carry, events by type, the id range and any gap in it, values per second, and the identities
 the platform received (pseudonyms only: the raw values never leave the gateway). A record's
 ``sealed`` points are shown as sealed: only the platform's private key opens them
-(``python -m edge_agent.platform unseal``).
+(``python -m edge_agent.platform unseal``). Telemetry and events are read with
+``edge_agent.platform.decode_payload``, so a gateway with ``mqtt.compress: true`` (xz) shows the
+same; its messages are marked ``xz`` with their size on the wire and as JSON.
 """
 
 import argparse
@@ -17,6 +19,8 @@ import time
 from collections import Counter
 
 import paho.mqtt.client as mqtt
+
+from edge_agent.platform import PayloadError, decode_payload, payload_json
 
 IDENTITY_KEYS = ("wearer", "wearer_phone", "plate", "card")
 
@@ -30,7 +34,7 @@ def main() -> int:
     args = ap.parse_args()
 
     ids: set[int] = set()
-    counts = {"messages": 0, "records": 0, "values": 0, "events": 0}
+    counts = {"messages": 0, "records": 0, "values": 0, "events": 0, "wire_bytes": 0, "json_bytes": 0}
     first_at: list[float] = []
     types: Counter = Counter()
     identities: dict[str, set] = {}
@@ -42,13 +46,21 @@ def main() -> int:
         with lock:
             counts["messages"] += 1
             if kind in ("telemetry", "events"):
-                body = json.loads(text)
+                try:
+                    body = decode_payload(msg.payload)
+                except PayloadError as exc:
+                    print(f"[{msg.topic}] unreadable payload of {len(msg.payload)} bytes: {exc}")
+                    return
                 items = body.get("recs") or body.get("events") or []
                 if not first_at:
                     first_at.append(time.monotonic())
                 counts["records" if kind == "telemetry" else "events"] += len(items)
                 ids.update(i["id"] for i in items)
-                print(f"[{msg.topic}] {len(items)} item(s)")
+                plain = len(payload_json(msg.payload))
+                counts["wire_bytes"] += len(msg.payload)
+                counts["json_bytes"] += plain
+                xz = f" (xz: {len(msg.payload):,} bytes, {plain:,} as JSON)" if len(msg.payload) != plain else ""
+                print(f"[{msg.topic}] {len(items)} item(s){xz}")
                 if kind == "events":
                     for e in items:
                         types[e["type"]] += 1
@@ -79,6 +91,9 @@ def main() -> int:
         print("\n=== platform summary ===")
         print(f"messages {counts['messages']}, records {counts['records']} ({counts['values']} values), "
               f"events {counts['events']}")
+        if counts["wire_bytes"] != counts["json_bytes"]:
+            print(f"data payloads {counts['wire_bytes']:,} bytes on the wire, {counts['json_bytes']:,} as JSON "
+                  f"({counts['json_bytes'] / max(1, counts['wire_bytes']):.1f}x)")
         if ids:
             lo, hi = min(ids), max(ids)
             gaps = (hi - lo + 1) - len(ids)
