@@ -207,7 +207,8 @@ class Outcome:
     latencies: list[float] = field(default_factory=list)  # first arrival - served, per delivered value
     lost: int = 0  # not delivered, and not served in the last ``margin`` s before a kill
     lost_near_kill: int = 0  # not delivered, served in the last ``margin`` s before a kill (or just after it)
-    kills_losing: int = 0  # kills followed by (or preceded by, in their window) a value of ``lost``
+    kills_losing: int = 0  # kills that a value of ``lost`` was served before (the first such kill)
+    lost_ages: list[float] = field(default_factory=list)  # per value of ``lost``: that kill's time - served
 
 
 def outcome(window: Iterable[tuple[int, int, int, float]], delivery: Delivery, kills: Iterable[float] = (),
@@ -229,5 +230,6 @@ def outcome(window: Iterable[tuple[int, int, int, float]], delivery: Delivery, k
             following = next((i for i, k in enumerate(ks) if t <= k), None)
             if following is not None:
                 losing.add(following)
+                out.lost_ages.append(ks[following] - t)
     out.kills_losing = len(losing)
     return out

@@ -258,6 +258,7 @@ class Run:
         return {
             "served": len(window), "delivered": len(out.latencies), "lost": out.lost,
             "lost_near_kill": out.lost_near_kill, "kills_losing": out.kills_losing,
+            "lost_age_s": [min(out.lost_ages), max(out.lost_ages)] if out.lost_ages else None,
             "requests_per_cycle": served.requests_between(t0, t1) * VALUES_PER_CYCLE / max(1, len(window)),
             "bytes_per_value": delivery.payload_bytes / max(1, delivery.values),
             "latency_p50": p[50], "latency_p99": p[99],
@@ -376,6 +377,7 @@ def _fmt(value: Any, spec: str) -> str:
 
 ROWS: list[tuple[str, str, str, Callable[[dict[str, Any]], Any], str]] = [
     # (workload, figure, unit, getter, format)
+    ("W1", "values read per second", "/s", lambda f: f["served"] / f["seconds"], ",.0f"),
     ("W1", "Modbus requests per cycle", "", lambda f: f["requests_per_cycle"], ",.0f"),
     ("W1", "CPU-s per 1,000 values", "", lambda f: f["cpu_per_1000"], ".3f"),
     ("W1", "RSS", "MiB", lambda f: f["rss_mib"], ".1f"),
@@ -385,7 +387,7 @@ ROWS: list[tuple[str, str, str, Callable[[dict[str, Any]], Any], str]] = [
     ("W1", "values delivered / served", "", lambda f: f["delivered"] / max(1, f["served"]), ".3f"),
 ]
 for _w in ("W2", "W3"):
-    ROWS += [(_w, *row[1:]) for row in ROWS[:7]]
+    ROWS += [(_w, *row[1:]) for row in ROWS[:8]]
 ROWS += [
     ("outage", "disk per buffered value (db + wal + shm)", "B", lambda f: f["disk_per_value"], ".1f"),
     ("outage", "same, after a checkpoint", "B", lambda f: f["checkpointed_per_value"], ".1f"),
@@ -395,7 +397,7 @@ ROWS += [
     ("kill", "values served < 20 ms before a kill, lost", "", lambda f: f["lost_near_kill"], ",d"),
     ("kill", "duplicates (of them different)", "", lambda f: (f["duplicates"], f["different_duplicates"]), ""),
 ]
-LABEL = {"W1": "W1 (20 x 20 at 1 s)", "W2": "W2 (100 ms)", "W3": "W3 (20 ms)",
+LABEL = {"W1": "W1 (20 x 20 at 1 s: 400 values/s)", "W2": "W2 (100 ms: 4,000/s)", "W3": "W3 (20 ms: 20,000/s)",
          "outage": "60 s broker outage at 1 s", "kill": "10 x kill -9 at 1 s"}
 
 
@@ -420,7 +422,8 @@ def table(results: dict[str, dict[str, dict[str, Any]]], gateways: list[str], pl
             if isinstance(value, tuple):
                 cells.append(f"{value[0]:,} ({value[1]:,})")
             else:
-                cells.append(_fmt(value, spec) + (f" {unit}" if unit and value == value else ""))
+                sep = "" if unit.startswith("/") else " "
+                cells.append(_fmt(value, spec) + (f"{sep}{unit}" if unit and value == value else ""))
         row = [labels[workload], figure] + cells
         for _, tb in ratios:
             e, t = vals.get("edge"), vals.get(tb)
@@ -445,6 +448,8 @@ def main() -> int:
                          "(default: the working tree)")
     ap.add_argument("--json", type=Path, default=None, help="also write every figure to this file")
     ap.add_argument("--seed", type=int, default=None, help="seed for the moments of the kills")
+    ap.add_argument("--table-from", type=Path, default=None, metavar="FILE",
+                    help="print the table of a run saved with --json, and run nothing")
     ap.add_argument("--keep", type=Path, default=None,
                     help="keep every run's files here (configs, logs, served.log, a sample of each topic)")
     args = ap.parse_args()
@@ -455,6 +460,13 @@ def main() -> int:
     for bad in [g for g in gateways if g not in GATEWAYS] + [w for w in workloads if w not in WORKLOADS]:
         ap.error(f"unknown gateway or workload {bad!r}")
     plan = Plan(args.quick, args.seconds)
+    if args.table_from:
+        saved = json.loads(args.table_from.read_text())
+        results, meta = saved["results"], saved.get("plan", {})
+        plan.outage, plan.kills = meta.get("outage", plan.outage), meta.get("kills", plan.kills)
+        present = {g for per in results.values() for g in per}
+        log(table(results, [g for g in GATEWAYS if g in present], plan))
+        return 0
     rng = random.Random(args.seed)
     tb_python = ensure_tb_venv(args.tb_venv, log) if any(g.startswith("tb") for g in gateways) else None
     log(f"gateways {', '.join(gateways)}; workloads {', '.join(workloads)}; window {plan.window:.0f} s, "
@@ -489,7 +501,8 @@ def main() -> int:
     log(f"\nall runs took {time.monotonic() - started:.0f} s\n")
     log(table(results, gateways, plan))
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2, default=str))
+        args.json.write_text(json.dumps({"plan": vars(plan), "argv": sys.argv[1:], "results": results},
+                                        indent=2, default=str))
     w2 = results.get("W2", {})
     if "edge" in w2 and "tb" in w2:
         e, t = w2["edge"]["bytes_per_value"], w2["tb"]["bytes_per_value"]

@@ -94,4 +94,5 @@ def test_outcome_excuses_only_the_last_20_ms_before_a_kill() -> None:
     assert out.latencies == [0.25]
     assert out.lost_near_kill == 2  # served 10 ms before the kill, and just after it
     assert out.lost == 2 and out.kills_losing == 2  # 4.0 (charged to the kill at 5.0) and 7.0 (at 8.0)
+    assert out.lost_ages == [1.0, 1.0]
     assert cv.outcome(window, delivery).lost == 4  # no kills: nothing is excused
