@@ -250,15 +250,16 @@ def edge_env(source: Path | None) -> dict[str, str]:
 
 
 def edge_gateway(workdir: Path, *, broker_port: int, sim_port: int, interval_ms: int,
-                 source: Path | None = None) -> Gateway:
-    """Our agent; ``source``: an exported revision to run instead of this working tree."""
+                 source: Path | None = None, compress: bool = False) -> Gateway:
+    """Our agent; ``source``: an exported revision to run instead of this working tree;
+    ``compress``: ``mqtt.compress: true`` (xz payloads for a metered link)."""
     import yaml
 
     state = workdir / "state"
     points = [{"name": point_name(r), "reg": "holding", "address": r, "type": "uint16"} for r in range(REGISTERS)]
     cfg = {
         "gateway": {"id": "gw-bench", "site": "bench", "state_dir": str(state)},
-        "mqtt": {"host": "127.0.0.1", "port": broker_port},
+        "mqtt": {"host": "127.0.0.1", "port": broker_port, **({"compress": True} if compress else {})},
         "buses": [{"name": "sim", "protocol": "modbus-tcp", "host": "127.0.0.1", "port": sim_port}],
         "devices": [{"name": dev_name(unit), "bus": "sim", "driver": "modbus_generic", "address": unit,
                      "interval": _duration(interval_ms), "points": points} for unit in range(1, UNITS + 1)],
@@ -272,4 +273,4 @@ def edge_gateway(workdir: Path, *, broker_port: int, sim_port: int, interval_ms:
     if out.returncode != 0:
         raise RuntimeError(f"edge-agent keys init failed: {out.stderr.strip() or out.stdout.strip()}")
     args = [sys.executable, "-m", "edge_agent.cli", "run", "-c", str(path), "--log-level", "warning"]
-    return Gateway("edge", args, workdir, env=edge_env(source), storage=state)
+    return Gateway("edge-xz" if compress else "edge", args, workdir, env=edge_env(source), storage=state)

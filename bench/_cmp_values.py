@@ -14,7 +14,8 @@ Names: both gateways call unit ``u`` device ``dev{u:02d}`` and register ``r`` po
 Payloads, counted generically while the agent's wire format moves from v1 to v2:
 - edge-agent telemetry (topic ending ``/telemetry``): v2 ``{"recs": [{"id", "dev", "ts",
   "vals": {point: value}}]}`` (contract section 4), else v1 ``{"readings": [{"id", "dev",
-  "pt", "val", "ts"}]}``;
+  "pt", "val", "ts"}]}``; either as an xz stream when ``mqtt.compress`` is on (the bytes on
+  the wire are then the compressed ones);
 - ThingsBoard gateway, topic ``v1/gateway/telemetry``: ``{"dev01": [{"ts": ..., "values":
   {"r0": 3, ...}}, ...]}`` (a bare ``{"r0": 3}`` in place of the list item is read as well).
 Each value comes with a "context" (its record's id and ts): a value received twice is an
@@ -24,6 +25,7 @@ identical duplicate when both contexts are equal.
 from __future__ import annotations
 
 import json
+import lzma
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
@@ -33,6 +35,7 @@ __all__ = ["value_of", "seq_of", "dev_name", "point_name", "unit_of", "reg_of", 
 _MUL = 40503  # odd: multiplication modulo 2^16 is a bijection
 _INV = pow(_MUL, -1, 1 << 16)
 TB_TELEMETRY = "v1/gateway/telemetry"
+XZ_MAGIC = b"\xfd7zXZ\x00"
 
 
 def _offset(unit: int, reg: int) -> int:
@@ -81,6 +84,8 @@ def values_in(topic: str, payload: bytes | str) -> list[Value]:
     """Every value a data message carries; [] for any other topic."""
     if not is_data_topic(topic):
         return []
+    if isinstance(payload, bytes) and payload.startswith(XZ_MAGIC):  # our mqtt.compress
+        payload = lzma.decompress(payload, format=lzma.FORMAT_XZ)
     doc = json.loads(payload)
     if topic == TB_TELEMETRY:
         return list(_tb_values(doc))

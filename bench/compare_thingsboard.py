@@ -1,6 +1,6 @@
 """Side by side with ThingsBoard IoT Gateway 3.8.5: how a user checks our claims (on demand, not a test).
 
-    .venv/bin/python bench/compare_thingsboard.py [--quick] [--only edge,tb,tb-tags]
+    .venv/bin/python bench/compare_thingsboard.py [--quick] [--only edge,tb,tb-tags,edge-xz]
         [--workloads W1,W2,W3,outage,kill] [--edge-at REV] [--tb-venv bench/.tb-venv] [--seconds S]
         [--json FILE] [--keep DIR] [--seed N]
 
@@ -36,8 +36,9 @@ what the subscriber got, by device, register and value):
   of the kills), those served in the last 20 ms before a kill, and duplicates: how many values
   arrived twice, and how many of those differed (id or ts) the second time.
 The table puts the gateways side by side ("TB": ThingsBoard with range reads, its best
-configuration here; "TB tags": one tag per register; "edge": our agent) with the ratios
-edge/TB and edge/TB tags per row.
+configuration here; "TB tags": one tag per register; "edge": our agent; "edge xz", only when
+asked for with --only: our agent with mqtt.compress) with the ratios edge/TB and edge/TB tags
+per row.
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 VALUES_PER_CYCLE = 400
 WORKLOADS = {"W1": 1000, "W2": 100, "W3": 20, "outage": 1000, "kill": 1000}
-GATEWAYS = ("edge", "tb", "tb-tags")
+GATEWAYS = ("edge", "tb", "tb-tags", "edge-xz")
+DEFAULT_GATEWAYS = GATEWAYS[:3]
 TAGS_WORKLOADS = ("W1", "W2")  # one request per register cannot keep up beyond (8,000 requests/s at W2)
 RPC_REQUEST = "v1/devices/me/rpc/request/"
 RPC_RESPONSE = "v1/devices/me/rpc/response/"
@@ -183,9 +185,10 @@ class Run:
         self.platform = Platform(self.broker, f"bench-platform-{self.workload}-{self.gateway_kind}").start()
         workdir = self.dir / "gateway"
         workdir.mkdir()
-        if self.gateway_kind == "edge":
+        if self.gateway_kind in ("edge", "edge-xz"):
             self.gw = edge_gateway(workdir, broker_port=self.broker.port, sim_port=self.sim.port,
-                                   interval_ms=self.interval_ms, source=self.source)
+                                   interval_ms=self.interval_ms, source=self.source,
+                                   compress=self.gateway_kind == "edge-xz")
         else:
             assert self.tb_python is not None
             self.gw = tb_gateway(self.tb_python, workdir, broker_port=self.broker.port, sim_port=self.sim.port,
@@ -402,9 +405,10 @@ LABEL = {"W1": "W1 (20 x 20 at 1 s: 400 values/s)", "W2": "W2 (100 ms: 4,000/s)"
 
 
 def table(results: dict[str, dict[str, dict[str, Any]]], gateways: list[str], plan: Plan) -> str:
-    names = {"tb": "TB", "tb-tags": "TB tags", "edge": "edge"}
-    cols = [g for g in ("tb", "tb-tags", "edge") if g in gateways]
-    ratios = [(f"edge/{names[t]}", t) for t in ("tb", "tb-tags") if {"edge", t} <= set(cols)]
+    names = {"tb": "TB", "tb-tags": "TB tags", "edge": "edge", "edge-xz": "edge xz"}
+    cols = [g for g in ("tb", "tb-tags", "edge", "edge-xz") if g in gateways]
+    ratios = [(f"{names[e]}/{names[t]}", e, t) for e in ("edge", "edge-xz") for t in ("tb", "tb-tags")
+              if {e, t} <= set(cols)]
     head = ["workload", "figure"] + [names[g] for g in cols] + [r[0] for r in ratios]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     labels = dict(LABEL, outage=f"{plan.outage:.0f} s broker outage at 1 s", kill=f"{plan.kills} x kill -9 at 1 s")
@@ -425,8 +429,8 @@ def table(results: dict[str, dict[str, dict[str, Any]]], gateways: list[str], pl
                 sep = "" if unit.startswith("/") else " "
                 cells.append(_fmt(value, spec) + (f"{sep}{unit}" if unit and value == value else ""))
         row = [labels[workload], figure] + cells
-        for _, tb in ratios:
-            e, t = vals.get("edge"), vals.get(tb)
+        for _, edge, tb in ratios:
+            e, t = vals.get(edge), vals.get(tb)
             ok = isinstance(e, (int, float)) and isinstance(t, (int, float)) and t and e == e and t == t
             row.append(f"{e / t:.2f}" if ok else "-")
         lines.append("| " + " | ".join(row) + " |")
@@ -437,8 +441,9 @@ def table(results: dict[str, dict[str, dict[str, Any]]], gateways: list[str], pl
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="10 s windows, a 15 s outage, 3 kills")
-    ap.add_argument("--only", default=",".join(GATEWAYS), help="gateways, comma-separated: edge, tb, tb-tags "
-                    "(default all; 'tb' alone means tb and tb-tags)")
+    ap.add_argument("--only", default=",".join(DEFAULT_GATEWAYS),
+                    help="gateways, comma-separated: edge, tb, tb-tags, edge-xz (our agent with mqtt.compress) "
+                         "(default edge,tb,tb-tags; 'tb' alone means tb and tb-tags)")
     ap.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated: " + ", ".join(WORKLOADS))
     ap.add_argument("--seconds", type=float, default=None, help="measured seconds per steady run (default 60)")
     ap.add_argument("--tb-venv", type=Path, default=ROOT / "bench" / ".tb-venv",

@@ -50,6 +50,14 @@ def test_values_in_edge_v2_v1_and_thingsboard_payloads() -> None:
         [("dev01", "r0", 3, (1,)), ("dev01", "r1", 4, (1,)), ("dev01", "r0", 5, (2,)), ("dev02", "r9", 6, (None,))]
 
 
+def test_values_in_an_xz_payload() -> None:
+    import lzma
+
+    doc = {"v": 2, "recs": [{"id": 1, "dev": "dev01", "ts": 5, "vals": {"r0": 7}}]}
+    packed = lzma.compress(json.dumps(doc).encode(), format=lzma.FORMAT_XZ)
+    assert [(v.dev, v.point, v.value) for v in cv.values_in(EDGE, packed)] == [("dev01", "r0", 7)]
+
+
 @pytest.mark.parametrize("topic", ["edge/v1/bench/gw-bench/state", "edge/v1/bench/gw-bench/events",
                                    "v1/gateway/attributes", "v1/gateway/connect", "v1/devices/me/telemetry"])
 def test_other_topics_carry_no_values(topic: str) -> None:
