@@ -43,7 +43,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from .privacy.seal import (NONCE_BYTES, PUB_BYTES, TAG_BYTES, SealError, derive_key, is_record_seal, is_sealed,
                            kid_of)
 
-__all__ = ["PayloadError", "decode_payload", "payload_json", "XZ_MAGIC", "SealError", "open_sealed", "open_record", "unseal_all", "generate_platform_keypair", "load_private_key",
+__all__ = ["PayloadError", "decode_payload", "payload_json", "XZ_MAGIC", "SealError", "open_sealed", "open_record",
+           "unseal_all", "generate_platform_keypair", "load_private_key",
            "main_unseal", "main"]
 
 

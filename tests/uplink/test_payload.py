@@ -29,7 +29,8 @@ T = Topics.of("edge/v1", SITE, GW)
 SENT_S = 1732380000.123
 
 RECORDS = [Record(f"meter-{k % 4}", 1732380000000 + k * 100,
-                  {"energy_kWh": 1234.5 + k, "power_kW": None if k % 7 == 0 else round(k * 0.37, 2), "v_V": 230 + k % 3},
+                  {"energy_kWh": 1234.5 + k, "power_kW": None if k % 7 == 0 else round(k * 0.37, 2),
+                   "v_V": 230 + k % 3},
                   q={"power_kW": "bad"} if k % 7 == 0 else {}, sub="B-0002" if k % 5 == 0 else None,
                   clk_synced=k % 11 != 0)
            for k in range(120)]
