@@ -38,6 +38,7 @@ imports its branch, never the reverse::
      |                        then reads the buffer file
      +-- CliFailure           an expected failure of a CLI verb (cli)
      +-- UsageError (ValueError) a bad argument to scan: exit 2 (tools.scan)
+     +-- PayloadError (ValueError) a payload the platform side cannot decode (platform)
 
 Kept apart from ``bus`` (pymodbus) and ``link`` (pyserial) so that drivers and pollers of every
 protocol share one vocabulary without importing either library. Not in the tree: a module's

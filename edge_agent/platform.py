@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from .errors import EdgeAgentError
 from .privacy.seal import (NONCE_BYTES, PUB_BYTES, TAG_BYTES, SealError, derive_key, is_record_seal, is_sealed,
                            kid_of)
 
@@ -52,7 +53,7 @@ XZ_MAGIC = b"\xfd7zXZ\x00"  # uplink/payload.py's, written again (the platform s
 MAX_PAYLOAD_BYTES = 64 * 1024**2  # decompressed: a gateway's message is far smaller (batch_max)
 
 
-class PayloadError(ValueError):
+class PayloadError(EdgeAgentError, ValueError):
     """A payload that is neither a gateway's JSON nor its xz stream of JSON."""
 
 

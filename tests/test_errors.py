@@ -96,7 +96,7 @@ def test_the_branches_are_the_floor_s_and_builtin_bases_are_kept() -> None:
     for branch in ("ConfigurationError", "StartupError", "BusError", "BufferError", "CommandError"):
         assert getattr(errors, branch).__bases__ == (EdgeAgentError,)
     valueerrors = {cls.__name__ for cls in EXCEPTIONS.values() if issubclass(cls, ValueError)}
-    assert valueerrors == {"LineTooLong", "UsageError"}  # caught as ValueError where raised
+    assert valueerrors == {"LineTooLong", "UsageError", "PayloadError"}  # caught as ValueError where raised
     from edge_agent.buffer.outbox import BufferError
     assert BufferError is errors.BufferError
 
