@@ -28,15 +28,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import summary  # noqa: E402
 
+from edge_agent.buffer.file import PAGE_SIZE  # noqa: E402
 from edge_agent.buffer.outbox import Buffer  # noqa: E402
 from edge_agent.model import Reading  # noqa: E402
 
 GOAL = 0.60
 SCHEMA = """
 CREATE TABLE outbox (id INTEGER PRIMARY KEY, prio INTEGER NOT NULL, kind TEXT NOT NULL,
-                     ts INTEGER NOT NULL, body TEXT NOT NULL, sent_at INTEGER);
-CREATE INDEX outbox_unsent ON outbox (prio, id) WHERE sent_at IS NULL;
-CREATE INDEX outbox_sent ON outbox (sent_at) WHERE sent_at IS NOT NULL;
+                     ts INTEGER NOT NULL, body TEXT NOT NULL, seq INTEGER, sent_to INTEGER);
+CREATE INDEX outbox_prio ON outbox (prio, id) WHERE prio > 0;
 """
 
 
@@ -54,6 +54,7 @@ def fresh(directory: Path, name: str) -> Path:
 
 def raw_connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.executescript(SCHEMA)
@@ -89,8 +90,10 @@ def bench_raw(path: Path, items: list[Reading], batch: int, encode_in_loop: bool
         conn.execute("COMMIT")
     ingest = time.perf_counter() - t0
     t0 = time.perf_counter()
-    while rows := conn.execute("SELECT id, prio, kind, ts, body FROM outbox WHERE sent_at IS NULL"
-                               " ORDER BY id LIMIT ?", (batch,)).fetchall():
+    cursor = 0
+    while rows := conn.execute("SELECT id, prio, kind, ts, body FROM outbox WHERE id > ?"
+                               " ORDER BY id LIMIT ?", (cursor, batch)).fetchall():
+        cursor = rows[-1][0]
         if encode_in_loop:  # the uplink needs the wire dicts, as pending() gives them
             [{"id": r[0], **json.loads(r[4])} for r in rows]
         conn.execute("BEGIN IMMEDIATE")

@@ -8,7 +8,10 @@ for itself, so new data always goes in and a cap smaller than one commit cannot 
 
 ``delete_chunk`` deletes up to ``CHUNK`` rows inside the caller's transaction and adds the
 unsent ones to the ``meta`` counters ``evicted_<prio>``: a rolled-back attempt counts nothing,
-and the counters survive restarts. The size measure is SQLite's own page accounting, ``(page_count
+and the counters survive restarts. Which rows are sent is the buffer's ``SentIds`` (``sent.py``):
+sent rows are deleted a range at a time, oldest ack first, and the ids taken out of the ranges
+once the transaction commits (``SentIds.stage``); unsent rows are read from the gaps between
+the ranges only. The size measure is SQLite's own page accounting, ``(page_count
 - freelist_count) * page_size``: three header reads, never a count of rows. Two callers:
 
 - ``over_cap``, after each append (in the writer thread) and at ``prune``: when the live pages
@@ -42,12 +45,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from ..model import Priority
 from ..units import format_duration, format_size
+from .sent import SentIds
 
-__all__ = ["CHUNK", "LANES", "RECOVERED_AT", "Episode", "Tally", "backlog_bytes", "delete_chunk", "evicted_counts",
+__all__ = ["CHUNK", "LANES", "RECOVERED_AT", "Episode", "Tally", "backlog_bytes", "count_in", "delete_chunk", "evicted_counts",
            "file_pages_bytes", "free_bytes", "make_room", "over_cap", "used_bytes"]
 
 log = logging.getLogger("edge_agent.buffer")  # one logger for the whole buffer
@@ -58,10 +62,9 @@ MARGIN = 0.1  # ... and this fraction of the cap less than the last pass left
 LANES: tuple[Priority | None, ...] = (None, Priority.NORMAL, Priority.HIGH, Priority.CRITICAL)
 """Eviction order; None is the retained sent rows."""
 
-_SENT = ("DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE sent_at IS NOT NULL"
-         " AND id < ? ORDER BY sent_at, id LIMIT ?)")
-_UNSENT = ("DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE sent_at IS NULL"
-           " AND prio = ? AND id < ? ORDER BY id LIMIT ?)")
+_IDS = "SELECT id FROM outbox WHERE id >= ? AND id <= ? ORDER BY id LIMIT ?"
+_IDS_NORMAL = "SELECT id FROM outbox WHERE id >= ? AND id <= ? AND prio = 0 ORDER BY id LIMIT ?"
+_IDS_PRIO = "SELECT id FROM outbox WHERE prio > 0 AND prio = ? AND id >= ? AND id <= ? ORDER BY id LIMIT ?"
 _COUNT = ("INSERT INTO meta (key, value) VALUES (?, ?)"
           " ON CONFLICT (key) DO UPDATE SET value = value + excluded.value")
 
@@ -85,22 +88,53 @@ def free_bytes(conn: sqlite3.Connection) -> int:
     return _pragma(conn, "freelist_count") * _pragma(conn, "page_size")
 
 
-def backlog_bytes(conn: sqlite3.Connection) -> int:
-    """The unsent rows' share of the live bytes, by row count (two partial-index counts)."""
-    unsent = conn.execute("SELECT count(*) FROM outbox WHERE sent_at IS NULL").fetchone()[0]
-    sent = conn.execute("SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL").fetchone()[0]
-    return used_bytes(conn) * unsent // max(1, unsent + sent)
+def count_in(conn: sqlite3.Connection, spans: Iterable[tuple[int, int]]) -> int:
+    """Rows with ids in the inclusive ``spans`` (rowid ranges: no scan beyond them)."""
+    return sum(conn.execute("SELECT count(*) FROM outbox WHERE id >= ? AND id <= ?", span).fetchone()[0]
+               for span in spans)
 
 
-def delete_chunk(conn: sqlite3.Connection, lane: Priority | None, below_id: int) -> int:
+def backlog_bytes(conn: sqlite3.Connection, sent: SentIds) -> int:
+    """The unsent rows' share of the live bytes, by row count (counts over the gaps and the ranges)."""
+    unsent = count_in(conn, sent.gaps())
+    done = count_in(conn, ((lo, hi) for lo, hi, _ in sent.ranges()))
+    return used_bytes(conn) * unsent // max(1, unsent + done)
+
+
+def delete_chunk(conn: sqlite3.Connection, lane: Priority | None, below_id: int, sent: SentIds) -> int:
     """Delete up to ``CHUNK`` of the oldest rows of one lane with id < ``below_id``; how many."""
-    limit = CHUNK
     if lane is None:
-        return conn.execute(_SENT, (below_id, limit)).rowcount
-    count = conn.execute(_UNSENT, (int(lane), below_id, limit)).rowcount
-    if count:
-        conn.execute(_COUNT, (f"evicted_{lane.label}", count))
-    return count
+        return _delete_sent(conn, below_id, sent)
+    sql = _IDS_NORMAL if lane is Priority.NORMAL else _IDS_PRIO
+    ids: list[int] = []
+    for lo, hi in sent.gaps(0, below_id - 1):
+        args = (lo, hi, CHUNK - len(ids)) if lane is Priority.NORMAL else (int(lane), lo, hi, CHUNK - len(ids))
+        ids.extend(i for (i,) in conn.execute(sql, args))
+        if len(ids) >= CHUNK:
+            break
+    if ids:
+        conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+        conn.execute(_COUNT, (f"evicted_{lane.label}", len(ids)))
+    return len(ids)
+
+
+def _delete_sent(conn: sqlite3.Connection, below_id: int, sent: SentIds) -> int:
+    """Up to ``CHUNK`` retained sent rows below ``below_id``, the range acked first first."""
+    total = 0
+    for r in sent.by_age():
+        if total >= CHUNK:
+            break
+        if r.lo >= below_id:
+            continue
+        hi = min(r.hi, below_id - 1)
+        want = CHUNK - total
+        ids = [i for (i,) in conn.execute(_IDS, (r.lo, hi, want))]
+        last = ids[-1] if len(ids) == want else hi  # the range is done below below_id when fewer came
+        if ids:
+            conn.execute("DELETE FROM outbox WHERE id >= ? AND id <= ?", (r.lo, ids[-1]))
+        sent.stage(r.lo, last)
+        total += len(ids)
+    return total
 
 
 def evicted_counts(meta: dict[str, int]) -> dict[str, int]:
@@ -208,9 +242,10 @@ class Episode:
 
 Work = Callable[[sqlite3.Connection], Any]
 Run = Callable[..., Any]  # Buffer._transaction(what, work, write=True): one transaction, lock held
+Delete = Callable[[sqlite3.Connection, "Priority | None", int], int]  # delete_chunk, bound to the buffer
 
 
-def over_cap(lock: threading.RLock, run: Run, cap: int, target: int, below_id: int) -> Tally:
+def over_cap(lock: threading.RLock, run: Run, cap: int, target: int, below_id: int, delete: Delete) -> Tally:
     """When more than ``cap`` bytes are live, evict down to ``target``; what went, per lane."""
     tally = Tally()
     with lock:
@@ -220,7 +255,7 @@ def over_cap(lock: threading.RLock, run: Run, cap: int, target: int, below_id: i
     lane = 0
     while tally.used > target and lane < len(LANES):
         with lock:
-            count = run("evict", lambda conn: delete_chunk(conn, LANES[lane], below_id))
+            count = run("evict", lambda conn: delete(conn, LANES[lane], below_id))
             tally.used = run("measuring the buffer", used_bytes, write=False)
         tally.add(LANES[lane], count)
         if count < CHUNK:  # nothing of this lane is left below below_id
@@ -229,7 +264,7 @@ def over_cap(lock: threading.RLock, run: Run, cap: int, target: int, below_id: i
 
 
 def make_room(run: Run, insert: Work, rows: Sequence[tuple[int, str, int, str]], below_id: int,
-              full: type[Exception]) -> Tally:
+              full: type[Exception], delete: Delete) -> Tally:
     """Evict and ``insert`` in one transaction, so that eviction only sticks if the rows fit.
 
     Raises ``full`` (what ``run`` raises for SQLITE_FULL) when three ever larger attempts do
@@ -243,7 +278,7 @@ def make_room(run: Run, insert: Work, rows: Sequence[tuple[int, str, int, str]],
             nonlocal tally, exhausted
             tally, lane = Tally(), 0
             while free_bytes(conn) < need and lane < len(LANES):
-                count = delete_chunk(conn, LANES[lane], below_id)
+                count = delete(conn, LANES[lane], below_id)
                 tally.add(LANES[lane], count)
                 if count < CHUNK:
                     lane += 1

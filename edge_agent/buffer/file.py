@@ -25,8 +25,16 @@ the SD/eMMC flash gateways run on. Ids stay safe either way: they come from the 
 fsynced sidecar ``<path>.ids`` that outlives the database (``idfloor.py``).
 
 Schema: ``PRAGMA user_version`` says which; a file of an older schema is upgraded in place as it
-opens, its rows kept under their ids (``migrate.py``: v1, a row per reading, to v2, a row per
-record); a newer one is refused (an older edge-agent does not read a newer file).
+opens, its rows kept under their ids (``migrate.py``: v1, a row per reading, and v2, a ``sent_at``
+per row, to v3: a row per record, sent ids as ranges in ``sent``); a newer one is refused (an older
+edge-agent does not read a newer file).
+
+Bytes written (the flash card's wear): ``PAGE_SIZE``, ``WAL_AUTOCHECKPOINT`` and ``WAL_LIMIT`` were
+chosen by measurement (their comments). The rows are written once by their commit and once by a
+checkpoint; what else a commit writes is pages it touches besides: no index but one on the few
+rows above normal priority, no ``meta`` row per commit (the id floor and the intake seq travel
+in the rows; ``meta`` is written when rows are deleted, ``Buffer.prune``), the sent state as
+ranges every few seconds (``sent.py``), not a row at a time.
 
 Corruption: ``Buffer.open`` quarantines a file that is not a database, is truncated (SQLite
 checks the header's page count against the file) or fails ``PRAGMA quick_check``: it and its
@@ -52,10 +60,11 @@ import logging
 import sqlite3
 import time
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import evict, migrate
+from .sent import SENT_DDL
 from ..errors import BufferError
 from .idfloor import move_aside
 
@@ -65,9 +74,26 @@ __all__ = ["BufferCorrupt", "BufferDenied", "BufferError", "BufferFull", "OUTBOX
 
 log = logging.getLogger("edge_agent.buffer")  # one logger for the whole buffer
 
-SCHEMA_VERSION = 2  # 1: a row per reading (wire v1); 2: a row per record (migrate.py upgrades 1)
+SCHEMA_VERSION = 3  # 1: a row per reading (wire v1); 2: a row per record, sent_at per row (issue 13's
+#                     development only); 3: sent ids as ranges (sent.py), seq (migrate.py upgrades 1 and 2)
 BUSY_TIMEOUT_MS = 5000
-WAL_LIMIT = 4 * 1024**2  # journal_size_limit: the WAL is trimmed to this after a checkpoint
+# Chosen by measurement (bench/bench_disk_writes.py --sweep, docs/benchmarks.md), with eastron-like
+# records of ~300-320 B. Every commit writes whole pages to the WAL (the last, partly filled leaf
+# again each time), so a small page writes less per commit; but a page holds only whole rows: at
+# 1 KiB two such rows fit and a third of it stays empty. 2 KiB held 5.65 rows a page: 83 B written
+# per value at 4,000 values/s (1 KiB: 104; 4 KiB: 84-89). A checkpoint copies the pages every
+# commit rewrites once more: 512 pages (1 MiB) between checkpoints wrote 150 B per value at 100
+# values/s where 128 pages wrote 199-219; it takes more disk in an outage, the WAL at its longest
+# (60 s at 400 values/s: 78 B a buffered value, db + wal + shm, against 45; 36 B checkpointed).
+# The card's wear goes on every day; an outage's WAL is 1 MiB once.
+PAGE_SIZE = 2048  # bytes; a new file only (an existing one keeps its own)
+WAL_AUTOCHECKPOINT = 512  # pages: a checkpoint when the WAL holds this many (1 MiB)
+WAL_LIMIT = 1024**2  # journal_size_limit: the WAL is trimmed to this after a checkpoint
+# Debian builds SQLite with SECURE_DELETE on: every page a delete frees was zeroed and written, to the
+# WAL and again by the checkpoint, so pruning wrote the rows twice more. FAST still zeroes deleted
+# rows inside the pages a delete writes anyway; a freed page keeps its old rows until it is reused
+# (the next commits reuse it). Those rows are what the wire carries: after privacy, never a raw value.
+SECURE_DELETE = "FAST"
 
 OUTBOX_DDL = """CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY,           -- the contract id
@@ -75,11 +101,12 @@ OUTBOX_DDL = """CREATE TABLE IF NOT EXISTS outbox (
     kind TEXT NOT NULL CHECK (kind IN ('record', 'event')),
     ts INTEGER NOT NULL,              -- ms since the epoch
     body TEXT NOT NULL,               -- compact JSON of to_wire(), without the id
-    sent_at INTEGER                   -- ms; NULL while unsent
+    seq INTEGER,                      -- the intake log seq, on the last row of a commit only
+    sent_to INTEGER                   -- every id up to this one was sent, ditto (sent.py)
 )"""
 _SCHEMA = OUTBOX_DDL + """;
-CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (prio, id) WHERE sent_at IS NULL;
-CREATE INDEX IF NOT EXISTS outbox_sent ON outbox (sent_at) WHERE sent_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS outbox_prio ON outbox (prio, id) WHERE prio > 0;
+""" + SENT_DDL + """;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 SET_META = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"
@@ -160,11 +187,14 @@ def open_or_error(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # reads the header
         if not readonly:
+            conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # takes effect in a new, empty file only
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode != "wal":
                 raise BufferError(f"{path}: cannot switch the buffer to WAL mode (got {mode})")
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT}")  # trim the WAL after checkpoints
+            conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT}")
+            conn.execute(f"PRAGMA secure_delete = {SECURE_DELETE}")
     except sqlite3.DatabaseError as exc:
         conn.close()
         raise unreadable(path, exc) from exc
@@ -186,6 +216,14 @@ class Remembered:
     existing: bool  # the file held a buffer before this open (not created just now)
     max_id: int  # the highest id in ``outbox``; 0 when empty
     meta: dict[str, int]
+    intake_seq: int = 0  # the intake log seq of the last row committed (the newest row's, or meta's)
+    sent_to: int = 0  # every id up to this one was sent, as the newest commit knew
+    sent: list[tuple[int, int, int]] = field(default_factory=list)  # the ``sent`` ranges (lo, hi, at)
+
+
+# The newest row that carries a seq (the last row of each writer commit) or a sent_to (of every
+# commit): a few rows back at most; bounded, so a file written otherwise never costs a full scan.
+_NEWEST = "SELECT {0} FROM (SELECT {0} FROM outbox ORDER BY id DESC LIMIT 10000) WHERE {0} IS NOT NULL LIMIT 1"
 
 
 def open_checked(path: Path, *, quick_check_max_bytes: int) -> tuple[sqlite3.Connection, Remembered]:
@@ -213,15 +251,19 @@ def _prepare(conn: sqlite3.Connection, path: Path, quick_check_max_bytes: int) -
             clean = read_meta(conn).get("clean_close") == 1
             if not clean or evict.file_pages_bytes(conn) <= quick_check_max_bytes:
                 _quick_check(conn, path, clean)
-            migrate.upgrade(conn, path, version, OUTBOX_DDL, SCHEMA_VERSION)
+            migrate.upgrade(conn, path, version, OUTBOX_DDL, SCHEMA_VERSION, SENT_DDL)
         conn.executescript(_SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION};")
         meta = read_meta(conn)
         max_id = conn.execute("SELECT max(id) FROM outbox").fetchone()[0] or 0
+        (seq,) = conn.execute(_NEWEST.format("seq")).fetchone() or (None,)
+        (sent_to,) = conn.execute(_NEWEST.format("sent_to")).fetchone() or (None,)
+        sent = conn.execute("SELECT lo, hi, at FROM sent").fetchall()
         conn.execute("DELETE FROM meta WHERE key = 'clean_close'")
     except sqlite3.Error as exc:
         kind = BufferCorrupt if is_corrupt(exc) else BufferError
         raise kind(f"{path}: cannot read buffer: {exc}") from exc
-    return Remembered(existing=existing, max_id=max_id, meta=meta)
+    return Remembered(existing=existing, max_id=max_id, meta=meta,
+                      intake_seq=max(seq or 0, meta.get("intake_seq", 0)), sent_to=sent_to or 0, sent=sent)
 
 
 def _quick_check(conn: sqlite3.Connection, path: Path, clean: bool) -> None:

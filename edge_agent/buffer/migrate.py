@@ -9,16 +9,21 @@ Schema v1 (edge-agent up to issue 12, wire v1) stored one row per reading: ``kin
 'reading' and 'event'. Schema v2 stores one row per record (wire v2, CONTRACT section 4):
 ``kind`` 'record', ``body`` ``{"dev", ["sub"], "ts", "vals", ["q"], ["sealed"], ["clk"]}``.
 
-The upgrade: each v1 reading row becomes a one-point record under the SAME id, priority, ts
-and sent state (``sent_at``), ``q`` only when the reading was not good; event rows move as
-they are. A value a v1 gateway sealed on its own (``{"sealed", "kid"}``) stays that object
+Schema v2 kept ``sent_at`` per row (marked by an UPDATE per row; issue 13's development only);
+v3 has no ``sent_at``: the sent ids are ranges in the ``sent`` table (``sent.py``), and a ``seq``
+column carries the intake log's seq on the last row of each commit.
+
+The upgrade (from v1 or v2): each v1 reading row becomes a one-point record under the SAME id,
+priority and ts, ``q`` only when the reading was not good; v2 records and all event rows move
+as they are. The sent state moves too: each run of sent rows (no unsent row between them, in
+id order) becomes one range, its time the latest ``sent_at`` in it. A value a v1 gateway sealed on its own (``{"sealed", "kid"}``) stays that object
 inside ``vals``: the platform opens it where it finds it (``edge_agent.platform``). Rows are
 not merged into bigger records: a row keeps its id, so a row already published keeps its
 content (the platform de-duplicates on ``(gw, id)``).
 
 A CHECK constraint cannot be altered in SQLite, so the rows move to a new table: in chunks of
-``CHUNK`` rows, each one transaction that inserts the converted rows into ``outbox_v2`` and
-deletes them from ``outbox`` (the freed pages take the next chunk, so the file grows by about
+``CHUNK`` rows, each one transaction that inserts the converted rows into ``outbox_new`` (and
+their runs of sent rows into ``sent``) and deletes them from ``outbox`` (the freed pages take the next chunk, so the file grows by about
 one chunk, not by a copy of the buffer); then one transaction drops the old table, renames the
 new one and sets ``user_version``. A kill or power cut at any point leaves every row in exactly
 one of the two tables, and the next open carries on. Logged once, at INFO, with the counts.
@@ -33,11 +38,12 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-__all__ = ["upgrade", "record_body_of_v1", "CHUNK"]
+__all__ = ["upgrade", "record_body_of_v1", "CHUNK", "NEW_TABLE"]
 
 log = logging.getLogger("edge_agent.buffer")
 
 CHUNK = 5000  # rows per transaction
+NEW_TABLE = "outbox_new"  # where the rows move to, renamed ``outbox`` at the end
 
 _ENC = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":"))
 
@@ -62,18 +68,22 @@ def record_body_of_v1(body: str) -> str:
     return _ENC.encode(rec)
 
 
-def upgrade(conn: sqlite3.Connection, path: Path, version: int, outbox_ddl: str, target: int) -> None:
+def upgrade(conn: sqlite3.Connection, path: Path, version: int, outbox_ddl: str, target: int,
+            sent_ddl: str) -> None:
     """Bring the open database at ``path`` from schema ``version`` to ``target`` (``outbox_ddl``
-    creates the current outbox table, named ``outbox``). A no-op for a current or new file."""
-    if version >= target or version != 1:
+    creates the current outbox table, named ``outbox``; ``sent_ddl`` the ``sent`` table). A no-op
+    for a current or new file."""
+    if version >= target or version not in (1, 2):
         return
     has = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     if "outbox" not in has:
         return
     conn.execute("BEGIN IMMEDIATE")
-    conn.execute(outbox_ddl.replace("outbox (", "outbox_v2 (", 1))
+    conn.execute(outbox_ddl.replace("outbox (", f"{NEW_TABLE} (", 1))
+    conn.execute(sent_ddl)
     conn.execute("COMMIT")
-    readings = events = 0
+    readings = records = events = 0
+    run: list[int] | None = None  # [lo, hi, at] of the run of sent rows going on
     while True:
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -82,16 +92,28 @@ def upgrade(conn: sqlite3.Connection, path: Path, version: int, outbox_ddl: str,
             if not rows:
                 conn.execute("COMMIT")
                 break
-            moved = []
+            moved, runs = [], []
             for rid, prio, kind, ts, body, sent_at in rows:
                 if kind == "event":
                     events += 1
-                else:
+                elif kind == "reading":
                     readings += 1
                     kind, body = "record", record_body_of_v1(body)
-                moved.append((rid, prio, kind, ts, body, sent_at))
-            conn.executemany("INSERT OR REPLACE INTO outbox_v2 (id, prio, kind, ts, body, sent_at)"
-                             " VALUES (?, ?, ?, ?, ?, ?)", moved)
+                else:
+                    records += 1
+                moved.append((rid, prio, kind, ts, body))
+                if sent_at is None:
+                    run = None
+                elif run is None:
+                    run = [rid, rid, sent_at]
+                    runs.append(run)
+                else:
+                    run[1], run[2] = rid, max(run[2], sent_at)
+                    if not runs or runs[-1] is not run:
+                        runs.append(run)  # a run from the last chunk, grown in this one
+            conn.executemany(f"INSERT OR REPLACE INTO {NEW_TABLE} (id, prio, kind, ts, body) VALUES (?, ?, ?, ?, ?)",
+                             moved)
+            conn.executemany("INSERT OR REPLACE INTO sent (lo, hi, at) VALUES (?, ?, ?)", [tuple(r) for r in runs])
             conn.execute("DELETE FROM outbox WHERE id <= ?", (rows[-1][0],))
             conn.execute("COMMIT")
         except BaseException:
@@ -101,7 +123,7 @@ def upgrade(conn: sqlite3.Connection, path: Path, version: int, outbox_ddl: str,
     conn.execute("BEGIN IMMEDIATE")
     try:
         conn.execute("DROP TABLE outbox")
-        conn.execute("ALTER TABLE outbox_v2 RENAME TO outbox")
+        conn.execute(f"ALTER TABLE {NEW_TABLE} RENAME TO outbox")
         conn.execute(f"PRAGMA user_version = {target}")
         conn.execute("COMMIT")
     except BaseException:
@@ -109,4 +131,5 @@ def upgrade(conn: sqlite3.Connection, path: Path, version: int, outbox_ddl: str,
             conn.execute("ROLLBACK")
         raise
     log.info("buffer %s: schema v%d -> v%d: %d reading row(s) became one-point records under the same ids, "
-             "%d event row(s) kept as they were", path, version, target, readings, events)
+             "%d record and %d event row(s) kept as they were; sent rows kept as sent", path, version, target,
+             readings, records, events)

@@ -1,14 +1,17 @@
 """The SQLite outbox: every record and event waits here, under its contract id, until sent.
 
 This module is the rows: ``append`` (ids, priorities), ``pending``, ``mark_sent``, ``prune`` and
-``max_id``, each one short transaction. The buffer is this module and four siblings, the only
-code that touches SQLite or its files:
+``max_id``, each one short transaction (``mark_sent`` none). The buffer is this module and its
+siblings, the only code that touches SQLite or its files:
 
 - ``buffer_file.py``: the database file: schema, opening (WAL, durability), the errors,
   quick_check and quarantine of a corrupt file;
 - ``buffer_stats.py``: ``BufferStats``, read through a read-only connection of its own;
 - ``evict.py``: what leaves a full buffer;
-- ``idfloor.py``: ids that never repeat (the sidecar), the writer lock, quarantine's renames.
+- ``idfloor.py``: ids that never repeat (the sidecar), the writer lock, quarantine's renames;
+- ``sent.py``: which ids were sent, as ranges (in memory, written every few seconds);
+- ``intakelog.py``, ``writer.py``: the intake log and the group-commit thread;
+- ``migrate.py``: files of an older schema, upgraded as they open.
 
 The rest of the code imports ``Buffer``, ``OutRow``, ``BufferStats`` and
 ``BufferError``/``BufferFull`` from here. The group-commit thread is ``writer.py``.
@@ -19,8 +22,8 @@ retained sent rows, then unsent normal, high, critical, oldest first (``evict.py
 commit that crossed the cap always stays, so a cap below one commit cannot loop. Unsent rows
 evicted are counted per priority (``BufferStats.evicted``, persisted in ``meta``) and logged
 once per episode (``evict.Episode``: a WARNING, and the count when it ends). The file on
-disk may exceed ``max_bytes`` by the WAL (``WAL_LIMIT`` after a checkpoint; ~1000 pages plus
-one commit between checkpoints), plus one commit, plus the free pages evictions leave: the
+disk may exceed ``max_bytes`` by the WAL (``WAL_LIMIT`` after a checkpoint; ``WAL_AUTOCHECKPOINT``
+pages plus one commit between checkpoints), plus one commit, plus the free pages evictions leave: the
 file does not shrink, later commits reuse them. On SQLITE_FULL (a full disk or a page limit)
 ``append_encoded(make_room=True)`` evicts inside the insert's own transaction.
 
@@ -34,6 +37,17 @@ call is one short transaction (a 2000-row commit takes ~10 ms; eviction takes th
 polls. ``stats`` and ``read_stats`` use their own read-only connection (``buffer_stats.py``):
 under WAL a reader never blocks the writer, so a slow count (or ``edge-agent status`` in
 another process) never holds up a commit.
+
+Sent, and bytes written: ``mark_sent`` (the uplink's acks) changes only the ranges in memory;
+``prune`` (the daemon's housekeeping, every 5 s) writes what changed to the ``sent`` table, and
+deletes the rows past retention in large steps: when they span ``PRUNE_STEP_S`` of acks or
+``PRUNE_STEP_IDS`` ids, a rowid range per transaction, so whole pages are freed rather than
+rewritten a few rows at a time. A commit writes its rows and nothing else: the next id is
+``max(id) + 1`` and the intake seq rides on the commit's last row; ``meta`` gets both when rows
+are deleted (prune, eviction) and at close (``_save_floor``), so they are never lost with the rows.
+Each commit's last row also says up to which id everything was sent (``sent_to``), so a kill -9
+forgets only the acks since the last housekeeping above the lowest unsent row (``sent.py``): those
+rows are published again after the restart (byte-identical; at least once).
 
 Rows store the body once, as compact ASCII JSON of ``item.to_wire()`` without the id: a row is
 never republished with different content, and ASCII-only text can never fail to encode. A row
@@ -58,6 +72,7 @@ from .file import (SET_META, WAL_LIMIT, BufferCorrupt, BufferError, BufferFull, 
                           leave_in_rollback_mode, open_checked, open_or_error, quarantine, record_clean_close)
 from .stats import BufferStats, read_stats
 from .idfloor import IdFloor, drop_kept, keep_journals
+from .sent import SentIds
 from ..model import Event, Priority, Reading, Record, records_of
 
 __all__ = ["Buffer", "BufferError", "BufferFull", "BufferStats", "OutRow", "EncodedRow", "encode_items",
@@ -65,17 +80,21 @@ __all__ = ["Buffer", "BufferError", "BufferFull", "BufferStats", "OutRow", "Enco
 
 log = logging.getLogger(__name__)
 
-PRUNE_CHUNK = 10_000  # rows per delete transaction, so the writer never waits long
+PRUNE_CHUNK = 20_000  # ids per delete transaction, so the writer never waits long
+PRUNE_STEP_S = 60.0  # rows past retention are deleted once they span this long of acks ...
+PRUNE_STEP_IDS = 50_000  # ... or this many ids, whichever comes first: whole pages freed at once
 SENT_GRACE_S = 5.0  # sent rows stay at least this long: followers of the file see each one
 EVICT_TO = 0.9  # an eviction stops at this fraction of max_bytes
 QUICK_CHECK_MAX_BYTES = 64 * 1024**2  # after a clean close, open() quick_checks only files this small
 MAX_ID = (1 << 63) - 1
 
-_INSERT = "INSERT INTO outbox (id, prio, kind, ts, body) VALUES (?, ?, ?, ?, ?)"
-_LANE = ("SELECT id, prio, kind, ts, body FROM outbox WHERE sent_at IS NULL AND prio = ? AND id > ?"
-         " AND id <= ? ORDER BY id LIMIT ?")
-# One index range per lane, merged by id: stays fast however many sent rows are retained.
-_ALL_LANES = " UNION ALL ".join(f"SELECT * FROM ({_LANE})" for _ in Priority) + " ORDER BY id LIMIT ?"
+_INSERT = "INSERT INTO outbox (id, prio, kind, ts, body, seq, sent_to) VALUES (?, ?, ?, ?, ?, ?, ?)"
+_FIRST_ROW = "SELECT id FROM outbox WHERE id >= ? AND id <= ? ORDER BY id LIMIT 1"
+# Rows of one unsent id interval (SentIds.gaps): a rowid range, or the index of the few rows above normal.
+_GAP = "SELECT id, prio, kind, ts, body FROM outbox WHERE id >= ? AND id <= ? ORDER BY id LIMIT ?"
+_GAP_NORMAL = "SELECT id, prio, kind, ts, body FROM outbox WHERE id >= ? AND id <= ? AND prio = 0 ORDER BY id LIMIT ?"
+_GAP_PRIO = ("SELECT id, prio, kind, ts, body FROM outbox WHERE prio > 0 AND prio = ? AND id >= ? AND id <= ?"
+             " ORDER BY id LIMIT ?")
 
 _PRIO = {int(p): p for p in Priority}
 _JSON = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":"))
@@ -174,6 +193,8 @@ class Buffer:
         self._reopen = False  # a quarantine left no connection: the next call tries again
         self._episode = evict.Episode(self.path)  # the log lines of eviction episodes
         self._intake_seq = 0  # the intake log seq of the last row committed (writer.py, intakelog.py)
+        self._sent = SentIds(int(max(1.0, retain_sent_s / 100) * 1000))  # what was acked (sent.py)
+        self._last_prune = self._now_ms()
 
     # -- lifecycle ---------------------------------------------------------------------------
     def open(self) -> "Buffer":
@@ -218,7 +239,9 @@ class Buffer:
                 # rebooted after an unclean end (a power cut may have lost commits): idfloor.py
                 self._ids.load(found.max_id + 1, found.meta.get("next_id", 1),
                                ceiling_copy=found.meta.get("id_ceiling", 1), trust_floors=found.existing)
-                self._intake_seq = found.meta.get("intake_seq", 0)
+                self._intake_seq = found.intake_seq
+                self._sent.load(found.sent)
+                self._sent.cover_to(found.sent_to, self._now_ms())
             except BaseException:
                 conn.close()
                 raise
@@ -251,11 +274,42 @@ class Buffer:
             except OSError as exc:  # the higher ceiling stays: still safe
                 log.warning("%s: could not lower the id ceiling at close: %s", self.path, exc)
             try:
+                self._save_at_close(conn)
                 record_clean_close(conn, self.path, self._ids.next_id)
                 leave_in_rollback_mode(conn, self.path)
             finally:
                 conn.close()
                 self._ids.release()
+
+    def _save_at_close(self, conn: sqlite3.Connection) -> None:
+        """The sent ranges and the floor, so a clean restart publishes nothing twice; a failure is
+        only logged (those rows are published again: at least once)."""
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            token = self._sent.write(conn)
+            self._save_floor(conn)
+            conn.execute("COMMIT")
+            self._sent.written(token)
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            log.warning("%s: could not save which rows were sent at close (%s); they are published again", self.path,
+                        exc)
+
+    def _save_floor(self, conn: sqlite3.Connection) -> None:
+        """``meta``'s next id, intake seq and last ack, in a transaction that deletes rows: the
+        rows that carried them may go (module docstring)."""
+        conn.execute(SET_META, ("next_id", self._ids.next_id))
+        conn.execute(SET_META, ("intake_seq", self._intake_seq))
+        if self._sent.last_at is not None:
+            conn.execute(SET_META, ("last_sent_at", self._sent.last_at))
+
+    def _delete(self, conn: sqlite3.Connection, lane: Priority | None, below_id: int) -> int:
+        """``evict.delete_chunk`` on this buffer's sent ranges, the floor saved when rows went."""
+        count = evict.delete_chunk(conn, lane, below_id, self._sent)
+        if count:
+            self._save_floor(conn)
+        return count
 
     def __enter__(self) -> "Buffer":
         return self.open()
@@ -288,8 +342,10 @@ class Buffer:
                 result = work(conn)
                 if write:
                     conn.execute("COMMIT")
+                    self._sent.settle(True)
                 return result
             except BaseException as exc:
+                self._sent.settle(False)
                 if conn.in_transaction:
                     try:
                         conn.execute("ROLLBACK")
@@ -325,21 +381,21 @@ class Buffer:
             first = self._ids.next_id
             end = first + len(rows)
             try:
-                self._ids.reserve(end)
+                raised = self._ids.reserve(end)
             except OSError as exc:
                 raise BufferError(f"{self.path}: cannot reserve ids in {self._ids.ids_path}: "
                                   f"{exc.strerror or exc}") from exc
-            params = [(i, *row) for i, row in zip(range(first, end), rows)]
+            params = [(i, *row, None, None) for i, row in zip(range(first, end), rows)]
 
             def insert(conn: sqlite3.Connection) -> None:
+                # the commit's intake seq and how far everything was sent ride on its last row
+                params[-1] = (*params[-1][:-2], intake_seq, self._sent_to(conn, first))
                 conn.executemany(_INSERT, params)
-                conn.execute(SET_META, ("next_id", end))
-                conn.execute(SET_META, ("id_ceiling", self._ids.ceiling))
-                if intake_seq is not None:
-                    conn.execute(SET_META, ("intake_seq", intake_seq))
+                if raised is not None:  # the database's copy of the ceiling, once per id block
+                    conn.execute(SET_META, ("id_ceiling", raised))
 
             if make_room:
-                tally = evict.make_room(self._transaction, insert, rows, first, BufferFull)
+                tally = evict.make_room(self._transaction, insert, rows, first, BufferFull, self._delete)
                 if tally:
                     log.warning("buffer %s: disk full: made room for %d rows by evicting %s", self.path,
                                 len(rows), tally.describe())
@@ -352,47 +408,78 @@ class Buffer:
         return list(range(first, end))
 
     def mark_sent(self, ids: Iterable[int]) -> None:
-        """Record delivery in one transaction. Rows stay, marked sent, until ``prune`` finds them
-        older than ``retain_sent_s`` (the daemon prunes every few seconds): so ``edge-agent tail``,
-        which follows the file from another process, sees every row even with no retention."""
+        """Record delivery, in memory (``sent.py``): no transaction. ``prune`` writes it to the file
+        every few seconds and deletes the rows once older than ``retain_sent_s`` (and
+        ``SENT_GRACE_S``): so ``edge-agent tail``, which follows the file from another process,
+        sees every row even with no retention."""
         id_list = list(ids)
         if not id_list:
             return
         now = self._now_ms()
-
-        def work(conn: sqlite3.Connection) -> None:
-            conn.executemany("UPDATE outbox SET sent_at = ? WHERE id = ? AND sent_at IS NULL",
-                             [(now, i) for i in id_list])
-            conn.execute(SET_META, ("last_sent_at", now))
-
         with self._lock:
-            self._transaction("mark_sent", work)
+            self._sent.add(id_list, now)
 
     def prune(self) -> int:
-        """Delete sent rows older than retain_sent_s (and ``SENT_GRACE_S``, so a follower such as
-        ``edge-agent tail`` polling the file never misses one), then evict while over max_bytes;
-        how many."""
-        cutoff = self._now_ms() - int(max(self.retain_sent_s, SENT_GRACE_S) * 1000)
-        sql = ("DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE sent_at IS NOT NULL"
-               f" AND sent_at < ? ORDER BY sent_at LIMIT {PRUNE_CHUNK})")
+        """Housekeeping: delete sent rows older than retain_sent_s (and ``SENT_GRACE_S``, so a
+        follower such as ``edge-agent tail`` polling the file never misses one) in large steps
+        (module docstring), write the sent ranges that changed, then evict while over max_bytes;
+        how many rows went."""
+        now = self._now_ms()
+        cutoff = now - int(max(self.retain_sent_s, SENT_GRACE_S) * 1000)
+        with self._lock:
+            self._db()
+            due = [(r.lo, r.hi) for r in self._sent.due(cutoff)]
+            if due and (sum(hi - lo + 1 for lo, hi in due) < PRUNE_STEP_IDS
+                        and now - self._last_prune < PRUNE_STEP_S * 1000):
+                due = []  # not worth a step yet
         expired = 0
-        while True:
-            with self._lock:
-                count = self._transaction("prune", lambda conn: conn.execute(sql, (cutoff,)).rowcount)
-                below = self._ids.next_id
-            expired += count
-            if count < PRUNE_CHUNK:
-                return expired + self._evict_over_cap(below_id=below).total
+        for lo, hi in due:
+            start = lo
+            while start <= hi:
+                with self._lock:
+                    start, count = self._transaction("prune", lambda conn: self._delete_from(conn, start, hi))
+                expired += count
+        with self._lock:
+            if due:
+                self._last_prune = now
+            if self._sent.changed:
+                token = self._transaction("saving the sent ranges", self._sent.write)
+                self._sent.written(token)
+            below = self._ids.next_id
+        return expired + self._evict_over_cap(below_id=below).total
+
+    def _sent_to(self, conn: sqlite3.Connection, first_new: int) -> int:
+        """Every id up to this one was sent: one below the lowest unsent row still in the table
+        (a rowid probe per gap between sent ranges; gaps whose rows were evicted are passed)."""
+        for lo, hi in self._sent.gaps(0, first_new - 1):
+            row = conn.execute(_FIRST_ROW, (lo, hi)).fetchone()
+            if row is not None:
+                return row[0] - 1
+        return first_new - 1
+
+    def _delete_from(self, conn: sqlite3.Connection, start: int, hi: int) -> tuple[int, int]:
+        """Delete up to ``PRUNE_CHUNK`` ids' rows from the first row at or after ``start`` (sent,
+        past retention; ids with no row left are passed at once); the ids leave the ranges once
+        this commits. Returns where the next chunk starts and how many rows went."""
+        row = conn.execute(_FIRST_ROW, (start, hi)).fetchone()
+        if row is None:
+            self._sent.stage(start, hi)
+            return hi + 1, 0
+        end = min(hi, row[0] + PRUNE_CHUNK - 1)
+        count = conn.execute("DELETE FROM outbox WHERE id >= ? AND id <= ?", (row[0], end)).rowcount
+        self._sent.stage(start, end)
+        self._save_floor(conn)
+        return end + 1, count
 
     def _evict_over_cap(self, *, below_id: int) -> evict.Tally:
         """Evict when over max_bytes, logged per episode (``evict.Episode``); never raises (the data
         is committed)."""
         try:
             tally = evict.over_cap(self._lock, self._transaction, self.max_bytes,
-                                   int(self.max_bytes * EVICT_TO), below_id)
+                                   int(self.max_bytes * EVICT_TO), below_id, self._delete)
             with self._lock:
                 self._episode.after(tally, self.max_bytes, lambda: self._transaction(
-                    "measuring the backlog", evict.backlog_bytes, write=False))
+                    "measuring the backlog", lambda conn: evict.backlog_bytes(conn, self._sent), write=False))
         except BufferError as exc:
             log.warning("buffer %s: eviction failed (%s); tried again after the next commit", self.path, exc)
             return evict.Tally()
@@ -420,13 +507,20 @@ class Buffer:
         if limit <= 0:
             return []
         until = MAX_ID if until_id is None else until_id
-        if prio is None:
-            sql, args = _ALL_LANES, [a for p in Priority for a in (int(p), after_id, until, limit)] + [limit]
-        else:
-            sql, args = _LANE, [int(prio), after_id, until, limit]
+        rows: list[tuple] = []
         with self._lock:
-            rows = self._transaction("reading pending rows",
-                                     lambda conn: conn.execute(sql, args).fetchall(), write=False)
+            for lo, hi in self._sent.gaps(after_id, until):  # only ids not sent
+                want = limit - len(rows)
+                if prio is None:
+                    sql, args = _GAP, (lo, hi, want)
+                elif prio is Priority.NORMAL:
+                    sql, args = _GAP_NORMAL, (lo, hi, want)
+                else:
+                    sql, args = _GAP_PRIO, (int(prio), lo, hi, want)
+                rows += self._transaction("reading pending rows",
+                                          lambda conn: conn.execute(sql, args).fetchall(), write=False)
+                if len(rows) >= limit:
+                    break
         return [OutRow(id=i, kind=kind, prio=_PRIO[p], ts=ts, body={"id": i, **json.loads(body)})
                 for i, p, kind, ts, body in rows]
 
@@ -438,7 +532,9 @@ class Buffer:
         with self._lock:
             self._db()
             next_id = self._ids.next_id
-        found = self.read_stats(self.path)
+            sent = SentIds()
+            sent.load(self._sent.ranges())
+        found = read_stats(self.path, sent)
         return BufferStats(**{**found.__dict__, "next_id": next_id})
 
     @staticmethod

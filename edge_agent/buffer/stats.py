@@ -24,6 +24,7 @@ from pathlib import Path
 
 from . import evict
 from .file import BufferError, open_or_error, read_meta, unreadable
+from .sent import SentIds, load as load_sent
 from ..model import Priority
 
 __all__ = ["BufferStats", "read_stats", "read_rows", "replay_span", "read_range", "Span"]
@@ -45,18 +46,19 @@ class BufferStats:
     evicted: dict[str, int] = field(default_factory=lambda: evict.evicted_counts({}))
 
 
-def read_stats(path: Path | str) -> BufferStats:
+def read_stats(path: Path | str, sent: SentIds | None = None) -> BufferStats:
     """Stats through a read-only connection: never creates the file, works beside a daemon.
 
     ``next_id`` is one past the last committed id; a restart after a crash skips ahead to
-    the reserved ceiling.
+    the reserved ceiling. ``sent``: the running buffer's own sent ranges (``Buffer.stats``),
+    fresher than the ``sent`` table, which is written every few seconds (``sent.py``).
     """
     path = Path(path)
     if not path.is_file():
         raise BufferError(f"{path}: no buffer database here (has the daemon run yet?)")
     conn = open_or_error(path, readonly=True)
     try:
-        return _compute_stats(conn, path)
+        return _compute_stats(conn, path, sent)
     except sqlite3.Error as exc:
         raise unreadable(path, exc) from exc
     finally:
@@ -73,23 +75,36 @@ def _file_bytes(path: Path) -> int:
     return total
 
 
-def _compute_stats(conn: sqlite3.Connection, path: Path) -> BufferStats:
+_BY_PRIO = "SELECT prio, count(*), sum(length(body)), min(ts) FROM outbox WHERE id >= ? AND id <= ? GROUP BY prio"
+_LEGACY_BY_PRIO = ("SELECT prio, count(*), sum(length(body)), min(ts) FROM outbox WHERE sent_at IS NULL"
+                   " GROUP BY prio")  # a file not yet upgraded (schema 1 or 2: sent_at per row)
+
+
+def _compute_stats(conn: sqlite3.Connection, path: Path, sent: SentIds | None) -> BufferStats:
     by_prio = {p.label: 0 for p in sorted(Priority, reverse=True)}
     pending = pending_bytes = 0
     oldest: int | None = None
-    for prio, count, size, low_ts in conn.execute(
-            "SELECT prio, count(*), sum(length(body)), min(ts) FROM outbox"
-            " WHERE sent_at IS NULL GROUP BY prio"):
-        by_prio[Priority(prio).label] = count
+    legacy = conn.execute("PRAGMA user_version").fetchone()[0] < 3
+    if sent is None and not legacy:
+        sent = load_sent(conn)
+    groups = (conn.execute(_LEGACY_BY_PRIO).fetchall() if legacy
+              else [row for gap in sent.gaps() for row in conn.execute(_BY_PRIO, gap)])  # type: ignore[union-attr]
+    for prio, count, size, low_ts in groups:
+        by_prio[Priority(prio).label] += count
         pending += count
         pending_bytes += size or 0
         oldest = low_ts if oldest is None else min(oldest, low_ts)
-    retained = conn.execute("SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL").fetchone()[0]
+    if legacy:
+        retained = conn.execute("SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL").fetchone()[0]
+    else:
+        retained = evict.count_in(conn, ((lo, hi) for lo, hi, _ in sent.ranges()))  # type: ignore[union-attr]
     max_id = conn.execute("SELECT max(id) FROM outbox").fetchone()[0] or 0
     meta = read_meta(conn)
+    last_sent = max(filter(None, (meta.get("last_sent_at"), None if legacy else sent.last_at)),  # type: ignore[union-attr]
+                    default=None)
     return BufferStats(pending=pending, pending_bytes=pending_bytes, oldest_pending_ts=oldest,
                        pending_by_prio=by_prio, retained_sent=retained,
-                       last_sent_at=meta.get("last_sent_at"), file_bytes=_file_bytes(path),
+                       last_sent_at=last_sent, file_bytes=_file_bytes(path),
                        next_id=max(max_id + 1, meta.get("next_id", 1)),
                        evicted=evict.evicted_counts(meta))
 

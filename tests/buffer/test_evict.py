@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from edge_agent.buffer import evict
-from edge_agent.buffer.outbox import Buffer
+from edge_agent.buffer.outbox import PRUNE_STEP_S, Buffer
 from edge_agent.model import Reading
 from edge_agent.buffer.writer import BufferWriter
 
@@ -48,7 +48,7 @@ def drain(buf: Buffer, clock: Clock) -> None:
     """The link is back: everything is acknowledged; housekeeping runs past the sent grace."""
     while rows := buf.pending(5000):
         buf.mark_sent(r.id for r in rows)
-    clock.t += 10
+    clock.t += PRUNE_STEP_S + 10  # past the grace, and a prune step's span
     buf.prune()
 
 

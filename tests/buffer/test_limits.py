@@ -387,13 +387,13 @@ def test_corruption_found_by_an_append_quarantines_and_the_append_succeeds(
         path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(buffer_module, "QUICK_CHECK_MAX_BYTES", 0)  # a large file: open() skips the check
     old = filled(path, 50)
-    corrupt_page_of(path, "outbox_unsent")  # open() does not read it; an insert does
+    corrupt_page_of(path, "outbox_prio")  # open() does not read it; an event's insert does
     with Buffer(path) as buf:
         assert not quarantined(path)
-        ids = buf.append([reading(i) for i in range(5)])
-        assert ids == list(range(max(old) + 1, max(old) + 6))  # the same ids, no gap
+        ids = buf.append([reading(i) for i in range(5)] + [event(5, Priority.HIGH)])
+        assert ids == list(range(max(old) + 1, max(old) + 7))  # the same ids, no gap
         assert [r.id for r in buf.pending(10)] == ids
-        assert buf.stats().pending == 5
+        assert buf.stats().pending == 6
     (aside,) = quarantined(path)
     assert str(aside) in caplog.text and "append" in caplog.text
     conn = sqlite3.connect(f"file:{aside}?mode=ro", uri=True)  # the old rows wait there

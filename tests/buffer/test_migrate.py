@@ -66,9 +66,14 @@ def write_v1(path: Path, rows: list[tuple[int, int, str, int, dict, int | None]]
 
 
 def table(path: Path) -> list[tuple]:
+    """(id, prio, kind, ts, body, sent at) rows; once upgraded, the sent time is the ``sent`` range's."""
     conn = sqlite3.connect(path)
     try:
-        return conn.execute("SELECT id, prio, kind, ts, body, sent_at FROM outbox ORDER BY id").fetchall()
+        if conn.execute("PRAGMA user_version").fetchone()[0] < 3:
+            return conn.execute("SELECT id, prio, kind, ts, body, sent_at FROM outbox ORDER BY id").fetchall()
+        ranges = conn.execute("SELECT lo, hi, at FROM sent").fetchall()
+        return [(*row, next((at for lo, hi, at in ranges if lo <= row[0] <= hi), None))
+                for row in conn.execute("SELECT id, prio, kind, ts, body FROM outbox ORDER BY id")]
     finally:
         conn.close()
 
@@ -109,15 +114,16 @@ def test_a_v1_file_is_upgraded_at_open_every_row_under_its_id_prio_and_sent_stat
     assert [b for i, _, _, _, b, _ in after if i in (3, 4)] == [compact(sos), compact(door)]
     assert bodies[5] == {"dev": "hub-1", "sub": "B-00023", "ts": T0 + 5, "vals": {"battery_pct": 64},
                          "q": {"battery_pct": "stale"}, "clk": "unsynced"}
-    notes = [r.getMessage() for r in caplog.records if "schema v1 -> v2" in r.getMessage()]
+    notes = [r.getMessage() for r in caplog.records if "schema v1 -> v3" in r.getMessage()]
     assert len(notes) == 1 and "4 reading row(s) became one-point records" in notes[0]
     assert "2 event row(s)" in notes[0]
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     assert "CHECK (kind IN ('record', 'event'))" in conn.execute(
         "SELECT sql FROM sqlite_master WHERE name = 'outbox'").fetchone()[0]
     indexes = {n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-    assert {"outbox_unsent", "outbox_sent"} <= indexes
+    assert "outbox_prio" in indexes and not {"outbox_unsent", "outbox_sent"} & indexes
+    assert conn.execute("SELECT lo, hi, at FROM sent ORDER BY lo").fetchall() == [(1, 1, T0 + 100), (4, 4, T0 + 200)]
     conn.close()
     caplog.clear()
     with Buffer(path):  # once only
@@ -170,7 +176,7 @@ def test_an_upgrade_cut_short_carries_on_at_the_next_open(path: Path, monkeypatc
         Buffer(path).open()
     conn = sqlite3.connect(path)
     old = [i for (i,) in conn.execute("SELECT id FROM outbox")]
-    new = [i for (i,) in conn.execute("SELECT id FROM outbox_v2")]
+    new = [i for (i,) in conn.execute(f"SELECT id FROM {migrate.NEW_TABLE}")]
     conn.close()
     assert new == list(range(1, 22)) and old == list(range(22, 51))  # three chunks moved, none twice
     monkeypatch.setattr(migrate, "record_body_of_v1", real)
@@ -181,6 +187,29 @@ def test_an_upgrade_cut_short_carries_on_at_the_next_open(path: Path, monkeypatc
     assert all(json.loads(b)["vals"] == {"level_m": json.loads(ob)["val"]}
                for (_, _, k, _, b, _), (_, _, _, _, ob, _) in zip(after, before) if k == "record")
     assert [k for _, _, k, _, _, _ in after] == ["record" if i % 3 == 0 else "event" for i in range(1, 51)]
+
+
+V2_SCHEMA = V1_SCHEMA.replace("'reading', 'event'", "'record', 'event'").replace("user_version = 1", "user_version = 2")
+
+
+def test_a_v2_file_keeps_its_records_and_its_runs_of_sent_rows_become_ranges(path: Path) -> None:
+    """v2 (a sent_at per row, this issue's development) to v3: consecutive sent rows are one range."""
+    path.parent.mkdir(parents=True)
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executescript(V2_SCHEMA)
+    rec = {"dev": "m-1", "ts": T0, "vals": {"p": 1}}
+    sent = {1: T0 + 10, 2: T0 + 12, 3: T0 + 11, 5: T0 + 20, 7: T0 + 30, 8: T0 + 31}  # 4 and 6 unsent
+    conn.executemany("INSERT INTO outbox (id, prio, kind, ts, body, sent_at) VALUES (?, 0, 'record', ?, ?, ?)",
+                     [(i, T0 + i, compact(rec), sent.get(i)) for i in range(1, 9)])
+    conn.close()
+    with Buffer(path) as buf:
+        assert [r.id for r in buf.pending(10)] == [4, 6]
+        assert buf.stats().retained_sent == 6
+        assert [r.body for r in buf.pending(10)][0] == {"id": 4, **rec}  # as it was
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT lo, hi, at FROM sent ORDER BY lo").fetchall() == [
+        (1, 3, T0 + 12), (5, 5, T0 + 20), (7, 8, T0 + 31)]
+    conn.close()
 
 
 def test_a_body_that_is_not_a_v1_reading_is_kept_as_it_is() -> None:
