@@ -206,8 +206,10 @@ def sweep_run(directory: Path, page: int, checkpoint: int, wal_limit: int, rate:
 
 def sweep(seconds: float, rates: list[int], parts: str = "writes,outage", only: str = "") -> int:
     """``--sweep``: the SQLite settings side by side (module docstring); ``only``: PAGE:PAGES,... instead."""
-    settings = [(int(pg), int(ck), int(pg) * int(ck)) for pg, ck in (x.split(":") for x in only.split(","))] if only else [(1024, 256, 256 * 1024), (2048, 128, 256 * 1024), (2048, 512, 1024**2), (4096, 64, 256 * 1024),
+    settings = [(1024, 256, 256 * 1024), (2048, 128, 256 * 1024), (2048, 512, 1024**2), (4096, 64, 256 * 1024),
                 (4096, 256, 1024**2)]
+    if only:
+        settings = [(int(pg), int(ck), int(pg) * int(ck)) for pg, ck in (x.split(":") for x in only.split(","))]
     print(f"in-process sweep: eastron-like records (10 values), intake log on, commit_interval 200 ms, acks every "
           f"20 ms, prune every 5 s; {seconds:.0f} s per run after 3 s of warm-up")
     print(f"{'page':>5} {'autocheckpoint':>14} {'WAL limit':>9} " + " ".join(f"{f'B/val @{r}':>10}" for r in rates)

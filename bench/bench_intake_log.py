@@ -26,7 +26,6 @@ import os
 import resource
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -120,7 +119,8 @@ def main() -> int:
         log, per_poll, base = by[(rate, "log + group 200ms")], by[(rate, "per poll")], by[(rate, "group 200ms")]
         print(f"at {rate} values/s: the intake log costs +{log['net_per_value'] - base['net_per_value']:.1f} B/value "
               f"and +{(log['cpu_per_1k'] - base['cpu_per_1k']) * 1000:.1f} ms CPU per 1k values over the group "
-              f"commit alone; a commit per poll costs {per_poll['net_per_value'] / max(0.1, log['net_per_value']):.1f}x "
+              f"commit alone; a commit per poll costs "
+              f"{per_poll['net_per_value'] / max(0.1, log['net_per_value']):.1f}x "
               f"its bytes and {per_poll['cpu_per_1k'] / max(1e-9, log['cpu_per_1k']):.1f}x its CPU")
     hi_log, hi_poll = by[(RATES[-1], "log + group 200ms")], by[(RATES[-1], "per poll")]
     summary(f"intake log + 200 ms group commit at {RATES[-1]} values/s: {hi_log['net_per_value']:.1f} B and "

@@ -51,7 +51,8 @@ from ..model import Priority
 from ..units import format_duration, format_size
 from .sent import SentIds
 
-__all__ = ["CHUNK", "LANES", "RECOVERED_AT", "Episode", "Tally", "backlog_bytes", "count_in", "delete_chunk", "evicted_counts",
+__all__ = ["CHUNK", "LANES", "RECOVERED_AT", "Episode", "Tally", "backlog_bytes", "count_in", "delete_chunk",
+           "evicted_counts",
            "file_pages_bytes", "free_bytes", "make_room", "over_cap", "used_bytes"]
 
 log = logging.getLogger("edge_agent.buffer")  # one logger for the whole buffer

@@ -69,8 +69,8 @@ from ..errors import BufferError
 from .idfloor import move_aside
 
 __all__ = ["BufferCorrupt", "BufferDenied", "BufferError", "BufferFull", "OUTBOX_DDL", "Remembered", "SCHEMA_VERSION",
-           "SET_META", "WAL_LIMIT", "is_corrupt", "is_denied", "is_full", "leave_in_rollback_mode", "open_checked",
-           "open_or_error", "quarantine", "read_meta", "record_clean_close", "unreadable"]
+           "NEWEST", "SET_META", "WAL_LIMIT", "is_corrupt", "is_denied", "is_full", "leave_in_rollback_mode",
+           "open_checked", "open_or_error", "quarantine", "read_meta", "record_clean_close", "unreadable"]
 
 log = logging.getLogger("edge_agent.buffer")  # one logger for the whole buffer
 
@@ -223,7 +223,7 @@ class Remembered:
 
 # The newest row that carries a seq (the last row of each writer commit) or a sent_to (of every
 # commit): a few rows back at most; bounded, so a file written otherwise never costs a full scan.
-_NEWEST = "SELECT {0} FROM (SELECT {0} FROM outbox ORDER BY id DESC LIMIT 10000) WHERE {0} IS NOT NULL LIMIT 1"
+NEWEST = "SELECT {0} FROM (SELECT {0} FROM outbox ORDER BY id DESC LIMIT 10000) WHERE {0} IS NOT NULL LIMIT 1"
 
 
 def open_checked(path: Path, *, quick_check_max_bytes: int) -> tuple[sqlite3.Connection, Remembered]:
@@ -255,8 +255,8 @@ def _prepare(conn: sqlite3.Connection, path: Path, quick_check_max_bytes: int) -
         conn.executescript(_SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION};")
         meta = read_meta(conn)
         max_id = conn.execute("SELECT max(id) FROM outbox").fetchone()[0] or 0
-        (seq,) = conn.execute(_NEWEST.format("seq")).fetchone() or (None,)
-        (sent_to,) = conn.execute(_NEWEST.format("sent_to")).fetchone() or (None,)
+        (seq,) = conn.execute(NEWEST.format("seq")).fetchone() or (None,)
+        (sent_to,) = conn.execute(NEWEST.format("sent_to")).fetchone() or (None,)
         sent = conn.execute("SELECT lo, hi, at FROM sent").fetchall()
         conn.execute("DELETE FROM meta WHERE key = 'clean_close'")
     except sqlite3.Error as exc:

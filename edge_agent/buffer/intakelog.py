@@ -288,7 +288,8 @@ class IntakeLog:
         except OSError as exc:
             if not self._failing:
                 log.error("intake log %s: cannot append (%s); until it can, a kill -9 loses up to "
-                          "buffer.commit_interval of polls", self.paths[self._active], getattr(exc, "strerror", None) or exc)
+                          "buffer.commit_interval of polls", self.paths[self._active],
+                          getattr(exc, "strerror", None) or exc)
             self._failing = True
             self._resync(self._active)
             return False

@@ -14,20 +14,21 @@ v3 has no ``sent_at``: the sent ids are ranges in the ``sent`` table (``sent.py`
 column carries the intake log's seq on the last row of each commit.
 
 The upgrade (from v1 or v2): each v1 reading row becomes a one-point record under the SAME id,
-priority and ts, ``q`` only when the reading was not good; v2 records and all event rows move
-as they are. The sent state moves too: each run of sent rows (no unsent row between them, in
-id order) becomes one range, its time the latest ``sent_at`` in it. A value a v1 gateway sealed on its own (``{"sealed", "kid"}``) stays that object
-inside ``vals``: the platform opens it where it finds it (``edge_agent.platform``). Rows are
-not merged into bigger records: a row keeps its id, so a row already published keeps its
-content (the platform de-duplicates on ``(gw, id)``).
+priority and ts, ``q`` only when the reading was not good; v2 records and all event rows move as
+they are. The sent state moves too: each run of sent rows (no unsent row between them, in id
+order) becomes one range, its time the latest ``sent_at`` in it. A value a v1 gateway sealed on
+its own (``{"sealed", "kid"}``) stays that object inside ``vals``: the platform opens it where
+it finds it (``edge_agent.platform``). Rows are not merged into bigger records: a row keeps its
+id, so a row already published keeps its content (the platform de-duplicates on ``(gw, id)``).
 
 A CHECK constraint cannot be altered in SQLite, so the rows move to a new table: in chunks of
 ``CHUNK`` rows, each one transaction that inserts the converted rows into ``outbox_new`` (and
-their runs of sent rows into ``sent``) and deletes them from ``outbox`` (the freed pages take the next chunk, so the file grows by about
-one chunk, not by a copy of the buffer); then one transaction drops the old table, renames the
-new one and sets ``user_version``. A kill or power cut at any point leaves every row in exactly
-one of the two tables, and the next open carries on. Logged once, at INFO, with the counts.
-Measured here: 200,000 rows in 2.2 s; the file grew by 2%.
+their runs of sent rows into ``sent``) and deletes them from ``outbox`` (the freed pages take
+the next chunk, so the file grows by about one chunk, not by a copy of the buffer); then one
+transaction drops the old table, renames the new one and sets ``user_version``. A kill or power
+cut at any point leaves every row in exactly one of the two tables, and the next open carries
+on. Logged once, at INFO, with the counts. Measured here: 200,000 rows in 2.2 s; the file grew
+by 2%.
 """
 
 from __future__ import annotations

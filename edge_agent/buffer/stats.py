@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import evict
-from .file import BufferError, open_or_error, read_meta, unreadable
+from .file import NEWEST, BufferError, open_or_error, read_meta, unreadable
 from .sent import SentIds, load as load_sent
 from ..model import Priority
 
@@ -86,7 +86,10 @@ def _compute_stats(conn: sqlite3.Connection, path: Path, sent: SentIds | None) -
     oldest: int | None = None
     legacy = conn.execute("PRAGMA user_version").fetchone()[0] < 3
     if sent is None and not legacy:
-        sent = load_sent(conn)
+        sent = load_sent(conn)  # as the next open reads it: the ranges, and the newest commit's sent_to
+        (sent_to,) = conn.execute(NEWEST.format("sent_to")).fetchone() or (None,)
+        if sent_to:
+            sent.cover_to(sent_to, 0)
     groups = (conn.execute(_LEGACY_BY_PRIO).fetchall() if legacy
               else [row for gap in sent.gaps() for row in conn.execute(_BY_PRIO, gap)])  # type: ignore[union-attr]
     for prio, count, size, low_ts in groups:
@@ -100,8 +103,8 @@ def _compute_stats(conn: sqlite3.Connection, path: Path, sent: SentIds | None) -
         retained = evict.count_in(conn, ((lo, hi) for lo, hi, _ in sent.ranges()))  # type: ignore[union-attr]
     max_id = conn.execute("SELECT max(id) FROM outbox").fetchone()[0] or 0
     meta = read_meta(conn)
-    last_sent = max(filter(None, (meta.get("last_sent_at"), None if legacy else sent.last_at)),  # type: ignore[union-attr]
-                    default=None)
+    acked = None if legacy else sent.last_at  # type: ignore[union-attr]
+    last_sent = max(filter(None, (meta.get("last_sent_at"), acked)), default=None)
     return BufferStats(pending=pending, pending_bytes=pending_bytes, oldest_pending_ts=oldest,
                        pending_by_prio=by_prio, retained_sent=retained,
                        last_sent_at=last_sent, file_bytes=_file_bytes(path),

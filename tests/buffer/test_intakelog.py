@@ -200,7 +200,8 @@ def test_seqs_go_on_above_the_committed_ones_after_a_restart(path: Path) -> None
 
 
 # -- damage never stops a start --------------------------------------------------------------
-def test_a_torn_tail_is_skipped_with_a_warning_and_the_rest_replayed(path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_torn_tail_is_skipped_with_a_warning_and_the_rest_replayed(path: Path,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
     path.parent.mkdir(parents=True)
     a, _ = log_paths(path)
     good = entry_bytes(1, rows_of(0, 1))

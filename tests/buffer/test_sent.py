@@ -233,12 +233,14 @@ def test_a_kill_forgets_only_the_acks_since_housekeeping_or_a_commit(path: Path,
         proc.wait(10)
         proc.stdout.close()  # type: ignore[union-attr]
         proc.stderr.close()  # type: ignore[union-attr]
+    offline = Buffer.read_stats(path).pending  # `edge-agent status` with the daemon down
     with Buffer(path) as buf:
         pending = [r.id for r in buf.pending(20)]
     # saved at housekeeping, or carried by a commit's last row: ids 1-4 stay sent; the acks after
     # that (5-7) are forgotten and sent again
     assert pending == {"nothing": list(range(1, 11)), "housekeeping": list(range(5, 11)),
                        "commit": list(range(5, 12))}[then]
+    assert offline == len(pending)
 
 
 def test_a_prune_step_passes_ids_with_no_row_at_once(path: Path) -> None:
