@@ -209,15 +209,23 @@ def status(config: Path) -> dict[str, Any]:
 
 
 # -- the buffer ----------------------------------------------------------------------------
-def prefill(path: Path, n: int, *, batch: int = 5000, start: int = 0) -> None:
-    """Append readings ``start .. start+n-1`` (eastron-like bodies) to the buffer at ``path``."""
+def prefill(path: Path, n: int, *, batch: int = 5000, start: int = 0, points: int = 1) -> None:
+    """Append values ``start .. start+n-1`` to the buffer at ``path``, ``points`` values a record
+    (eastron-like: one device of 50 per record, points ``p0``..; 1: a record per value)."""
     from edge_agent.buffer.outbox import Buffer
-    from edge_agent.model import Reading
+    from edge_agent.model import Reading, Record
 
+    points = max(1, points)
     with Buffer(path, max_bytes=2 * 1024**3) as buf:
         for s in range(start, start + n, batch):
-            buf.append([Reading(f"eastron-{i % 50:02d}", "power_W", round(1000 + (i % 997) / 7, 3), BASE_TS + i)
-                        for i in range(s, min(start + n, s + batch))])
+            end = min(start + n, s + batch)
+            if points == 1:
+                buf.append([Reading(f"eastron-{i % 50:02d}", "power_W", round(1000 + (i % 997) / 7, 3), BASE_TS + i)
+                            for i in range(s, end)])
+                continue
+            buf.append([Record(f"eastron-{(i // points) % 50:02d}", BASE_TS + i // points,
+                               {f"p{k}": round(1000 + ((i + k) % 997) / 7, 3) for k in range(min(points, end - i))})
+                        for i in range(s, end, points)])
 
 
 # -- output --------------------------------------------------------------------------------

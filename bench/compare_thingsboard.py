@@ -1,8 +1,8 @@
 """Side by side with ThingsBoard IoT Gateway 3.8.5: how a user checks our claims (on demand, not a test).
 
     .venv/bin/python bench/compare_thingsboard.py [--quick] [--only edge,tb,tb-tags,edge-xz]
-        [--workloads W1,W2,W3,outage,kill] [--edge-at REV] [--tb-venv bench/.tb-venv] [--seconds S]
-        [--json FILE] [--keep DIR] [--seed N]
+        [--workloads W1,W2,W3,W10ms,outage,kill,kill-down] [--edge-at REV] [--tb-venv bench/.tb-venv] [--seconds S]
+        [--json FILE] [--keep DIR] [--seed N] [--kills N] [--kill-gap MIN,MAX]
 
 The same Modbus TCP simulator (20 units x 20 holding registers, a new value on every read, every
 served value logged with its time: _cmp_sim.py), the same mosquitto (a fresh one per run, on a
@@ -16,12 +16,16 @@ the simulator's log) and answers ThingsBoard's `getSessionLimits` RPC, as its se
 (no rate limits, 100 messages in flight, 64 KiB payloads).
 
 Workloads: W1, W2, W3 poll every device every 1 s, 100 ms, 20 ms (400, 4,000, 20,000 values/s
-offered); "outage" cuts the broker for 60 s at 1 s; "kill" kill -9s the gateway 10 times at
-random moments at 1 s (restarting it each time).
+offered), and W10ms every 10 ms (40,000 values/s offered; not in the default set); "outage" cuts
+the broker for 60 s at 1 s; "kill" kill -9s the gateway 10 times (--kills) at random moments at
+1 s (restarting it each time); "kill-down" does the same with the broker stopped from before the
+first kill to after the last (not in the default set), so that everything read between the kills
+is in the buffer when a kill lands, then starts the broker and waits for the drain.
 
 Figures (values: those the simulator served in the measured window, matched one by one to
 what the subscriber got, by device, register and value):
 - Modbus requests per cycle: requests the simulator served x 400 / values it served;
+- CPU, % of one core: utime+stime of the gateway's process / the window;
 - CPU-s per 1,000 values: utime+stime (children included) of the gateway's process over the
   window, per 1,000 values delivered; RSS: its largest VmRSS in the window (MiB);
 - bytes on the wire per value: MQTT payload bytes of the data messages (our R/telemetry,
@@ -64,7 +68,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 VALUES_PER_CYCLE = 400
-WORKLOADS = {"W1": 1000, "W2": 100, "W3": 20, "outage": 1000, "kill": 1000}
+WORKLOADS = {"W1": 1000, "W2": 100, "W3": 20, "W10ms": 10, "outage": 1000, "kill": 1000, "kill-down": 1000}
+DEFAULT_WORKLOADS = ("W1", "W2", "W3", "outage", "kill")
+STEADY = ("W1", "W2", "W3", "W10ms")
 GATEWAYS = ("edge", "tb", "tb-tags", "edge-xz")
 DEFAULT_GATEWAYS = GATEWAYS[:3]
 TAGS_WORKLOADS = ("W1", "W2")  # one request per register cannot keep up beyond (8,000 requests/s at W2)
@@ -355,9 +361,14 @@ def outage(run: Run, plan: Plan) -> dict[str, Any]:
     return fig
 
 
-def kill(run: Run, plan: Plan, rng: random.Random) -> dict[str, Any]:
+def kill(run: Run, plan: Plan, rng: random.Random, *, broker_down: bool = False) -> dict[str, Any]:
+    """kill -9 and restart the gateway ``plan.kills`` times; with ``broker_down`` the broker is
+    stopped from before the first kill until after the last (every kill lands on a buffer that
+    holds all that was read since the cut), then started for the drain."""
     run.start_and_warm(plan.warmup)
     t0, kills = time.monotonic(), []
+    if broker_down:
+        run.broker.stop()
     for _ in range(plan.kills):
         time.sleep(rng.uniform(*plan.kill_gap))
         kills.append(time.monotonic())
@@ -365,7 +376,11 @@ def kill(run: Run, plan: Plan, rng: random.Random) -> dict[str, Any]:
         run.gw.start()
     time.sleep(max(plan.kill_gap))
     t1 = time.monotonic()
-    run.wait_delivered(t0, t1, quiet=15.0, deadline=120.0)
+    if broker_down:
+        run.broker.start()
+        run.wait_delivered(t0, t1, quiet=30.0, deadline=600.0, quiet_after_progress=True)
+    else:
+        run.wait_delivered(t0, t1, quiet=15.0, deadline=120.0)
     fig = run.figures(t0, t1, kills=kills)
     fig["kills"] = len(kills)
     return fig
@@ -383,14 +398,15 @@ ROWS: list[tuple[str, str, str, Callable[[dict[str, Any]], Any], str]] = [
     ("W1", "values read per second", "/s", lambda f: f["served"] / f["seconds"], ",.0f"),
     ("W1", "Modbus requests per cycle", "", lambda f: f["requests_per_cycle"], ",.0f"),
     ("W1", "CPU-s per 1,000 values", "", lambda f: f["cpu_per_1000"], ".3f"),
+    ("W1", "CPU, % of one core", "%", lambda f: 100 * f["cpu_s"] / f["seconds"], ".0f"),
     ("W1", "RSS", "MiB", lambda f: f["rss_mib"], ".1f"),
     ("W1", "bytes on the wire per value", "B", lambda f: f["bytes_per_value"], ".1f"),
     ("W1", "latency served -> subscriber p50", "s", lambda f: f["latency_p50"], ".3f"),
     ("W1", "latency served -> subscriber p99", "s", lambda f: f["latency_p99"], ".3f"),
     ("W1", "values delivered / served", "", lambda f: f["delivered"] / max(1, f["served"]), ".3f"),
 ]
-for _w in ("W2", "W3"):
-    ROWS += [(_w, *row[1:]) for row in ROWS[:8]]
+for _w in STEADY[1:]:
+    ROWS += [(_w, *row[1:]) for row in ROWS[:9]]
 ROWS += [
     ("outage", "disk per buffered value (db + wal + shm)", "B", lambda f: f["disk_per_value"], ".1f"),
     ("outage", "same, after a checkpoint", "B", lambda f: f["checkpointed_per_value"], ".1f"),
@@ -400,8 +416,10 @@ ROWS += [
     ("kill", "values served < 20 ms before a kill, lost", "", lambda f: f["lost_near_kill"], ",d"),
     ("kill", "duplicates (of them different)", "", lambda f: (f["duplicates"], f["different_duplicates"]), ""),
 ]
+ROWS += [("kill-down", *row[1:]) for row in ROWS if row[0] == "kill"]
 LABEL = {"W1": "W1 (20 x 20 at 1 s: 400 values/s)", "W2": "W2 (100 ms: 4,000/s)", "W3": "W3 (20 ms: 20,000/s)",
-         "outage": "60 s broker outage at 1 s", "kill": "10 x kill -9 at 1 s"}
+         "W10ms": "W3 at 10 ms (40,000/s)", "outage": "60 s broker outage at 1 s", "kill": "10 x kill -9 at 1 s",
+         "kill-down": "10 x kill -9 at 1 s, broker down"}
 
 
 def table(results: dict[str, dict[str, dict[str, Any]]], gateways: list[str], plan: Plan) -> str:
@@ -411,7 +429,8 @@ def table(results: dict[str, dict[str, dict[str, Any]]], gateways: list[str], pl
               if {e, t} <= set(cols)]
     head = ["workload", "figure"] + [names[g] for g in cols] + [r[0] for r in ratios]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    labels = dict(LABEL, outage=f"{plan.outage:.0f} s broker outage at 1 s", kill=f"{plan.kills} x kill -9 at 1 s")
+    labels = dict(LABEL, outage=f"{plan.outage:.0f} s broker outage at 1 s", kill=f"{plan.kills} x kill -9 at 1 s",
+                  **{"kill-down": f"{plan.kills} x kill -9 at 1 s, broker down"})
     for workload, figure, unit, get, spec in ROWS:
         if workload not in results:
             continue
@@ -444,7 +463,11 @@ def main() -> int:
     ap.add_argument("--only", default=",".join(DEFAULT_GATEWAYS),
                     help="gateways, comma-separated: edge, tb, tb-tags, edge-xz (our agent with mqtt.compress) "
                          "(default edge,tb,tb-tags; 'tb' alone means tb and tb-tags)")
-    ap.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated: " + ", ".join(WORKLOADS))
+    ap.add_argument("--workloads", default=",".join(DEFAULT_WORKLOADS),
+                    help="comma-separated: " + ", ".join(WORKLOADS) + " (default " + ",".join(DEFAULT_WORKLOADS) + ")")
+    ap.add_argument("--kills", type=int, default=None, help="kill -9s per kill workload (default 10, 3 with --quick)")
+    ap.add_argument("--kill-gap", default=None, metavar="MIN,MAX",
+                    help="seconds between kills, drawn uniformly (default 3,8; 2,4 with --quick)")
     ap.add_argument("--seconds", type=float, default=None, help="measured seconds per steady run (default 60)")
     ap.add_argument("--tb-venv", type=Path, default=ROOT / "bench" / ".tb-venv",
                     help="ThingsBoard gateway's own venv (made and filled once; default bench/.tb-venv)")
@@ -465,6 +488,11 @@ def main() -> int:
     for bad in [g for g in gateways if g not in GATEWAYS] + [w for w in workloads if w not in WORKLOADS]:
         ap.error(f"unknown gateway or workload {bad!r}")
     plan = Plan(args.quick, args.seconds)
+    if args.kills is not None:
+        plan.kills = args.kills
+    if args.kill_gap:
+        low, _, high = args.kill_gap.partition(",")
+        plan.kill_gap = (float(low), float(high or low))
     if args.table_from:
         saved = json.loads(args.table_from.read_text())
         results, meta = saved["results"], saved.get("plan", {})
@@ -496,8 +524,8 @@ def main() -> int:
                 with Run(Path(tmp), gateway, workload, tb_python, source) as run:
                     if workload == "outage":
                         fig = outage(run, plan)
-                    elif workload == "kill":
-                        fig = kill(run, plan, rng)
+                    elif workload in ("kill", "kill-down"):
+                        fig = kill(run, plan, rng, broker_down=workload == "kill-down")
                     else:
                         fig = steady(run, plan)
                 results.setdefault(workload, {})[gateway] = fig
