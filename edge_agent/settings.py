@@ -59,6 +59,16 @@ class MqttSettings:
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 60.0
     compress: bool = False  # telemetry and events payloads as xz streams (uplink/payload.py)
+    dialect: str = "edge"  # edge | thingsboard | sparkplug (uplink/dialect.py, docs/dialects.md)
+    sparkplug: "SparkplugSettings" = field(default_factory=lambda: SparkplugSettings())
+
+
+@dataclass(frozen=True)
+class SparkplugSettings:
+    """``mqtt.sparkplug:`` (only with ``dialect: sparkplug``)."""
+
+    group_id: str | None = None  # None: the gateway's site
+    primary_host: str | None = None  # a host application id: births wait for its STATE online
 
 
 @dataclass(frozen=True)
@@ -104,6 +114,9 @@ class CommandSettings:
     rollback_after_s: float = 120.0  # config.apply: the uplink must be back within this
     config_backups: int = 5  # previous config files kept beside the config
     replay_rate: int = 2000  # buffer.replay: rows per second at most, so live data keeps flowing
+    # dialect -> ops a command without our Ed25519 signature may run (ThingsBoard RPC, Sparkplug
+    # DCMD carry none); empty: every unsigned command is refused
+    unsigned: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def enabled(self) -> bool:
