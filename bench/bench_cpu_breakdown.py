@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import ROOT, summary
+from _common import summary
 from _cmp_gateways import cpu_seconds, export_revision
 from compare_thingsboard import Plan, Run
 

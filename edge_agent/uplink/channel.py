@@ -1,4 +1,5 @@
-"""The uplink's command channel: ``R/cmd`` in, results on ``R/cmd/result`` and replays out.
+"""The uplink's command channel: ``R/cmd`` in, results on ``R/cmd/result`` and replays out (or
+what the uplink's dialect says instead: ``dialect.py``).
 
 A part of the uplink (``uplink.py`` owns the paho client and the connection; it calls in here
 from its callbacks). Issue 6, ``docs/commands.md``.
@@ -47,8 +48,11 @@ from typing import Any, Callable
 
 from paho.mqtt.enums import MQTTErrorCode
 
-from .lanes import KINDS, WIRE_VERSION
+from .dialect import Link, Message
+from .edge_dialect import EdgeDialect
+from .lanes import Batch
 from .payload import Payloads, encode
+from ..model import Priority
 
 __all__ = ["CommandChannel", "ResultSender", "RESULTS_MAX", "encode"]
 
@@ -77,14 +81,14 @@ def _acked(info: Any, until: float, keep_waiting: Callable[[], bool]) -> bool:
 class ResultSender:
     """Sends queued results in order, each until acknowledged (module docstring)."""
 
-    def __init__(self, publish: Callable[[bytes], Any | None], *, session: Callable[[], int | None] = lambda: 0,
+    def __init__(self, publish: Callable[[Message], Any | None], *, session: Callable[[], int | None] = lambda: 0,
                  max_pending: int = RESULTS_MAX, ack_timeout_s: float = ACK_TIMEOUT_S) -> None:
         self._publish = publish
         self._session = session
         self._ack_timeout = ack_timeout_s
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)  # notified when the sender takes one off
-        self._queue: deque[bytes] = deque()
+        self._queue: deque[Message] = deque()
         self._max = max(1, max_pending)
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -95,10 +99,11 @@ class ResultSender:
         self._dropping = False
 
     # -- what the uplink calls ----------------------------------------------------------------
-    def put(self, result: dict[str, Any]) -> None:
-        """Queue one result (compact UTF-8 JSON on the wire). Waits for room only while connected
-        and full (module docstring); otherwise returns at once."""
-        payload = encode(result)
+    def put(self, result: Message | dict[str, Any]) -> None:
+        """Queue one result (a message, or a result dict for ``R/cmd/result``: the dialect's
+        ``reply`` makes the message). Waits for room only while connected and full (module
+        docstring); otherwise returns at once."""
+        payload = result if isinstance(result, Message) else Message("", encode(result))
         until = time.monotonic() + self._ack_timeout
         while True:
             # connected: the sender frees a place within an ack's time (asked outside our lock:
@@ -193,7 +198,7 @@ class ResultSender:
         self._wake.wait(seconds)
         self._wake.clear()
 
-    def _send(self, payload: bytes) -> bool:
+    def _send(self, payload: Message) -> bool:
         session = self._session()
         info = self._publish(payload) if session is not None else None
         if info is None:
@@ -217,10 +222,14 @@ class CommandChannel:
     """
 
     def __init__(self, *, gw: str, topics: Any, client: Callable[[], Any], connected: Callable[[], bool],
-                 now_ms: Callable[[], int], on_command: Callable[[bytes], None] | None,
-                 payloads: Payloads | None = None) -> None:
+                 now_ms: Callable[[], int], on_command: Callable[[Any], None] | None,
+                 payloads: Payloads | None = None, dialect: Any = None, link: Link | None = None,
+                 publish_messages: Callable[[Callable[[], Any]], list[Any] | None] | None = None) -> None:
         self._gw, self._topics = gw, topics
         self._payloads = payloads or Payloads()
+        self._dialect = dialect or EdgeDialect(gw=gw, topics=topics, payloads=self._payloads)
+        self._link = link
+        self._publish_messages = publish_messages  # the uplink's, under its publish lock (dialect.py)
         self._client, self._connected, self._now_ms = client, connected, now_ms
         self._on_command = on_command
         self._sessions = 0  # connections ended so far (the network thread counts, others read)
@@ -232,7 +241,7 @@ class CommandChannel:
     # -- lifecycle (the uplink's start and stop) ---------------------------------------------
     def attach(self, client: Any) -> None:
         """Set the callbacks on a new client; start the results thread."""
-        if self._on_command is not None:
+        if self._on_command is not None or self._dialect.name != "edge":  # a dialect's control topics too
             client.on_message = self._on_message
             client.on_subscribe = self._on_subscribe
         self._stopping.clear()
@@ -251,8 +260,9 @@ class CommandChannel:
 
     # -- paho callbacks (network thread) ------------------------------------------------------
     def on_connect(self, client: Any) -> None:
-        if self._on_command is not None:
-            client.subscribe(self._topics.cmd, qos=1)
+        if self._on_command is not None or self._dialect.name != "edge":
+            for topic in self._dialect.subscriptions():
+                client.subscribe(topic, qos=1)
         self.results.wake()
 
     def on_disconnect(self) -> None:
@@ -264,14 +274,20 @@ class CommandChannel:
         refused = [rc for rc in reason_codes if getattr(rc, "is_failure", False)]
         if refused:
             log.error("mqtt: the broker refused the subscription to %s (%s): no commands will arrive; "
-                      "check the broker's ACL for this client", self._topics.cmd, refused[0])
+                      "check the broker's ACL for this client", " and ".join(self._dialect.subscriptions()),
+                      refused[0])
 
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
-        if message.topic != self._topics.cmd or self._on_command is None:
+        try:
+            inbound = self._dialect.inbound(message.topic, bytes(message.payload), self._link)
+        except Exception:  # a dialect bug: the network thread goes on
+            log.exception("uplink: the %s dialect failed on a message on %s", self._dialect.name, message.topic)
+            return
+        if inbound is None or self._on_command is None:
             return
         self.received += 1
         try:
-            self._on_command(bytes(message.payload))
+            self._on_command(inbound.signed if inbound.dialect == "edge" else inbound)
             if self._failing:
                 log.info("uplink: commands are taken again")
             self._failing = False
@@ -281,27 +297,57 @@ class CommandChannel:
             self._failing = True
 
     # -- out ----------------------------------------------------------------------------------
-    def _send_result(self, payload: bytes) -> Any | None:
+    def _send_result(self, message: Message) -> Any | None:
         client = self._client()
         if client is None or not self._connected():
             return None
-        info = client.publish(self._topics.cmd_result, payload, qos=1)
+        topic = message.topic or self._topics.cmd_result
+        info = client.publish(topic, message.payload, qos=1, retain=message.retain)
         return info if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS else None
 
     def publish_replay(self, kind: str, bodies: list[dict[str, Any]], cmd_id: str, *,
                        timeout_s: float = REPLAY_ACK_S) -> bool:
-        topic_name, key = KINDS[kind]
         client, session = self._client(), self.session()
         if client is None or session is None or self._stopping.is_set():
             return False
-        payload, extra = self._payloads.encode({"v": WIRE_VERSION, "gw": self._gw, "sent": self._now_ms(),
-                                                "replay": cmd_id, key: bodies})
+        def build() -> list[Message]:
+            if isinstance(self._dialect, EdgeDialect):
+                return [self._dialect.replay(kind, bodies, cmd_id, self._now_ms())]
+            # another dialect: the rows again as it sends rows (it has no replay marker)
+            return list(self._dialect.data(Batch("backlog", kind, tuple(_Replayed(b) for b in bodies)),
+                                           self._now_ms()))
+
         try:
-            info = client.publish(getattr(self._topics, topic_name), payload, qos=1, **extra)
+            if self._publish_messages is not None:
+                infos = self._publish_messages(build) or []
+            else:
+                infos = [client.publish(m.topic, m.payload, qos=m.qos, retain=m.retain, **m.extra) for m in build()]
         except (ValueError, OSError) as exc:  # e.g. past the broker's message size limit
             log.warning("mqtt: a replay message of %d %s(s) could not be published: %s", len(bodies), kind, exc)
             return False
-        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+        if not infos or any(info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS for info in infos):
             return False
-        return _acked(info, time.monotonic() + timeout_s,
-                      lambda: self.session() == session and not self._stopping.is_set())
+        until = time.monotonic() + timeout_s
+        return all(_acked(info, until, lambda: self.session() == session and not self._stopping.is_set())
+                   for info in infos)
+
+
+class _Replayed:
+    """A replayed row as a dialect's ``data`` reads rows (``lanes.OutRowLike``)."""
+
+    __slots__ = ("body",)
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.body = body
+
+    @property
+    def id(self) -> int:
+        return int(self.body.get("id", 0))
+
+    @property
+    def kind(self) -> str:
+        return "event" if "type" in self.body else "record"
+
+    @property
+    def prio(self) -> Priority:
+        return {"critical": Priority.CRITICAL, "high": Priority.HIGH}.get(self.body.get("prio"), Priority.NORMAL)

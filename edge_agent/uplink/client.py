@@ -70,10 +70,12 @@ def read_password(mqtt: MqttSettings) -> str | None:
     return password
 
 
-def build_client(mqtt: MqttSettings, gateway: GatewaySettings, *, will: tuple[str, bytes] | None = None,
+def build_client(mqtt: MqttSettings, gateway: GatewaySettings, *,
+                 will: tuple[str, bytes] | tuple[str, bytes, bool] | None = None,
                  errors: "ErrorTap | None" = None) -> paho.Client:
-    """A configured, not yet connected client. ``will`` is (topic, payload), sent QoS 1 retained;
-    ``errors`` receives paho's error lines."""
+    """A configured, not yet connected client. ``will`` is (topic, payload[, retain]), sent QoS 1,
+    retained unless it says otherwise (Sparkplug's NDEATH is not); ``errors`` receives paho's
+    error lines."""
     v5 = mqtt.protocol == "5"
     client = paho.Client(
         CallbackAPIVersion.VERSION2,
@@ -90,7 +92,7 @@ def build_client(mqtt: MqttSettings, gateway: GatewaySettings, *, will: tuple[st
     if mqtt.tls.enabled:
         _set_tls(client, mqtt)
     if will is not None:
-        client.will_set(will[0], will[1], qos=1, retain=True)
+        client.will_set(will[0], will[1], qos=1, retain=bool(will[2]) if len(will) > 2 else True)
     client.reconnect_delay_set(min_delay=mqtt.reconnect_min_s, max_delay=mqtt.reconnect_max_s)  # type: ignore[arg-type]
     # We keep our own window of unacknowledged messages (mqtt.inflight); paho's own limit would
     # only queue behind it, and its in-flight counter drifts when unacked messages are dropped.

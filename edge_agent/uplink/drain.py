@@ -50,17 +50,19 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Protocol
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 from paho.mqtt.enums import MQTTErrorCode
 
 from .. import __version__
 from ..errors import StartupError
-from .lanes import KINDS, WIRE_VERSION, Batch, Cursors, Outbox as LaneOutbox, select
+from .lanes import Batch, Cursors, Outbox as LaneOutbox, select
 from .client import (ConnectionLog, ErrorTap, MqttConfigError, build_client, client_id_for,
                           describe_error, describe_rc, describe_socket_error, keepalive_s)
 from ..settings import GatewaySettings, MqttSettings
 from .channel import CommandChannel, encode
+from .dialect import Message
+from .edge_dialect import EdgeDialect
 from .payload import Payloads
 from .state import StateReporter, StatsLike
 
@@ -125,14 +127,16 @@ class Uplink:
     ``extra_state``: called (on the state thread) for further keys of the state message, e.g.
     ``{"write_errors": n}``; it cannot replace the uplink's own keys.
     ``on_command``: called on paho's network thread with the payload of every message on
-    ``R/cmd`` (subscribed only when given); it must return at once (queue, never block).
+    ``R/cmd`` (subscribed only when given); it must return at once (queue, never block). In
+    another dialect it gets the dialect's ``Inbound`` instead of bytes.
+    ``dialect``: how rows, state and results look on the wire (``dialect.py``); default ``edge``.
     """
 
     def __init__(self, mqtt: MqttSettings, gateway: GatewaySettings, buffer: Outbox, *,
                  version: str = __version__, clock: Callable[[], float] = time.time,
                  started_at_ms: int | None = None, state_interval_s: float = 60.0,
                  extra_state: Callable[[], Mapping[str, Any]] | None = None,
-                 on_command: Callable[[bytes], None] | None = None) -> None:
+                 on_command: Callable[[Any], None] | None = None, dialect: Any = None) -> None:
         self._mqtt = mqtt
         self._gw = gateway.id
         self._gateway = gateway
@@ -141,6 +145,9 @@ class Uplink:
         self.topics = topics(mqtt, gateway)
         self._batch_max = max(1, mqtt.batch_max)
         self._payloads = Payloads.of(mqtt)  # JSON, or xz with mqtt.compress (payload.py)
+        self.dialect = dialect or EdgeDialect(gw=self._gw, topics=self.topics, payloads=self._payloads)
+        self._link = _Link(self)
+        self._publish_lock = threading.Lock()  # numbering (dialect.data) and hand-over to paho, in order
         self._client: Any = None
         self._thread: threading.Thread | None = None
         self._wake = threading.Event()
@@ -153,7 +160,8 @@ class Uplink:
         self._conn_log = ConnectionLog(self.address, client_id_for(mqtt, gateway), log)
         self._commands = CommandChannel(gw=self._gw, topics=self.topics, client=lambda: self._client,
                                         connected=lambda: self.connected, now_ms=self._now_ms,
-                                        on_command=on_command, payloads=self._payloads)
+                                        on_command=on_command, payloads=self._payloads, dialect=self.dialect,
+                                        link=self._link, publish_messages=self._publish_messages)
         self._errors = ErrorTap()  # paho's error lines (network thread)
         self._lock = threading.Lock()
         # shared with the network thread, under _lock
@@ -162,7 +170,7 @@ class Uplink:
         self._window = max(1, mqtt.inflight)
         self._cursors: Cursors | None = None  # None: the live floor is to be read (after a connect)
         self._staged: deque[Batch] = deque()  # selected, not yet published (the rest of a window)
-        self._inflight: dict[int, Batch] = {}  # mid -> batch awaiting its PUBACK
+        self._inflight: dict[int, _Sent] = {}  # mid -> the batch (one of its messages) awaiting a PUBACK
         self._early: dict[int, Any] = {}  # acks that came before publish() returned
         self._publishing = False
         self._acked: list[int] = []  # acked ids not yet marked sent (the drain thread marks them)
@@ -192,9 +200,10 @@ class Uplink:
         """Connect in the background and start draining; raises only for unusable settings files."""
         if self._thread is not None:
             raise RuntimeError("uplink already started")
-        will = encode({"online": False, "gw": self._gw})
+        will = self.dialect.will()
         try:
-            client = build_client(self._mqtt, self._gateway, will=(self.topics.state, will), errors=self._errors)
+            client = build_client(self._mqtt, self._gateway, errors=self._errors,
+                                  will=(will.topic, will.payload, will.retain) if will is not None else None)
         except MqttConfigError as exc:
             raise UplinkError(str(exc)) from None
         client.on_connect = self._on_connect
@@ -216,10 +225,13 @@ class Uplink:
         """New rows are buffered: drain now rather than at the next poll tick."""
         self._wake.set()
 
-    def publish_result(self, result: Mapping[str, Any]) -> None:
-        """Queue a command result for ``R/cmd/result`` (QoS 1, not retained); returns at once.
-        Sent in order, each until acknowledged; while offline the newest 100 wait."""
-        self._commands.results.put(dict(result))
+    def publish_result(self, result: Mapping[str, Any], reply: Any = None) -> None:
+        """Queue a command result for ``R/cmd/result`` (QoS 1, not retained), or the dialect's
+        answer to ``reply`` (the command's ``Inbound``); returns at once. Sent in order, each until
+        acknowledged; while offline the newest 100 wait."""
+        message = self.dialect.reply(reply, dict(result))
+        if message is not None:
+            self._commands.results.put(message)
 
     def publish_replay(self, kind: str, bodies: list[dict[str, Any]], cmd_id: str, *,
                        timeout_s: float = 10.0) -> bool:
@@ -246,9 +258,9 @@ class Uplink:
                 log.warning("uplink: the drain thread did not stop within %.1f s", timeout)
         self._commands.detach(max(0.1, self._grace_until - time.monotonic()))
         if self.connected:
-            offline = encode({"online": False, "gw": self._gw, "stopped": self._now_ms()})
-            info = client.publish(self.topics.state, offline, qos=1, retain=True)
-            if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+            infos = self._publish_messages(lambda: self.dialect.offline(self._now_ms())) or [None]
+            info = infos[-1]
+            if info is not None and info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
                 try:
                     info.wait_for_publish(max(0.1, deadline - time.monotonic()))
                 except (RuntimeError, ValueError):
@@ -279,7 +291,10 @@ class Uplink:
             return
         self._errors.take()  # errors of earlier attempts
         client.drop_out_messages()  # before paho re-sends them: unacked rows come again from the buffer
-        client.publish(self.topics.state, encode(self._state.birth()), qos=1, retain=True)
+        try:
+            self.dialect.births(self._link, self._state.birth())
+        except Exception:  # a dialect bug must not kill paho's network thread
+            log.exception("uplink: the %s dialect's birth messages failed", self.dialect.name)
         window = max(1, self._mqtt.inflight)
         receive_max = getattr(properties, "ReceiveMaximum", None)  # MQTT 5: the broker's own limit
         if receive_max:
@@ -304,6 +319,8 @@ class Uplink:
             self._connected = False
             self._reset_locked()
         self._commands.on_disconnect()  # results and replays in flight are sent again
+        if was_connected:
+            self._next_will(client)
         self._wake.set()
         paho_error = self._errors.take()
         refused, self._refused = self._refused, False
@@ -320,13 +337,23 @@ class Uplink:
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
         with self._lock:
-            batch = self._inflight.pop(mid, None)
-            if batch is None:
+            sent = self._inflight.pop(mid, None)
+            if sent is None:
                 if self._publishing:  # the ack overtook publish(); the publishing thread claims it
                     self._early[mid] = reason_code
                 return  # a state message, or a message of a session we have already reset
-            self._acked_locked(batch, reason_code)
+            self._part_acked_locked(sent, reason_code)
         self._wake.set()
+
+    def _next_will(self, client: Any) -> None:
+        """The dialect's Last Will for the next connection (Sparkplug's carries a new bdSeq)."""
+        try:
+            self.dialect.on_disconnect()
+            will = self.dialect.will()
+            if will is not None:
+                client.will_set(will.topic, will.payload, qos=1, retain=will.retain)
+        except Exception:
+            log.exception("uplink: the %s dialect's will for the next connection failed", self.dialect.name)
 
     def _connect_failed(self, reason: str) -> None:
         with self._lock:
@@ -343,12 +370,22 @@ class Uplink:
         self._early.clear()
         self._hold_until = 0.0
 
+    def _part_acked_locked(self, sent: "_Sent", reason_code: Any) -> None:
+        """One message of a batch acked: the batch is acked once all are (refused: retried whole)."""
+        if sent.done:
+            return  # a part was refused: the batch went back to the stage already
+        refused = reason_code is not None and reason_code.is_failure
+        sent.left -= 1
+        if refused or sent.left <= 0:
+            sent.done = True
+            self._acked_locked(sent.batch, reason_code)
+
     def _acked_locked(self, batch: Batch, reason_code: Any) -> None:
         if reason_code is not None and reason_code.is_failure:
             # MQTT 5 lets the broker refuse a message in its PUBACK: keep the rows, try later
             self._staged.appendleft(batch)
             self._hold_until = time.monotonic() + RETRY_REFUSED_S
-            self._last_error = f"the broker refused a message on {self._topic(batch)}: {reason_code}"
+            self._last_error = f"the broker refused a message of {batch.kind}s: {reason_code}"
             log.log(logging.DEBUG if self._refusing else logging.ERROR, "mqtt: %s; retrying in %.0f s",
                     self._last_error, RETRY_REFUSED_S)
             self._refusing = True
@@ -360,12 +397,26 @@ class Uplink:
 
     # -- state (the state thread) -------------------------------------------------------------
     def _publish_state(self, state: dict[str, Any]) -> bool:
-        """Hand a retained online state to paho; False when not connected (the birth will do)."""
-        client = self._client
-        if client is None or not self.connected:
+        """Hand the dialect's state messages to paho; False when not connected (the birth will do)."""
+        if self._client is None or not self.connected:
             return False
-        info = client.publish(self.topics.state, encode(state), qos=1, retain=True)
-        return info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+        infos = self._publish_messages(lambda: self.dialect.state(state))
+        return infos is not None and all(i.rc == MQTTErrorCode.MQTT_ERR_SUCCESS for i in infos)
+
+    def _publish_messages(self, build: Callable[[], Sequence[Message]]) -> list[Any] | None:
+        """``build`` and hand its messages to paho under the publish lock (``dialect.py``: their order
+        is their numbering); untracked (not rows). None when stopped; stops at the first refusal."""
+        client = self._client
+        if client is None:
+            return None
+        infos = []
+        with self._publish_lock:
+            for m in build():
+                info = client.publish(m.topic, m.payload, qos=m.qos, retain=m.retain, **m.extra)
+                infos.append(info)
+                if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    break
+        return infos
 
     # -- drain (our thread) ---------------------------------------------------------------
     def _drain_main(self) -> None:
@@ -420,6 +471,12 @@ class Uplink:
             gen = self._gen
             batch = self._staged.popleft() if self._staged else None
             cursors = self._cursors
+        if not self.dialect.ready():
+            if batch is not None:
+                with self._lock:
+                    if gen == self._gen:
+                        self._staged.appendleft(batch)
+            return POLL_S  # e.g. a Sparkplug primary host offline: the dialect wakes us
         if batch is None:
             if cursors is None:  # connected since the last step: what is buffered now is backlog
                 cursors = Cursors.at_connect(self._buffer.max_id())
@@ -439,43 +496,62 @@ class Uplink:
         return 0.0 if self._publish(batch, gen) else RETRY_PUBLISH_S
 
     def _publish(self, batch: Batch, gen: int) -> bool:
-        """Hand one message to paho; False when it refused (the batch waits, staged, for a retry)."""
+        """Hand one batch's messages to paho; False when it refused (the batch waits, staged, for a retry)."""
         client = self._client
         if client is None:
             return True  # stopped
-        key = KINDS[batch.kind][1]
-        payload, extra = self._payloads.encode({"v": WIRE_VERSION, "gw": self._gw, "sent": self._now_ms(),
-                                                key: [r.body for r in batch.rows]})
-        with self._lock:
-            if gen != self._gen or not self._connected:
-                return True  # the lanes were reset: these rows will be fetched again
-            self._publishing = True
-        info = None
+        infos: list[Any] = []
         error: str | None = None
-        try:
-            info = client.publish(self._topic(batch), payload, qos=1, **extra)
-        except (ValueError, OSError) as exc:  # e.g. a message past the MQTT size limit
-            error = str(exc)
+        with self._publish_lock:
+            with self._lock:
+                if gen != self._gen or not self._connected:
+                    return True  # the lanes were reset: these rows will be fetched again
+            try:
+                messages = list(self.dialect.data(batch, self._now_ms()))
+            except Exception as exc:  # a dialect bug: keep the rows, say so
+                log.exception("uplink: the %s dialect could not encode %d %s(s)", self.dialect.name,
+                              len(batch.rows), batch.kind)
+                messages, error = [], f"the {self.dialect.name} dialect failed ({type(exc).__name__})"
+            with self._lock:
+                self._publishing = True
+            for m in messages:
+                try:
+                    info = client.publish(m.topic, m.payload, qos=m.qos, retain=m.retain, **m.extra)
+                except (ValueError, OSError) as exc:  # e.g. a message past the MQTT size limit
+                    error = str(exc)
+                    break
+                infos.append(info)
+                if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    break
+        sent = _Sent(batch, len(infos))
         with self._lock:
             self._publishing = False
-            early = self._early.pop(info.mid, None) if info is not None else None
+            early = {i.mid: self._early.pop(i.mid) for i in infos if i.mid in self._early}
             self._early.clear()
             if gen != self._gen:
                 return True  # a reconnect happened during publish(): the rows come again
-            if info is not None and info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
-                self._published_messages += 1
+            ok = error is None and len(infos) == len(messages) and all(
+                i.rc == MQTTErrorCode.MQTT_ERR_SUCCESS for i in infos)
+            if ok and not messages:  # the dialect has nothing to send for these rows: done with them
+                self._acked_locked(batch, None)
+            if ok:
+                self._published_messages += len(infos)
                 self._published_items += len(batch.rows)
-                if early is not None:
-                    self._acked_locked(batch, early)
-                else:
-                    self._inflight[info.mid] = batch
-                failed = False
             else:
-                error = error or describe_rc(info.rc if info is not None else -1)
+                sent.done = True  # what paho took of it may still be acked: ignored, the batch goes again
+                bad = next((i.rc for i in infos if i.rc != MQTTErrorCode.MQTT_ERR_SUCCESS), -1)
+                error = error or describe_rc(bad)
                 self._staged.appendleft(batch)
                 self._hold_until = time.monotonic() + RETRY_PUBLISH_S
-                self._last_error = f"publish on {self._topic(batch)} failed: {error}"
-                failed = True
+                self._last_error = f"publish of {batch.kind}s failed: {error}"
+            for info in infos:
+                if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    continue
+                if info.mid in early:
+                    self._part_acked_locked(sent, early[info.mid])
+                else:
+                    self._inflight[info.mid] = sent
+        failed = not ok
         if failed:
             log.log(logging.DEBUG if self._publish_failing else logging.WARNING,
                     "mqtt: publish of %d %s(s) failed (%s); retrying", len(batch.rows), batch.kind, error)
@@ -485,8 +561,32 @@ class Uplink:
         return not failed
 
     # -- helpers ---------------------------------------------------------------------------
-    def _topic(self, batch: Batch) -> str:
-        return getattr(self.topics, KINDS[batch.kind][0])
-
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
+
+
+class _Sent:
+    """A batch handed to paho as ``left`` messages; acked when all are (``done`` once settled)."""
+
+    __slots__ = ("batch", "left", "done")
+
+    def __init__(self, batch: Batch, left: int) -> None:
+        self.batch, self.left, self.done = batch, left, False
+
+
+class _Link:
+    """What a dialect may ask of its uplink (``dialect.Link``)."""
+
+    def __init__(self, uplink: Uplink) -> None:
+        self._uplink = uplink
+
+    def publish(self, messages: Sequence[Message]) -> bool:
+        infos = self._uplink._publish_messages(lambda: messages)
+        return bool(infos) and all(i.rc == MQTTErrorCode.MQTT_ERR_SUCCESS for i in infos)
+
+    def publish_ordered(self, build: Callable[[], Sequence[Message]]) -> bool:
+        infos = self._uplink._publish_messages(build)
+        return infos is not None and all(i.rc == MQTTErrorCode.MQTT_ERR_SUCCESS for i in infos)
+
+    def wake(self) -> None:
+        self._uplink.wake()
