@@ -17,7 +17,9 @@ READY/RELOADING/watchdog are the supervisor's too.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -87,11 +89,11 @@ class Agent:
         s = self.settings
         for warning in self.privacy.warnings:
             log.warning("privacy: %s", warning)
-        if s.commands.enabled:
+        if s.commands.enabled or s.commands.unsigned.get(s.mqtt.dialect):
             self.commands = self._build_service(s, self.command_view())
         self.buffer.open()
         self.uplink = Uplink(s.mqtt, s.gateway, self.buffer, version=__version__, started_at_ms=self.started_ms,
-                             extra_state=self._extra_state,
+                             extra_state=self._extra_state, dialect=platform_dialect(s),
                              on_command=self.commands.submit if self.commands is not None else None)
         if self.commands is not None:
             self.commands.start(self.uplink.publish_result)
@@ -226,6 +228,34 @@ class Agent:
             bus.close()
         self.buffer.close()
         log.info("edge-agent stopped")
+
+
+def platform_dialect(settings: Settings) -> Any:
+    """The uplink's dialect for ``mqtt.dialect`` (None: the uplink's own, ``edge``). Imported only
+    when chosen: Sparkplug's protobuf costs memory a gateway on the edge dialect should not pay."""
+    state_dir = Path(settings.gateway.state_dir)
+    if settings.mqtt.dialect == "thingsboard":
+        from ..uplink.thingsboard import ThingsBoardDialect
+
+        known = state_dir / "thingsboard-devices.json"  # what was connected before: removed ones disconnect
+        try:
+            previous = [str(d) for d in json.loads(known.read_text())]
+        except (OSError, ValueError, TypeError):
+            previous = []
+        current = [d.name for d in settings.devices if d.enabled]
+        if sorted(previous) != sorted(current):
+            try:
+                tmp = known.with_name(known.name + ".tmp")
+                tmp.write_text(json.dumps(current))
+                os.replace(tmp, known)
+            except OSError as exc:
+                log.warning("thingsboard: cannot record the connected devices in %s (%s)", known, exc)
+        return ThingsBoardDialect(settings, previous_devices=previous)
+    if settings.mqtt.dialect == "sparkplug":
+        from ..uplink.sparkplug import SparkplugDialect
+
+        return SparkplugDialect(settings, bdseq_path=state_dir / "sparkplug-bdseq")
+    return None
 
 
 def _command_service(settings: Settings, view: AgentView) -> Any:

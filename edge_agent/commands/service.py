@@ -19,6 +19,13 @@ order:
    or ``failed``, and hand the result to ``publish_result`` (``Uplink.publish_result``:
    ``R/cmd/result``, QoS 1).
 
+Other dialects (``mqtt.dialect``, docs/dialects.md): ``submit`` gets the dialect's ``Inbound``.
+One that carries our signed command (``signed``) is verified as above. One without a signature
+(``unsigned``: ThingsBoard RPC, Sparkplug DCMD) is refused ``bad_signature`` unless
+``commands.unsigned.<dialect>`` lists its op; allowed, it is authorised, audited (actor
+``unsigned:<dialect>``) and executed like any other. Its result goes back with the ``Inbound``,
+so the dialect answers where its request came from.
+
 ``config.apply`` is handed over to the supervisor (the view's ``apply_config``,
 ``agent/handover.py``): when it returns None the supervisor publishes the result itself later
 (after the new uplink connected, or after a rollback) and audits the outcome; here it is
@@ -40,7 +47,7 @@ import queue
 import re
 import threading
 import time
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 from .ops import CommandOps
 from .optable import OP_TABLE, name as _name
@@ -120,13 +127,16 @@ class CommandService:
         return cls(settings, verifier, ledger, CommandOps(view), owns_ledger=True)
 
     # -- the network thread's side ------------------------------------------------------------
-    def submit(self, payload: bytes) -> None:
-        """Queue one ``R/cmd`` payload; returns at once (paho's network thread calls this)."""
+    def submit(self, payload: Any) -> None:
+        """Queue one ``R/cmd`` payload, or a dialect's ``Inbound``; returns at once (paho's network
+        thread calls this)."""
         with self._lock:
             self.received += 1
-        size = len(payload)
+        size = len(payload.signed or b"") if _is_inbound(payload) else len(payload)
+        item: Any = _Oversize(size) if size > self._max_bytes else (
+            payload if _is_inbound(payload) else bytes(payload))
         try:
-            self._queue.put_nowait(bytes(payload) if size <= self._max_bytes else _Oversize(size))
+            self._queue.put_nowait(item)
         except queue.Full:
             with self._lock:
                 self.dropped += 1
@@ -135,8 +145,9 @@ class CommandService:
                     "dropping one (%d dropped so far)", self._queue.maxsize, self.dropped)
 
     # -- lifecycle ----------------------------------------------------------------------------
-    def start(self, publish_result: Callable[[dict[str, Any]], None]) -> None:
-        """Start the worker; results go to ``publish_result`` (``Uplink.publish_result``)."""
+    def start(self, publish_result: Callable[..., None]) -> None:
+        """Start the worker; results go to ``publish_result(result, reply)`` (``Uplink.publish_result``;
+        ``reply``: the command's ``Inbound`` in another dialect, else None)."""
         if self._thread is not None:
             raise RuntimeError("command service already started")
         self._publish = publish_result
@@ -187,17 +198,23 @@ class CommandService:
                 answer = self.handle(payload)
             if answer is not None and self._publish is not None:
                 try:
-                    self._publish(answer)
+                    if _is_inbound(payload) and payload.dialect != "edge":
+                        self._publish(answer, payload)
+                    else:
+                        self._publish(answer)
                 except Exception as exc:  # the worker outlives a failing uplink
                     log.error("commands: the result of %s could not be queued: %s", answer.get("id"), exc)
 
     # -- one command ----------------------------------------------------------------------------
-    def handle(self, payload: bytes) -> dict[str, Any] | None:
+    def handle(self, payload: Any) -> dict[str, Any] | None:
         """Verify, authorise, execute, audit; the result (None: the supervisor answers later). Never raises."""
         with self._lock:
             self.handled += 1
         try:
-            cmd = self._verifier.verify(payload)
+            if _is_inbound(payload) and payload.signed is None:
+                cmd = self._unsigned(payload)
+            else:
+                cmd = self._verifier.verify(payload.signed if _is_inbound(payload) else payload)
         except CommandRejected as exc:
             return self._refused(exc, None)
         except Exception as exc:  # a verifier bug: refuse, never act
@@ -225,6 +242,27 @@ class CommandService:
             return None
         self._audit(cmd, "done", detail=op.done_detail(cmd, data) if op is not None else cmd.op)
         return result(cmd.id, True, self._now_ms(), data=data)
+
+    def _unsigned(self, inbound: Any) -> Command:
+        """A dialect's command without our signature, as a ``Command`` when its op is allowed unsigned
+        in that dialect (``commands.unsigned``); CommandRejected otherwise."""
+        raw = inbound.unsigned
+        cmd_id = _safe_id(raw.get("id")) if isinstance(raw, Mapping) else None
+        actor = f"unsigned:{inbound.dialect}"
+        if not isinstance(raw, Mapping) or not isinstance(raw.get("op"), str):
+            raise CommandRejected("bad_request", f"a {inbound.dialect} request this gateway cannot read",
+                                  cmd_id=cmd_id, signer=actor)
+        op, target, args = raw["op"], raw.get("target"), raw.get("args") or {}
+        if op not in self.settings.commands.unsigned.get(inbound.dialect, ()):
+            raise CommandRejected("bad_signature", f"the command carries no signature and {_name(op)} is not "
+                                  f"allowed unsigned in the {inbound.dialect} dialect (commands.unsigned)",
+                                  cmd_id=cmd_id, signer=actor)
+        if cmd_id is None or (target is not None and not isinstance(target, str)) or not isinstance(args, dict):
+            raise CommandRejected("bad_request", "the request's id, target or arguments have the wrong form",
+                                  cmd_id=cmd_id, signer=actor)
+        now = self._now_ms()
+        return Command(id=cmd_id, op=op, target=target, args=dict(args), iat=now, exp=now, signer=actor,
+                       raw=dict(raw))
 
     def authorise(self, cmd: Command) -> None:
         """Whether this gateway lets ``cmd`` act (module docstring); CommandRejected when not."""
@@ -299,6 +337,12 @@ class CommandService:
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
+
+
+def _is_inbound(payload: object) -> bool:
+    """A dialect's ``uplink.dialect.Inbound`` (``dialect``, ``signed``, ``unsigned``, ``reply``), not
+    raw ``R/cmd`` bytes; told by its shape, since commands sit below the uplink."""
+    return not isinstance(payload, (bytes, bytearray, memoryview)) and hasattr(payload, "dialect")
 
 
 def _safe_id(cmd_id: object) -> str | None:

@@ -13,6 +13,9 @@ privacy key files).
       ops: [agent.ping, device.poll, device.write, config.apply, buffer.replay]
       max_bytes: 16KiB      rollback_after: 2m      config_backups: 5
       max_skew: 5m          max_lifetime: 1h        replay_rate: 2000
+      unsigned:                               # ops a dialect's unsigned command may run (default none)
+        thingsboard: [agent.ping, device.poll]
+        sparkplug: [device.write]
 
 ``writable`` (per device; nothing is writable unless listed)::
 
@@ -38,7 +41,8 @@ from .source import (Convert, Node, Report, Section, choice, describe, did_you_m
 __all__ = ["COMMAND_KEYS", "read_commands", "read_writable"]
 
 COMMAND_KEYS = ("keys", "ops", "max_bytes", "max_skew", "max_lifetime", "rollback_after", "config_backups",
-                "replay_rate")
+                "replay_rate", "unsigned")
+UNSIGNED_DIALECTS = ("thingsboard", "sparkplug")  # edge commands are always signed
 MIN_COMMAND_BYTES, MAX_COMMAND_BYTES = 1024, 4 * 1024**2
 _DEFAULTS = CommandSettings()
 _SCALARS = (str, int, float, bool)
@@ -49,8 +53,9 @@ def read_commands(report: Report, top: Section, base: Path) -> CommandSettings:
     s = top.section("commands", COMMAND_KEYS)
     if s is None:
         return CommandSettings()
-    keys = _keys(report, s, base)
+    keys = _keys(report, s, base, required=not s.given("unsigned"))
     ops = _ops(report, s)
+    unsigned = _unsigned(report, s, ops)
     fields = dict(
         max_bytes=s.get("max_bytes", _bytes_between(MIN_COMMAND_BYTES, MAX_COMMAND_BYTES), _DEFAULTS.max_bytes),
         max_skew_s=s.get("max_skew", duration(0, 86400), _DEFAULTS.max_skew_s),
@@ -59,11 +64,41 @@ def read_commands(report: Report, top: Section, base: Path) -> CommandSettings:
         config_backups=s.get("config_backups", integer(1, 100, "previous config files kept"),
                              _DEFAULTS.config_backups),
         replay_rate=s.get("replay_rate", integer(1, 100000, "rows per second"), _DEFAULTS.replay_rate))
-    return CommandSettings(keys=keys, ops=ops, **{k: v for k, v in fields.items() if v is not None})
+    return CommandSettings(keys=keys, ops=ops, unsigned=unsigned,
+                           **{k: v for k, v in fields.items() if v is not None})
 
 
-def _keys(report: Report, s: Section, base: Path) -> tuple[TrustedKey, ...]:
-    items = s.items("keys", required=True)
+def _unsigned(report: Report, s: Section, ops: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """``unsigned``: per dialect, the ops a command without our signature may run (each also in ``ops``)."""
+    if not s.given("unsigned"):
+        return {}
+    node = s.values["unsigned"]
+    given = list(node.value) if isinstance(node.value, dict) else []
+    u = Section.of(report, node, s.sub("unsigned"), s.line_of("unsigned"), UNSIGNED_DIALECTS)
+    if u is None:
+        return {}
+    out: dict[str, tuple[str, ...]] = {}
+    for dialect in (d for d in UNSIGNED_DIALECTS if d in given):
+        chosen: list[str] = []
+        for i, item in enumerate(u.items(dialect) or ()):
+            where = f"{u.sub(dialect)}[{i}]"
+            try:
+                op = choice(OPS, "command op")(item.value)
+            except ValueError as exc:
+                report.add(item.line, where, str(exc))
+                continue
+            if op not in ops:
+                report.add(item.line, where, f"'{op}' is not enabled in commands.ops: add it there too")
+            elif op in chosen:
+                report.add(item.line, where, f"'{op}' is listed twice")
+            else:
+                chosen.append(op)
+        out[dialect] = tuple(chosen)
+    return out
+
+
+def _keys(report: Report, s: Section, base: Path, *, required: bool = True) -> tuple[TrustedKey, ...]:
+    items = s.items("keys", required=required)
     out: list[TrustedKey] = []
     ids: dict[str, int] = {}
     files: dict[Path, int] = {}

@@ -9,17 +9,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..settings import MqttSettings, TlsSettings
-from .source import Report, Section, boolean, describe, duration, host, integer, path, string
+from ..settings import MqttSettings, SparkplugSettings, TlsSettings
+from .source import Report, Section, boolean, choice, describe, duration, host, identifier, integer, path, string
 
-__all__ = ["read_mqtt"]
+__all__ = ["read_mqtt", "DIALECTS"]
+
+DIALECTS = ("edge", "thingsboard", "sparkplug")  # uplink/dialect.py, docs/dialects.md
 
 
 def read_mqtt(report: Report, top: Section, base: Path) -> MqttSettings | None:
     """``mqtt:`` (required); None when it is missing or not a mapping."""
     s = top.section("mqtt", ("host", "port", "tls", "credentials", "topic_prefix", "client_id", "protocol",
                              "keepalive", "batch_max", "inflight", "reconnect_min", "reconnect_max",
-                             "compress"), required=True)
+                             "compress", "dialect", "sparkplug"), required=True)
     if s is None:
         return None
     tls = _tls(report, s, base)
@@ -30,6 +32,11 @@ def read_mqtt(report: Report, top: Section, base: Path) -> MqttSettings | None:
         report.add(s.line_of("reconnect_max"), s.sub("reconnect_max"),
                    "must be at least reconnect_min (the first retry delay)")
     protocol = s.get("protocol", _mqtt_protocol, "3.1.1")
+    dialect = s.get("dialect", choice(DIALECTS, "dialect"), "edge") or "edge"
+    if dialect != "edge" and s.given("compress") and s.values["compress"].value is True:
+        report.add(s.line_of("compress"), s.sub("compress"), f"applies to the edge dialect only; the {dialect} "
+                   "dialect's platform reads its own payloads (remove it, or use dialect: edge)")
+    sparkplug = _sparkplug(report, s, dialect)
     return MqttSettings(
         host=s.get("host", host), port=s.get("port", integer(1, 65535), 8883 if tls.enabled else 1883),
         tls=tls, username=username, password_file=password_file,
@@ -38,7 +45,20 @@ def read_mqtt(report: Report, top: Section, base: Path) -> MqttSettings | None:
         keepalive_s=s.get("keepalive", duration(1, 65535), 30.0),
         batch_max=s.get("batch_max", integer(1, 10000), 500), inflight=s.get("inflight", integer(1, 1000), 20),
         reconnect_min_s=reconnect_min, reconnect_max_s=reconnect_max,
-        compress=s.get("compress", _compress, False))
+        compress=s.get("compress", _compress, False), dialect=dialect, sparkplug=sparkplug)
+
+
+def _sparkplug(report: Report, mqtt: Section, dialect: str) -> SparkplugSettings:
+    """``mqtt.sparkplug``: the group id and the primary host application, with ``dialect: sparkplug``."""
+    s = mqtt.section("sparkplug", ("group_id", "primary_host"))
+    if s is None:
+        return SparkplugSettings()
+    if dialect != "sparkplug":
+        report.add(mqtt.line_of("sparkplug"), mqtt.sub("sparkplug"),
+                   f"only read with dialect: sparkplug (the dialect is {dialect})")
+    why = "Sparkplug topic levels exclude '/', '+' and '#'"
+    return SparkplugSettings(group_id=s.get("group_id", identifier(why), None),
+                             primary_host=s.get("primary_host", identifier(why), None))
 
 
 def _tls(report: Report, mqtt: Section, base: Path) -> TlsSettings:

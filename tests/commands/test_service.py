@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from edge_agent.commands.types import Command, CommandRejected
 from edge_agent.commands.service import QUEUE_MAX, CommandService
 from edge_agent.commands.view import AgentView, UplinkState
 from edge_agent.errors import DeviceFault, LinkError, NoResponse
+from edge_agent.uplink.dialect import Inbound
 from edge_agent.field.poll import DeviceReader
 from edge_agent.field.registry import get_driver
 from edge_agent.model import DType, Event, Point, Priority, Record, Reg
@@ -594,3 +595,49 @@ def test_commands_still_queued_at_stop_are_counted_in_one_audit_row(tmp_path):
     stopper.join(5)
     assert [r["id"] for r in results] == ["c-0"] and service.unhandled == 3
     assert ledger.rows[-1]["detail"] == "3 message(s) on R/cmd not handled: the agent stopped"
+
+
+# -- unsigned commands from another dialect (issue 14) --------------------------------------------
+def _unsigned_world(tmp_path: Path, allowed: dict[str, tuple[str, ...]]):
+    base = make_settings(tmp_path)
+    settings = replace(base, commands=replace(base.commands, unsigned=allowed))
+    agent, ledger = FakeAgent(settings), FakeLedger()
+    ops = CommandOps(agent.view(lambda c: None), clock=lambda: NOW)
+    return CommandService(settings, FakeVerifier(), ledger, ops, clock=lambda: NOW), agent, ledger
+
+
+def test_an_unsigned_write_runs_only_when_its_dialect_allows_the_op(tmp_path):
+    service, agent, ledger = _unsigned_world(tmp_path, {"thingsboard": ("device.write",)})
+    write = {"id": "tb-gate-1-7", "op": "device.write", "target": "gate-1", "args": {"point": "barrier", "value": "open"}}
+    try:
+        answer = service.handle(Inbound("thingsboard", unsigned=write, reply=("gate-1", 7)))
+        assert answer["ok"] is True and answer["id"] == "tb-gate-1-7"
+        assert agent.readers["gate-1"].writes == [("barrier", "open", {})]
+        assert {r["actor"] for r in ledger.rows} == {"unsigned:thingsboard"}
+        ledger.rows.clear()
+        refused = service.handle(Inbound("sparkplug", unsigned=dict(write, id="spb-1"), reply=None))
+        assert refused["error"]["code"] == "bad_signature"
+        assert "device.write is not allowed unsigned in the sparkplug dialect" in refused["error"]["message"]
+        assert [(r["actor"], r["outcome"]) for r in ledger.rows] == [("unsigned:sparkplug", "rejected")]
+        # still under the same allow-list: a point not writable is refused though the op is allowed unsigned
+        other = service.handle(Inbound("thingsboard", unsigned=dict(write, target="gate-2"), reply=None))
+        assert other["error"]["code"] == "not_allowed" and len(agent.readers["gate-2"].writes) == 0
+        assert service.handle(Inbound("thingsboard", unsigned=None, reply=1))["error"]["code"] == "bad_request"
+    finally:
+        service.stop()
+
+
+def test_a_signed_command_inside_a_dialect_is_verified_as_on_r_cmd(tmp_path):
+    service, agent, _ = _unsigned_world(tmp_path, {})
+    sent: list[tuple] = []
+    try:
+        service.start(lambda answer, reply=None: sent.append((answer, reply)))
+        inbound = Inbound("thingsboard", signed=payload(op="agent.ping", id="c-5"), reply=("gw", 3))
+        service.submit(inbound)
+        deadline = time.monotonic() + 5
+        while not sent and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert sent and sent[0][0]["ok"] is True and sent[0][0]["id"] == "c-5" and sent[0][1] is inbound
+        assert service._verifier.seen == [payload(op="agent.ping", id="c-5")]
+    finally:
+        service.stop()

@@ -1,6 +1,7 @@
 """The ``mqtt`` section's ``compress`` (issue 13): off by default (the contract's JSON), true turns
 xz on, anything else is a problem on its line (the exact line is the folder case
-``cases/mqtt_compress_not_a_boolean``)."""
+``cases/mqtt_compress_not_a_boolean``). ``dialect``, ``sparkplug`` and ``commands.unsigned``
+(issue 14): which platform dialect, its settings, and the ops its unsigned commands may run."""
 
 from __future__ import annotations
 
@@ -24,3 +25,50 @@ def test_compress_takes_true_or_false_only(value: str, named: str) -> None:
         parse_settings(CONFIG.format(extra=f", compress: {value}"))
     assert str(raised.value).splitlines() == [
         f"<string>:2: mqtt.compress: expected true (telemetry and events as xz) or false, got {named}"]
+
+
+# -- mqtt.dialect, mqtt.sparkplug and commands.unsigned (issue 14) ----------------------------------
+def _problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as raised:
+        parse_settings(text)
+    return str(raised.value).splitlines()
+
+
+def test_dialect_is_edge_unless_set_and_names_one_of_three() -> None:
+    assert parse_settings(CONFIG.format(extra="")).mqtt.dialect == "edge"
+    for dialect in ("edge", "thingsboard", "sparkplug"):
+        assert parse_settings(CONFIG.format(extra=f", dialect: {dialect}")).mqtt.dialect == dialect
+    assert _problems(CONFIG.format(extra=", dialect: thingsbord")) == [
+        "<string>:2: mqtt.dialect: unknown dialect 'thingsbord' (did you mean 'thingsboard'?)"]
+
+
+def test_sparkplug_section_is_read_with_its_dialect_only() -> None:
+    mqtt = parse_settings(CONFIG.format(extra=", dialect: sparkplug, sparkplug: {group_id: g-1, primary_host: scada}"))
+    assert (mqtt.mqtt.sparkplug.group_id, mqtt.mqtt.sparkplug.primary_host) == ("g-1", "scada")
+    assert parse_settings(CONFIG.format(extra=", dialect: sparkplug")).mqtt.sparkplug.group_id is None
+    assert _problems(CONFIG.format(extra=", sparkplug: {group_id: g}")) == [
+        "<string>:2: mqtt.sparkplug: only read with dialect: sparkplug (the dialect is edge)"]
+    assert _problems(CONFIG.format(extra=", dialect: sparkplug, sparkplug: {group_id: a/b}")) == [
+        "<string>:2: mqtt.sparkplug.group_id: 'a/b' may only use letters, digits, '_', '.' and '-' "
+        "(Sparkplug topic levels exclude '/', '+' and '#')"]
+
+
+def test_compress_is_for_the_edge_dialect_only() -> None:
+    assert _problems(CONFIG.format(extra=", dialect: thingsboard, compress: true")) == [
+        "<string>:2: mqtt.compress: applies to the edge dialect only; the thingsboard dialect's platform reads "
+        "its own payloads (remove it, or use dialect: edge)"]
+
+
+COMMANDS = CONFIG + "commands:\n  unsigned:\n{lists}"
+
+
+def test_unsigned_ops_per_dialect_need_no_keys_and_must_be_enabled() -> None:
+    s = parse_settings(COMMANDS.format(extra=", dialect: thingsboard",
+                                       lists="    thingsboard: [agent.ping, device.poll]\n    sparkplug: []\n"))
+    assert s.commands.unsigned == {"thingsboard": ("agent.ping", "device.poll"), "sparkplug": ()}
+    assert s.commands.keys == ()
+    assert _problems(COMMANDS.format(extra="", lists="    thingsboard: [config.apply, agent.pong]\n    edge: []\n")) == [
+        "<string>:7: commands.unsigned.thingsboard[0]: 'config.apply' is not enabled in commands.ops: add it there too",
+        "<string>:7: commands.unsigned.thingsboard[1]: unknown command op 'agent.pong' (did you mean 'agent.ping'?)",
+        "<string>:8: commands.unsigned.edge: unknown key 'edge' (expected one of: thingsboard, sparkplug)",
+    ]

@@ -455,3 +455,19 @@ def test_a_crash_looping_unit_is_a_fail(host) -> None:
     script.chmod(0o755)
     found = doctor_checks.check_systemd()
     assert found.status == "FAIL" and "auto-restart" in found.finding
+
+
+def test_each_op_allowed_unsigned_in_the_dialect_warns() -> None:
+    """Issue 14: ThingsBoard RPC and Sparkplug DCMD carry no signature; every op let through
+    unsigned in the configured dialect is a WARN naming the op, and nothing in the edge dialect."""
+    from edge_agent.config.schema import parse_settings
+
+    text = ("gateway: {{id: gw-1, site: s1}}\nmqtt: {{host: h, dialect: {d}}}\nbuses: []\ndevices: []\n"
+            "commands:\n  unsigned:\n    thingsboard: [agent.ping, device.poll]\n    sparkplug: [device.write]\n")
+    found = doctor_checks.check_unsigned(parse_settings(text.format(d="thingsboard")))
+    assert [(f.status, f.check) for f in found] == [(WARN, "unsigned commands")] * 2
+    assert "agent.ping is allowed without a signature in the thingsboard dialect" in found[0].finding
+    assert "commands.unsigned.thingsboard" in found[1].fix
+    assert [f.finding.split()[0] for f in doctor_checks.check_unsigned(parse_settings(text.format(d="sparkplug")))] \
+        == ["device.write"]
+    assert doctor_checks.check_unsigned(parse_settings(text.format(d="edge"))) == []

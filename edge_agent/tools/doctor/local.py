@@ -19,7 +19,7 @@ from typing import Any
 
 from .finding import FAIL, OK, SERVICE_USER, TIMEOUT_S, WARN, Finding, Who
 
-__all__ = ["check_config_file", "check_serial", "check_clock", "check_state_dir", "check_disk", "check_keys",
+__all__ = ["check_config_file", "check_serial", "check_clock", "check_state_dir", "check_disk", "check_keys", "check_unsigned",
            "check_systemd", "owner_text"]
 
 RW = os.R_OK | os.W_OK
@@ -297,6 +297,17 @@ def check_keys(settings: Any, who: Who, config: str) -> list[Finding]:
     ID`` (each trusted command key), ``mqtt password`` and ``tls files``."""
     found = [_pseudonym(settings, who, config), _platform(settings, who)]
     return [f for f in found if f is not None] + _command_keys(settings, who) + _mqtt_files(settings, who)
+
+
+def check_unsigned(settings: Any) -> list[Finding]:
+    """A WARN per op that a command without our signature may run in the configured dialect
+    (``commands.unsigned``: ThingsBoard RPC and Sparkplug DCMD carry none); nothing otherwise."""
+    dialect = settings.mqtt.dialect
+    ops = settings.commands.unsigned.get(dialect, ()) if dialect != "edge" else ()
+    return [Finding(WARN, "unsigned commands", f"{op} is allowed without a signature in the {dialect} dialect: "
+                    "anyone who may publish to the gateway's command topic on the broker can run it",
+                    f"keep the broker's ACL tight, or remove {op} from commands.unsigned.{dialect}")
+            for op in ops]
 
 
 # -- systemd -------------------------------------------------------------------------------------

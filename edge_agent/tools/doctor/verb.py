@@ -157,6 +157,7 @@ def run_checks(settings: Any, config: str, who: Who, emit: Callable[[Finding], N
     run("state dir", lambda: dc.check_state_dir(settings, who))
     run("disk", lambda: dc.check_disk(settings.buffer))
     run("keys", lambda: dc.check_keys(settings, who, config))
+    run("unsigned commands", lambda: dc.check_unsigned(settings))
     run("systemd", dc.check_systemd)
 
 
