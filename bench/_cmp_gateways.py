@@ -250,9 +250,11 @@ def edge_env(source: Path | None) -> dict[str, str]:
 
 
 def edge_gateway(workdir: Path, *, broker_port: int, sim_port: int, interval_ms: int,
-                 source: Path | None = None, compress: bool = False) -> Gateway:
+                 source: Path | None = None, compress: bool = False,
+                 overrides: dict[str, Any] | None = None) -> Gateway:
     """Our agent; ``source``: an exported revision to run instead of this working tree;
-    ``compress``: ``mqtt.compress: true`` (xz payloads for a metered link)."""
+    ``compress``: ``mqtt.compress: true`` (xz payloads for a metered link); ``overrides``: dotted
+    config keys set on top (``{"buffer.commit_interval": "20ms"}``)."""
     import yaml
 
     state = workdir / "state"
@@ -264,6 +266,12 @@ def edge_gateway(workdir: Path, *, broker_port: int, sim_port: int, interval_ms:
         "devices": [{"name": dev_name(unit), "bus": "sim", "driver": "modbus_generic", "address": unit,
                      "interval": _duration(interval_ms), "points": points} for unit in range(1, UNITS + 1)],
     }
+    for dotted, value in (overrides or {}).items():
+        *parents, leaf = dotted.split(".")
+        node = cfg
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "gateway.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/compare_thingsboard.py [--quick] [--only edge,tb,tb-tags,edge-xz]
         [--workloads W1,W2,W3,W10ms,outage,kill,kill-down] [--edge-at REV] [--tb-venv bench/.tb-venv] [--seconds S]
-        [--json FILE] [--keep DIR] [--seed N] [--kills N] [--kill-gap MIN,MAX]
+        [--json FILE] [--keep DIR] [--seed N] [--kills N] [--kill-gap MIN,MAX] [--edge-set KEY=VALUE]
 
 The same Modbus TCP simulator (20 units x 20 holding registers, a new value on every read, every
 served value logged with its time: _cmp_sim.py), the same mosquitto (a fresh one per run, on a
@@ -65,6 +65,7 @@ from _cmp_sim import FLUSH_EVERY_S
 from _cmp_values import Delivery, Served, is_data_topic, match, outcome, parse_served
 
 import paho.mqtt.client as mqtt
+import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 VALUES_PER_CYCLE = 400
@@ -178,12 +179,13 @@ class Run:
     """One gateway on one workload: a fresh broker, simulator, subscriber and gateway directory."""
 
     def __init__(self, root: Path, gateway: str, workload: str, tb_python: Path | None,
-                 source: Path | None = None) -> None:
+                 source: Path | None = None, edge_overrides: dict[str, Any] | None = None) -> None:
         self.dir = root / f"{workload}-{gateway}"
         self.dir.mkdir(parents=True)
         self.gateway_kind, self.workload = gateway, workload
         self.interval_ms = WORKLOADS[workload]
         self.tb_python, self.source = tb_python, source
+        self.edge_overrides = edge_overrides or {}
 
     def __enter__(self) -> "Run":
         self.broker = Mosquitto(self.dir, persistence=True, extra=BROKER_EXTRA).start()
@@ -194,7 +196,7 @@ class Run:
         if self.gateway_kind in ("edge", "edge-xz"):
             self.gw = edge_gateway(workdir, broker_port=self.broker.port, sim_port=self.sim.port,
                                    interval_ms=self.interval_ms, source=self.source,
-                                   compress=self.gateway_kind == "edge-xz")
+                                   compress=self.gateway_kind == "edge-xz", overrides=self.edge_overrides)
         else:
             assert self.tb_python is not None
             self.gw = tb_gateway(self.tb_python, workdir, broker_port=self.broker.port, sim_port=self.sim.port,
@@ -465,6 +467,9 @@ def main() -> int:
                          "(default edge,tb,tb-tags; 'tb' alone means tb and tb-tags)")
     ap.add_argument("--workloads", default=",".join(DEFAULT_WORKLOADS),
                     help="comma-separated: " + ", ".join(WORKLOADS) + " (default " + ",".join(DEFAULT_WORKLOADS) + ")")
+    ap.add_argument("--edge-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="set a config key of our agent (dotted, YAML value), e.g. buffer.commit_interval=20ms; "
+                         "repeatable")
     ap.add_argument("--kills", type=int, default=None, help="kill -9s per kill workload (default 10, 3 with --quick)")
     ap.add_argument("--kill-gap", default=None, metavar="MIN,MAX",
                     help="seconds between kills, drawn uniformly (default 3,8; 2,4 with --quick)")
@@ -488,6 +493,12 @@ def main() -> int:
     for bad in [g for g in gateways if g not in GATEWAYS] + [w for w in workloads if w not in WORKLOADS]:
         ap.error(f"unknown gateway or workload {bad!r}")
     plan = Plan(args.quick, args.seconds)
+    edge_overrides: dict[str, Any] = {}
+    for item in args.edge_set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            ap.error(f"--edge-set takes KEY=VALUE, got {item!r}")
+        edge_overrides[key] = yaml.safe_load(value)
     if args.kills is not None:
         plan.kills = args.kills
     if args.kill_gap:
@@ -521,7 +532,7 @@ def main() -> int:
                 if gateway == "tb-tags" and workload not in TAGS_WORKLOADS:
                     continue
                 t = time.monotonic()
-                with Run(Path(tmp), gateway, workload, tb_python, source) as run:
+                with Run(Path(tmp), gateway, workload, tb_python, source, edge_overrides) as run:
                     if workload == "outage":
                         fig = outage(run, plan)
                     elif workload in ("kill", "kill-down"):
