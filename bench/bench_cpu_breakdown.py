@@ -52,6 +52,7 @@ THREADS = (
     ("uplink state", "uplink/state.py", (("stats", "edge_agent/"),)),
     ("agent main, housekeeping", "edge_agent/", (("buffer", "buffer/"), ("other", "edge_agent/"))),
 )
+IDLE_LEAVES = ("Condition.wait", "Event.wait", "wait", "sleep", "select", "poll", "accept")
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^:()]*)(?::\d+)?\)$")
 
 
@@ -145,6 +146,10 @@ def main() -> int:
             if args.raw:
                 args.raw.write_text(raw)
     stacks = parse(raw)
+    # a thread blocked in a lock's acquire (Condition.wait, Event.wait) can be sampled as active
+    # by --nonblocking sampling: such samples are waiting, not CPU, and are left out of the shares
+    waiting = sum(n for frames, n in stacks if frames and frames[-1][0] in IDLE_LEAVES)
+    stacks = [(frames, n) for frames, n in stacks if frames and frames[-1][0] not in IDLE_LEAVES]
     total = sum(n for _, n in stacks) or 1
     by_stage: collections.Counter[str] = collections.Counter()
     by_package: collections.Counter[str] = collections.Counter()
@@ -158,7 +163,8 @@ def main() -> int:
     per_1000_spy = (c3 - c2) * 1000 / max(1, profiled["delivered"])
     print(f"{args.workload}: {bare['delivered'] / (t1 - t0):,.0f} values/s delivered; CPU {100 * (c1 - c0) / (t1 - t0):.0f}% "
           f"of one core, {per_1000:.4f} CPU-s per 1,000 values (under py-spy: {per_1000_spy:.4f}); "
-          f"{total:,} samples at {args.rate}/s over {args.seconds:.0f} s")
+          f"{total:,} samples at {args.rate}/s over {args.seconds:.0f} s ({waiting:,} more in a lock's wait, "
+          "left out)")
     for title, counter, top in (("by stage (inclusive)", by_stage, 20), ("by package (leaf)", by_package, 15),
                                 ("top functions (leaf)", by_leaf, 25)):
         print(f"\n{title}:")

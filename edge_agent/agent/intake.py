@@ -7,7 +7,8 @@ daemon only wires the three together.
 
 - Clock mark: while ``clock`` (a cached ``ClockWatch``, asked once per batch) says the system
   clock is not synchronised, items are marked ``clk_synced=False`` (``clk: "unsynced"`` on the
-  wire) and counted in ``unsynced_items``. Ids are still assigned by the buffer in buffering
+  wire; readings once grouped into records, events each) and counted in ``unsynced_items``
+  (readings and events). Ids are still assigned by the buffer in buffering
   order, whatever the stamps say.
 - Privacy: every reading and event passes ``Privacy`` before it is queued. A bus worker's
   readings (one poll's) leave it as records (``Privacy.apply_records``: one per device, unit
@@ -56,9 +57,15 @@ class Intake:
         return [item if not item.clk_synced else replace(item, clk_synced=False) for item in items]
 
     def accept_readings(self, readings: Iterable[Reading]) -> None:
-        """A bus worker's readings (one poll's): clock mark, privacy into records, then the buffer
-        writer."""
-        protected = self._privacy.apply_records(self._marked(list(readings)))
+        """A bus worker's readings (one poll's): privacy into records, the clock mark (on the records:
+        a poll's readings share one time, so one mark a record, not one a reading), then the
+        buffer writer."""
+        batch = list(readings)
+        protected = self._privacy.apply_records(batch)
+        if batch and not self._clock.synced:
+            with self._unsynced_lock:
+                self.unsynced_items += len(batch)
+            protected = [rec if not rec.clk_synced else replace(rec, clk_synced=False) for rec in protected]
         if protected:
             self._put(protected)
 
