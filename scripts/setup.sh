@@ -29,4 +29,11 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]" 2> >(grep -v "^WARNING: Location" >&2)
+# The Sparkplug B host the tests judge the sparkplug dialect with: another library (pysparkplug),
+# in a venv of its own (tests/support/spb_host.py runs with it).
+if ! tests/.spb-venv/bin/python -c 'import pysparkplug' 2>/dev/null; then
+  python3 -m venv tests/.spb-venv
+  tests/.spb-venv/bin/python -m pip install -q --disable-pip-version-check "pysparkplug==0.6.1" \
+    2> >(grep -v "^WARNING: Location" >&2)
+fi
 echo "setup: ready ($(.venv/bin/edge-agent --version), mosquitto $(mosquitto -h 2>/dev/null | head -1 | awk '{print $3}'))" >&2
