@@ -59,6 +59,7 @@ class MqttSettings:
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 60.0
     compress: bool = False  # telemetry and events payloads as xz streams (uplink/payload.py)
+    linger_s: float = 0.025  # a newly polled row waits this long for company before it is published
     dialect: str = "edge"  # edge | thingsboard | sparkplug (uplink/dialect.py, docs/dialects.md)
     sparkplug: "SparkplugSettings" = field(default_factory=lambda: SparkplugSettings())
 

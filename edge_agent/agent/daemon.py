@@ -29,6 +29,7 @@ from ..field.alarms import DeviceAlarms
 from ..buffer.outbox import Buffer
 from ..clock import ClockWatch
 from ..commands.view import AgentView, ApplyConfig, UplinkState
+from ..buffer.live import LiveOutbox
 from ..buffer.writer import BufferWriter
 from ..buffer.idfloor import ID_FLOOR_COPY
 from .control import ControlError, ControlServer, socket_path
@@ -92,14 +93,17 @@ class Agent:
         if s.commands.enabled or s.commands.unsigned.get(s.mqtt.dialect):
             self.commands = self._build_service(s, self.command_view())
         self.buffer.open()
-        self.uplink = Uplink(s.mqtt, s.gateway, self.buffer, version=__version__, started_at_ms=self.started_ms,
+        # with the intake log on, rows are numbered when taken and may be published before their
+        # group commit (buffer/live.py): the writer wakes the uplink at once (after mqtt.linger)
+        self.writer = BufferWriter(self.buffer, commit_interval_s=s.buffer.commit_interval_s,
+                                   commit_max=s.buffer.commit_max, on_commit=lambda ids: self.uplink.wake(),
+                                   intake_log=s.buffer.intake_log, on_queued=lambda: self.uplink.wake_soon())
+        outbox = LiveOutbox(self.buffer, self.writer) if s.buffer.intake_log else self.buffer
+        self.uplink = Uplink(s.mqtt, s.gateway, outbox, version=__version__, started_at_ms=self.started_ms,
                              extra_state=self._extra_state, dialect=platform_dialect(s),
                              on_command=self.commands.submit if self.commands is not None else None)
         if self.commands is not None:
             self.commands.start(self.uplink.publish_result)
-        self.writer = BufferWriter(self.buffer, commit_interval_s=s.buffer.commit_interval_s,
-                                   commit_max=s.buffer.commit_max, on_commit=lambda ids: self.uplink.wake(),
-                                   intake_log=s.buffer.intake_log)
         self.writer.start()
         self.intake = Intake(self.privacy, self.clock, self.writer.put)
         for d in s.devices:  # counted (as unknown) from the first R/state on, before any poll

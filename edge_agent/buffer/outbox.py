@@ -194,6 +194,9 @@ class Buffer:
         self._episode = evict.Episode(self.path)  # the log lines of eviction episodes
         self._intake_seq = 0  # the intake log seq of the last row committed (writer.py, intakelog.py)
         self._sent = SentIds(int(max(1.0, retain_sent_s / 100) * 1000))  # what was acked (sent.py)
+        self._raised: int | None = None  # a ceiling take_ids reserved, for the next commit's meta row
+        self._committed_to = 0  # the highest id committed by this process (prune stays below it)
+        self._sent_floor = 0  # the highest id in the file when it was opened
         self._last_prune = self._now_ms()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -240,6 +243,7 @@ class Buffer:
                 self._ids.load(found.max_id + 1, found.meta.get("next_id", 1),
                                ceiling_copy=found.meta.get("id_ceiling", 1), trust_floors=found.existing)
                 self._intake_seq = found.intake_seq
+                self._sent_floor = found.max_id  # rows earlier runs committed: prune may reach them
                 self._sent.load(found.sent)
                 self._sent.cover_to(found.sent_to, self._now_ms())
             except BaseException:
@@ -366,26 +370,61 @@ class Buffer:
         records, ``encode_items``); returns the rows' ids in order. TypeError on bad items."""
         return self.append_encoded(encode_items(items))
 
+    def take_ids(self, count: int) -> int:
+        """Hand out the next ``count`` ids now, before their rows are committed; the first.
+
+        Why: with the intake log on, the writer numbers a poll's rows when it takes them
+        (``writer.py``), so the uplink may publish them before the group commit; ids stay unique
+        and increasing in buffering order, and the sidecar is raised (fsynced) before any id
+        above the old ceiling is handed out, as at a commit. BufferError when it cannot be."""
+        with self._lock:
+            self._db()
+            first = self._ids.next_id
+            self._reserve(first + count)
+            self._ids.next_id = first + count
+            return first
+
+    def claim_ids(self, last: int) -> None:
+        """Ids up to ``last`` are taken (rows a killed run numbered, replayed from the intake log)."""
+        with self._lock:
+            self._db()
+            if last >= self._ids.next_id:
+                self._reserve(last + 1)
+                self._ids.next_id = last + 1
+
+    def _reserve(self, end: int) -> None:
+        try:
+            raised = self._ids.reserve(end)
+        except OSError as exc:
+            raise BufferError(f"{self.path}: cannot reserve ids in {self._ids.ids_path}: "
+                              f"{exc.strerror or exc}") from exc
+        if raised is not None:
+            self._raised = raised
+
     def append_encoded(self, rows: Sequence[EncodedRow], *, make_room: bool = False,
-                       intake_seq: int | None = None) -> list[int]:
+                       intake_seq: int | None = None, ids: Sequence[int] | None = None) -> list[int]:
         """Buffer rows already made by ``encode_items`` (the writer encodes at ``put`` time).
 
         Then evicts old rows while the database is over ``max_bytes``. ``make_room`` (after a
         BufferFull) also evicts inside the insert's transaction until the rows fit. ``intake_seq``:
         the intake log seq of the last row, stored in the same transaction (``intake_seq``).
+        ``ids``: the rows' ids from ``take_ids``/``claim_ids`` (increasing); None: the next ones.
         """
         if not rows:
             return []
         with self._lock:
             self._db()
-            first = self._ids.next_id
-            end = first + len(rows)
-            try:
-                raised = self._ids.reserve(end)
-            except OSError as exc:
-                raise BufferError(f"{self.path}: cannot reserve ids in {self._ids.ids_path}: "
-                                  f"{exc.strerror or exc}") from exc
-            params = [(i, *row, None, None) for i, row in zip(range(first, end), rows)]
+            if ids is None:
+                first = self._ids.next_id
+                id_list: Sequence[int] = range(first, first + len(rows))
+                self._reserve(first + len(rows))
+            else:
+                if len(ids) != len(rows):
+                    raise ValueError(f"{len(rows)} rows, {len(ids)} ids")
+                id_list, first = ids, ids[0]
+            end = id_list[-1] + 1
+            raised, self._raised = self._raised, None
+            params = [(i, *row, None, None) for i, row in zip(id_list, rows)]
 
             def insert(conn: sqlite3.Connection) -> None:
                 # the commit's intake seq and how far everything was sent ride on its last row
@@ -395,17 +434,26 @@ class Buffer:
                     conn.execute(SET_META, ("id_ceiling", raised))
 
             if make_room:
-                tally = evict.make_room(self._transaction, insert, rows, first, BufferFull, self._delete)
+                try:
+                    tally = evict.make_room(self._transaction, insert, rows, first, BufferFull, self._delete)
+                except BaseException:
+                    self._raised = self._raised or raised  # not in meta yet: the next commit writes it
+                    raise
                 if tally:
                     log.warning("buffer %s: disk full: made room for %d rows by evicting %s", self.path,
                                 len(rows), tally.describe())
             else:
-                self._transaction("append", insert)
-            self._ids.next_id = end  # nothing that can fail comes after the commit
+                try:
+                    self._transaction("append", insert)
+                except BaseException:
+                    self._raised = self._raised or raised
+                    raise
+            self._ids.next_id = max(self._ids.next_id, end)  # nothing that can fail comes after the commit
+            self._committed_to = max(self._committed_to, end - 1)
             if intake_seq is not None:
                 self._intake_seq = intake_seq
         self._evict_over_cap(below_id=first)
-        return list(range(first, end))
+        return list(id_list)
 
     def mark_sent(self, ids: Iterable[int]) -> None:
         """Record delivery, in memory (``sent.py``): no transaction. ``prune`` writes it to the file
@@ -419,6 +467,22 @@ class Buffer:
         with self._lock:
             self._sent.add(id_list, now)
 
+    def unsent(self, ids: Sequence[int]) -> list[int]:
+        """Of ``ids`` (increasing), those not marked sent: the writer's queued rows the uplink may
+        still have to publish (an ack can come before the commit)."""
+        if not ids:
+            return []
+        with self._lock:
+            gaps = list(self._sent.gaps(ids[0] - 1, ids[-1]))
+        out: list[int] = []
+        j = 0
+        for i in ids:
+            while j < len(gaps) and gaps[j][1] < i:
+                j += 1
+            if j < len(gaps) and gaps[j][0] <= i:
+                out.append(i)
+        return out
+
     def prune(self) -> int:
         """Housekeeping: delete sent rows older than retain_sent_s (and ``SENT_GRACE_S``, so a
         follower such as ``edge-agent tail`` polling the file never misses one) in large steps
@@ -428,7 +492,10 @@ class Buffer:
         cutoff = now - int(max(self.retain_sent_s, SENT_GRACE_S) * 1000)
         with self._lock:
             self._db()
-            due = [(r.lo, r.hi) for r in self._sent.due(cutoff)]
+            # ids acked before their commit (published from the writer's queue) have no row yet:
+            # prune stays below what this process committed, so they keep their sent mark
+            top = max(self._committed_to, self._sent_floor)
+            due = [(r.lo, min(r.hi, top)) for r in self._sent.due(cutoff) if r.lo <= top]
             if due and (sum(hi - lo + 1 for lo, hi in due) < PRUNE_STEP_IDS
                         and now - self._last_prune < PRUNE_STEP_S * 1000):
                 due = []  # not worth a step yet

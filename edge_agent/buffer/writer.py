@@ -29,11 +29,21 @@ holds up to it. ``start`` replays what a killed process left in the log, skippin
 buffer already has, and commits it before anything else: an item ``put`` returned for survives
 kill -9, whatever ``commit_interval_s`` is. Turned off, the log is still read at ``start`` (rows an
 earlier run left are committed, then the files removed).
+
+Ids at intake (with the log on): ``put`` numbers the rows it queues (``Buffer.take_ids``, in
+queue order, under the lock) and writes each row's id into its log entry, so a row is durable
+*with its id* as soon as ``put`` returns. ``queued`` lets the uplink publish those rows before
+their commit (``live.py``): latency no longer waits for the group commit, which can then be as
+rare as the flash card wants. A replay after kill -9 commits each row under the id it was
+published with. A row whose log write failed is not handed out before its commit (a kill could
+lose it after the platform saw its id); nor is any row after it, so the uplink's cursors never
+pass a row it has not seen. With the log off, ids are assigned at the commit, as before.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import threading
 import time
@@ -42,7 +52,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from .intakelog import IntakeLog, encode_rows
-from .outbox import Buffer, BufferFull, EncodedRow, encode_items
+from .outbox import Buffer, BufferError, BufferFull, EncodedRow, OutRow, encode_items
 from ..model import Event, Priority, Reading, Record
 
 __all__ = ["BufferWriter", "WriterStats"]
@@ -52,6 +62,8 @@ log = logging.getLogger(__name__)
 RETRY_MIN_S = 0.2
 RETRY_MAX_S = 5.0
 REPLAY_WAIT_S = 30.0  # start waits this long at most for the replayed rows' commit
+_ROW_FIELDS = 4  # EncodedRow: (prio, kind, ts, body); a numbered log row has its id in front
+_PRIO = {int(p): p for p in Priority}
 
 
 @dataclass(frozen=True)
@@ -68,10 +80,14 @@ class BufferWriter:
 
     def __init__(self, buffer: Buffer, *, commit_interval_s: float = 0.2, commit_max: int = 2000,
                  queue_max: int = 20000, on_commit: Callable[[list[int]], None] | None = None,
-                 intake_log: bool = False) -> None:
+                 intake_log: bool = False, on_queued: Callable[[], None] | None = None) -> None:
         self._buffer = buffer
         self._log = IntakeLog(buffer.path, enabled=intake_log)
         self._seqs: deque[int] = deque()  # the intake log seq of each queued row
+        self._ids: deque[int | None] = deque()  # each queued row's id (None: assigned at its commit)
+        self._shown: deque[bool] = deque()  # whether the uplink may publish it before its commit
+        self._numbered = False  # put takes ids (the log is on): module docstring
+        self._on_queued = on_queued
         self._next_seq = 1
         self._replayed = 0
         self._interval = commit_interval_s
@@ -94,13 +110,15 @@ class BufferWriter:
             if self._thread is not None:
                 raise RuntimeError("buffer writer already started")
             replay = self._open_log()
+            span = (self._ids[0], self._ids[-1]) if replay and self._ids[0] is not None else None
             before = self._buffer.max_id() if replay else 0
             self._thread = threading.Thread(target=self._run, name="buffer-writer", daemon=True)
             self._thread.start()
         if replay:
             if self.flush(REPLAY_WAIT_S):
+                first, last = span or (before + 1, self._buffer.max_id())
                 log.info("intake log: committed %d rows a stopped run had received but not committed (ids %d-%d)",
-                         replay, before + 1, self._buffer.max_id())
+                         replay, first, last)
             else:
                 log.error("intake log: the %d rows a stopped run left are not committed yet (the buffer is failing); "
                           "they stay queued and in the log", replay)
@@ -112,7 +130,17 @@ class BufferWriter:
         committed = self._buffer.intake_seq
         todo = [(seq, row) for seq, row in found.rows if seq > committed]
         self._next_seq = max(committed, found.last_seq) + 1
+        self._numbered = self._log.appending
         if todo:
+            numbered = all(len(row) == _ROW_FIELDS + 1 for _, row in todo)
+            if numbered:  # each row under the id it was taken (and maybe published) with
+                self._buffer.claim_ids(todo[-1][1][0])
+                self._ids.extend(row[0] for _, row in todo)
+                todo = [(seq, row[1:]) for seq, row in todo]
+            else:  # a log of the version before ids at intake (or mixed, after two crashes): new ids
+                todo = [(seq, row[-_ROW_FIELDS:]) for seq, row in todo]
+                self._ids.extend(self._new_ids(len(todo)))
+            self._shown.extend([numbered] * len(todo))
             self._seqs.extend(seq for seq, _ in todo)
             self._queue.extend(row for _, row in todo)  # type: ignore[misc]
             self._accepted += len(todo)
@@ -131,7 +159,8 @@ class BufferWriter:
         ``stop`` has begun. A batch larger than ``queue_max`` is accepted in slices.
         """
         rows = encode_items(items)
-        payload = encode_rows(rows) if self._log.appending and len(rows) <= self._queue_max else None
+        payload = (encode_rows(rows) if self._log.appending and not self._numbered and len(rows) <= self._queue_max
+                   else None)
         done = 0
         with self._cond:
             while done < len(rows):
@@ -143,9 +172,15 @@ class BufferWriter:
                     continue
                 part = rows[done:done + chunk]
                 seq = self._next_seq
-                self._log.append(seq, part, payload if chunk == len(rows) else None)
+                ids = self._new_ids(chunk)
+                if ids[0] is not None:
+                    logged = self._log.append(seq, [(i, *row) for i, row in zip(ids, part)])
+                else:
+                    logged = self._log.append(seq, part, payload if chunk == len(rows) else None)
                 self._next_seq += chunk
                 self._seqs.extend(range(seq, seq + chunk))
+                self._ids.extend(ids)
+                self._shown.extend([logged and ids[0] is not None] * chunk)
                 self._queue.extend(part)
                 if any(row[0] >= Priority.CRITICAL for row in rows[done:done + chunk]):
                     self._urgent = True  # an SOS or a flood alarm does not wait for the group
@@ -154,6 +189,45 @@ class BufferWriter:
                 if self._first_at is None:
                     self._first_at = time.monotonic()
                 self._cond.notify_all()
+        if self._numbered and self._on_queued is not None:
+            try:
+                self._on_queued()
+            except Exception:
+                log.exception("buffer writer: on_queued callback failed")
+
+    def _new_ids(self, count: int) -> list[int | None]:
+        """Ids for ``count`` rows about to be queued (with the lock held), or Nones: the commit
+        assigns them. If the sidecar cannot be raised, numbering stops for the run (an id taken
+        later would be below one assigned at a commit before it): logged once."""
+        if not self._numbered:
+            return [None] * count
+        try:
+            first = self._buffer.take_ids(count)
+        except BufferError as exc:
+            self._numbered = False
+            log.error("buffer writer: %s; rows get their ids at their commit from now on (published "
+                      "only once committed)", exc)
+            return [None] * count
+        return list(range(first, first + count))
+
+    def queued(self, limit: int, *, prio: Priority | None = None, after_id: int = 0,
+               until_id: int | None = None) -> tuple[list[OutRow], int | None]:
+        """Rows put and numbered but not committed yet, as ``Buffer.pending`` returns rows: id >
+        ``after_id`` (and <= ``until_id``), of ``prio`` if given, in id order, at most ``limit``;
+        and the id of the first queued row that may not be shown yet (None: none), above which
+        nothing is returned. Acked ids are left out by the caller (``Buffer.unsent``)."""
+        out: list[OutRow] = []
+        with self._cond:
+            for row_id, shown, row in zip(self._ids, self._shown, self._queue):
+                if row_id is None or not shown:
+                    return out, row_id
+                if row_id <= after_id or (prio is not None and row[0] != prio):
+                    continue
+                if until_id is not None and row_id > until_id or len(out) >= limit:
+                    break
+                out.append(OutRow(id=row_id, kind=row[1], prio=_PRIO[row[0]], ts=row[2],
+                                  body={"id": row_id, **json.loads(row[3])}))
+        return out, None
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until everything put so far is committed; False if ``timeout`` ran out first."""
@@ -230,20 +304,26 @@ class BufferWriter:
                         or self._urgent or now >= due):
                     self._urgent = False
                     batch = list(itertools.islice(self._queue, self._commit_max))
-                    return batch, self._seqs[len(batch) - 1]
+                    numbered = self._ids[0] is not None  # a batch is all numbered or none (_new_ids)
+                    n = next((k for k, i in enumerate(itertools.islice(self._ids, len(batch)))
+                              if (i is not None) != numbered), len(batch))
+                    return batch[:n], self._seqs[n - 1]
                 self._cond.wait(due - now)
 
     def _commit(self, batch: list[EncodedRow], last_seq: int) -> None:
         full = False  # one failure per attempt, made room for or not
+        with self._cond:
+            taken = list(itertools.islice(self._ids, len(batch)))
+        given = taken if taken[0] is not None else None
         try:
             try:
-                ids = self._buffer.append_encoded(batch, intake_seq=last_seq)
+                ids = self._buffer.append_encoded(batch, intake_seq=last_seq, ids=given)
             except BufferFull:
                 full = True
                 with self._cond:
                     self._failures += 1
                 log.debug("buffer full: evicting old rows to make room for %d items", len(batch))
-                ids = self._buffer.append_encoded(batch, make_room=True, intake_seq=last_seq)
+                ids = self._buffer.append_encoded(batch, make_room=True, intake_seq=last_seq, ids=given)
         except Exception as exc:
             with self._cond:
                 self._failures += 0 if full else 1
@@ -259,6 +339,8 @@ class BufferWriter:
             for _ in batch:
                 self._queue.popleft()
                 self._seqs.popleft()
+                self._ids.popleft()
+                self._shown.popleft()
             self._log.committed(last_seq)
             self._committed += len(batch)
             self._transactions += 1

@@ -21,7 +21,7 @@ def read_mqtt(report: Report, top: Section, base: Path) -> MqttSettings | None:
     """``mqtt:`` (required); None when it is missing or not a mapping."""
     s = top.section("mqtt", ("host", "port", "tls", "credentials", "topic_prefix", "client_id", "protocol",
                              "keepalive", "batch_max", "inflight", "reconnect_min", "reconnect_max",
-                             "compress", "dialect", "sparkplug"), required=True)
+                             "compress", "dialect", "sparkplug", "linger"), required=True)
     if s is None:
         return None
     tls = _tls(report, s, base)
@@ -45,7 +45,8 @@ def read_mqtt(report: Report, top: Section, base: Path) -> MqttSettings | None:
         keepalive_s=s.get("keepalive", duration(1, 65535), 30.0),
         batch_max=s.get("batch_max", integer(1, 10000), 500), inflight=s.get("inflight", integer(1, 1000), 20),
         reconnect_min_s=reconnect_min, reconnect_max_s=reconnect_max,
-        compress=s.get("compress", _compress, False), dialect=dialect, sparkplug=sparkplug)
+        compress=s.get("compress", _compress, False), dialect=dialect, sparkplug=sparkplug,
+        linger_s=s.get("linger", duration(0, 10), 0.025))
 
 
 def _sparkplug(report: Report, mqtt: Section, dialect: str) -> SparkplugSettings:

@@ -5,6 +5,10 @@ all callbacks), our drain thread (the only one that reads rows from and marks ro
 buffer) and the state thread of ``uplink_state`` (reads ``Buffer.stats()`` only). They share
 a small state under ``_lock``; the lock is never held across a paho call.
 
+Linger: ``wake_soon`` (the writer, when a poll's rows are queued: ids at intake, ``buffer/live.py``)
+lets the drain wait ``mqtt.linger`` (25 ms) before it selects, so the records of one polling
+round share a message instead of going one a message; ``wake`` (a commit, an ack) does not wait.
+
 Drain: while connected, ``lanes.select`` picks the next rows (critical, high, live, then one
 backlog window: the order is described there, and only there), a message carries at most
 ``batch_max`` rows of one kind, and at most ``inflight`` messages wait for their PUBACK. The
@@ -175,6 +179,7 @@ class Uplink:
         self._publishing = False
         self._acked: list[int] = []  # acked ids not yet marked sent (the drain thread marks them)
         self._hold_until = 0.0
+        self._linger_until = 0.0  # wake_soon: select no new rows before this (monotonic)
         self._published_messages = self._published_items = self._acked_items = 0
         self._last_ack_at: int | None = None
         self._last_error: str | None = None
@@ -223,6 +228,13 @@ class Uplink:
 
     def wake(self) -> None:
         """New rows are buffered: drain now rather than at the next poll tick."""
+        self._wake.set()
+
+    def wake_soon(self) -> None:
+        """New rows are queued: drain after ``mqtt.linger``, with whatever else comes meanwhile."""
+        with self._lock:
+            if self._linger_until <= time.monotonic():
+                self._linger_until = time.monotonic() + self._mqtt.linger_s
         self._wake.set()
 
     def publish_result(self, result: Mapping[str, Any], reply: Any = None) -> None:
@@ -478,6 +490,10 @@ class Uplink:
                         self._staged.appendleft(batch)
             return POLL_S  # e.g. a Sparkplug primary host offline: the dialect wakes us
         if batch is None:
+            with self._lock:
+                linger = self._linger_until - time.monotonic()
+            if linger > 0:
+                return linger  # let the rest of the polling round join these rows
             if cursors is None:  # connected since the last step: what is buffered now is backlog
                 cursors = Cursors.at_connect(self._buffer.max_id())
             window = select(self._buffer, cursors, self._batch_max)

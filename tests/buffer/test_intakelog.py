@@ -271,7 +271,8 @@ def test_turned_off_the_leftovers_are_committed_then_removed(path: Path) -> None
 
 # -- what is on disk -------------------------------------------------------------------------
 def test_the_log_holds_the_rows_the_buffer_stores_and_events_too(path: Path) -> None:
-    """The rows are encode_items' (after privacy in the daemon): the same bytes the buffer keeps."""
+    """The rows are encode_items' (after privacy in the daemon): the same bytes the buffer keeps,
+    each with the id it was taken with in front (ids at intake)."""
     sos = Event("hub-1", "sos", Priority.CRITICAL, T0, {"wearer": "p1:6Q2W"})
     path.parent.mkdir(parents=True)
     with Buffer(path) as buf:
@@ -282,9 +283,9 @@ def test_the_log_holds_the_rows_the_buffer_stores_and_events_too(path: Path) -> 
         found = IntakeLog(path, enabled=False)
         found.paths = log.paths
         rows = [row for _, row in found.open().rows]
-        assert rows == encode_items([reading(0)])
+        assert rows == [(1, *row) for row in encode_items([reading(0)])]
         writer.put([sos])  # critical: committed at once
         assert writer.flush()
         assert writer.stop()
     bodies = [body for _, body in stored(path)]
-    assert bodies[1]["type"] == "sos" and json.loads(rows[0][3])["vals"] == {"level_m": 0.0}
+    assert bodies[1]["type"] == "sos" and json.loads(rows[0][4])["vals"] == {"level_m": 0.0}
