@@ -72,3 +72,13 @@ def test_unsigned_ops_per_dialect_need_no_keys_and_must_be_enabled() -> None:
         "<string>:7: commands.unsigned.thingsboard[1]: unknown command op 'agent.pong' (did you mean 'agent.ping'?)",
         "<string>:8: commands.unsigned.edge: unknown key 'edge' (expected one of: thingsboard, sparkplug)",
     ]
+
+
+def test_linger_is_a_short_duration() -> None:
+    """``mqtt.linger`` (issue 13): how long a newly polled record waits for company before it is
+    published ahead of its group commit; 25 ms unless set, 0s..10s."""
+    assert parse_settings(CONFIG.format(extra="")).mqtt.linger_s == 0.025
+    assert parse_settings(CONFIG.format(extra=", linger: 0s")).mqtt.linger_s == 0.0
+    assert parse_settings(CONFIG.format(extra=", linger: 100ms")).mqtt.linger_s == 0.1
+    problem, = _problems(CONFIG.format(extra=", linger: 11s"))
+    assert problem.startswith("<string>:2: mqtt.linger: ")
