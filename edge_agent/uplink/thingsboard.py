@@ -107,8 +107,9 @@ class ThingsBoardDialect:
         self._types = {d.name: d.driver for d in enabled}
         self._attributes = {d.name: self._describe(settings, d) for d in enabled}
         self._removed = tuple(p for p in previous_devices if p.split("/", 1)[0] not in self._types)
-        self._lock = threading.Lock()  # births (network thread), data (drain), offline: the connected set
-        self._connected: set[str] = set()
+        self._lock = threading.Lock()  # births (network thread), data (drain), offline: the two sets below
+        self._session: set[str] = set()  # connected in this MQTT session
+        self._run: set[str] = set(self._types)  # connected at some time in this run
 
     @staticmethod
     def _describe(settings: Settings, device: Any) -> dict[str, Any]:
@@ -119,10 +120,10 @@ class ThingsBoardDialect:
         return {k: v for k, v in attrs.items() if v is not None}
 
     def connected(self) -> tuple[str, ...]:
-        """The device names connected in this session (config devices and units seen): what the
+        """Every device name this run connects (config devices, units seen in any session): what the
         next run's ``previous_devices`` should be."""
         with self._lock:
-            return tuple(sorted(self._connected))
+            return tuple(sorted(self._run))
 
     # -- announcing ----------------------------------------------------------------------------
     def will(self) -> Message | None:
@@ -136,7 +137,7 @@ class ThingsBoardDialect:
         "when it first reports", and ThingsBoard then routes RPC to a device before its first
         reading), describe them, then the gateway's own state."""
         with self._lock:
-            self._connected = set(self._types)
+            self._session = set(self._types)
         messages = [Message(DISCONNECT, encode({"device": name})) for name in self._removed]
         messages += [Message(CONNECT, encode({"device": name, "type": driver})) for name, driver in self._types.items()]
         if self._attributes:
@@ -160,14 +161,14 @@ class ThingsBoardDialect:
         return messages
 
     def offline(self, stopped_ms: int) -> Sequence[Message]:
-        """As thingsboard-gateway stops: a disconnect per connected device; plus ``stopped`` on the
+        """As thingsboard-gateway stops: a disconnect per device (``connected()``); plus ``stopped`` on the
         gateway device (a clean stop has ``stopped`` after ``started``; a crash has not)."""
         messages = [Message(DISCONNECT, encode({"device": name})) for name in self.connected()]
         return [*messages, Message(ME_ATTRIBUTES, encode({"stopped": stopped_ms}))]
 
     def on_disconnect(self) -> None:
         with self._lock:
-            self._connected.clear()  # the next session connects them again (births)
+            self._session.clear()  # the next session connects them again (births)
 
     # -- data ------------------------------------------------------------------------------------
     def data(self, batch: Any, sent_ms: int) -> Sequence[Message]:
@@ -186,8 +187,9 @@ class ThingsBoardDialect:
         messages = []
         if units:
             with self._lock:
-                new = [u for u in units if u not in self._connected]
-                self._connected.update(new)
+                new = [u for u in units if u not in self._session]
+                self._session.update(new)
+                self._run.update(new)
             messages = [Message(CONNECT, encode({"device": u, "type": units[u]})) for u in new]
         return [*messages, Message(TELEMETRY, encode(telemetry))]
 
