@@ -17,9 +17,10 @@ again, and what waited goes out with ``is_historical``.
 Data: a batch of records becomes one DDATA per device, metrics by alias (aliases are unique across
 the edge node and kept for the run), each with its record's ``ts``; an event becomes one DDATA of
 its device with ``Event/type``, ``Event/prio``, ``Event/id`` and ``Event/data`` (JSON), and an
-``offline`` event a DDEATH after it. A unit inside a device (a band, a lane) prefixes its points:
-``B-00023/battery_pct``. A metric the last DBIRTH did not declare (a new band), or a value that
-does not fit its datatype (``sparkplug_metric``), first births that device again, then the DDATA.
+``offline`` event a DDEATH after it (and after each of its units). A unit inside a device (a band
+on a hub, a lane of a gate) is a Sparkplug device of its own, ``hub-1_B-00023``
+(``sparkplug_device`` says why). A metric the last DBIRTH did not declare, or a value that does
+not fit its datatype (``sparkplug_metric``), first births that device again, then the DDATA.
 ``is_historical``: rows of the backlog lane, and rows measured before the current NBIRTH (buffered
 while disconnected or while the host was offline; an old critical event too).
 
@@ -51,8 +52,8 @@ from . import sparkplug_b_pb2 as pb
 from .dialect import Inbound, Link, Message
 from .sparkplug_bdseq import BdSeq
 from .sparkplug_command import device_commands, written
-from .sparkplug_metric import (BOOLEAN, DATETIME, DEFAULT_ACTIONS, INT64, STRING, Declared, Slot, declared, fits,
-                               natural, set_value)
+from .sparkplug_device import EVENT_METRICS, SEALED, Device, Devices
+from .sparkplug_metric import BOOLEAN, DATETIME, INT64, STRING, Slot, fits, set_value
 
 __all__ = ["SparkplugDialect", "NAMESPACE", "EVENT_METRICS", "NODE_METRICS", "QOS"]
 
@@ -60,8 +61,7 @@ log = logging.getLogger("edge_agent.uplink")
 
 NAMESPACE = "spBv1.0"
 QOS = 1  # the module docstring says why not Sparkplug's 0
-BDSEQ, REBIRTH, COMMAND, SEALED = "bdSeq", "Node Control/Rebirth", "Node Control/Command", "sealed"
-EVENT_METRICS = (("Event/type", STRING), ("Event/prio", STRING), ("Event/id", INT64), ("Event/data", STRING))
+BDSEQ, REBIRTH, COMMAND = "bdSeq", "Node Control/Rebirth", "Node Control/Command"
 # node metric, datatype, where in the uplink's state dict (uplink/state.py)
 NODE_METRICS = (
     ("Properties/version", STRING, ("version",)), ("Properties/started", DATETIME, ("started",)),
@@ -86,15 +86,6 @@ def _dig(state: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     return value
 
 
-class _Device:
-    def __init__(self, name: str, templates: Mapping[str, Declared]) -> None:
-        self.name, self.templates = name, dict(templates)
-        self.slots: dict[str, Slot] = {}
-        self.last: dict[str, tuple[int, Any]] = {}  # metric -> (ts, value) most recently measured
-        self.born = self.dead = False
-        self.dead_ts = 0
-
-
 class SparkplugDialect:
     name = "sparkplug"
 
@@ -109,21 +100,9 @@ class SparkplugDialect:
                 raise ValueError(f"sparkplug {what} {ident!r} must be non-empty without '/', '+' or '#'")
         self._bdseq, self._now = BdSeq(bdseq_path), now_ms
         self._lock = threading.Lock()
-        self._aliases = 0
+        self._devices = Devices(settings, drivers)
         node = ((BDSEQ, INT64), (REBIRTH, BOOLEAN), (COMMAND, STRING), *((n, t) for n, t, _ in NODE_METRICS))
-        self._node_slots = {name: self._slot(name, dt) for name, dt in node}
-        self._devices: dict[str, _Device] = {}
-        actions = {**DEFAULT_ACTIONS, **settings.privacy.actions}
-        for device in settings.devices:
-            if not device.enabled:
-                continue
-            driver = (drivers or {}).get(device.driver)
-            templates, sealed = declared(device, driver, actions, settings.privacy_overrides)
-            own = {} if driver is None or driver.streaming else dict(templates)  # a hub's points belong to its units
-            if own and sealed:
-                own[SEALED] = Declared(STRING)
-            self._device(device.name, templates, own)
-        self._configured = tuple(self._devices)
+        self._node_slots = {name: self._devices.slot(name, dt) for name, dt in node}
         self._seq = 0
         self._born, self._born_ms = False, 0
         self._host_online: bool | None = None  # None: no STATE seen on this connection yet
@@ -165,11 +144,13 @@ class SparkplugDialect:
                 for row in batch.rows:
                     self._event_locked(row.body, self._historical(batch.lane, row.body), sent_ms, out)
                 return out
-            by_dev: dict[str, list[Any]] = {}
+            by_dev: dict[tuple[str, str | None], list[Any]] = {}
             for row in batch.rows:
-                by_dev.setdefault(str(row.body.get("dev")), []).append(row.body)
-            for name, bodies in by_dev.items():
-                self._records_locked(name, bodies, batch.lane, sent_ms, out)
+                sub = row.body.get("sub")
+                by_dev.setdefault((str(row.body.get("dev")), None if sub is None else str(sub)), []).append(row.body)
+            for (name, sub), bodies in by_dev.items():
+                dev = self._devices.known(name) if sub is None else self._devices.unit(name, sub)
+                self._records_locked(dev, bodies, batch.lane, sent_ms, out)
         return out
 
     def state(self, state: Mapping[str, Any]) -> Sequence[Message]:
@@ -255,14 +236,14 @@ class SparkplugDialect:
             self._node_sent[name] = value = _dig(self._state, path)
             self._metric(payload, self._node_slots[name], value, now, birth=True)
         out = [self._message("NBIRTH", payload)]
-        for name in self._configured:
-            dev = self._devices[name]
-            dev.dead = False
-            out.append(self._dbirth_locked(dev, now))
+        for dev in self._devices:  # configured devices, then the units met so far
+            if dev.configured:
+                dev.dead = False
+                out.append(self._dbirth_locked(dev, now))
         self._born, self._born_ms = True, now
         return out
 
-    def _dbirth_locked(self, dev: _Device, now: int) -> Message:
+    def _dbirth_locked(self, dev: Device, now: int) -> Message:
         payload = self._payload(now, self._next_seq())
         for name, slot in dev.slots.items():
             ts, value = dev.last.get(name, (now, None))
@@ -272,7 +253,7 @@ class SparkplugDialect:
 
     def _unborn_locked(self) -> None:
         self._born = False
-        for dev in self._devices.values():
+        for dev in self._devices:
             dev.born = False
 
     def _on_state(self, raw: bytes, link: Link) -> None:
@@ -300,35 +281,35 @@ class SparkplugDialect:
         ts = body.get("ts")
         return lane == "backlog" or (isinstance(ts, int) and ts < self._born_ms)
 
-    def _records_locked(self, name: str, bodies: list[Any], lane: str, sent_ms: int, out: list[Message]) -> None:
-        dev = self._devices.get(name) or self._device(name, {})
+    def _records_locked(self, dev: Device, bodies: list[Any], lane: str, sent_ms: int, out: list[Message]) -> None:
         values: list[tuple[Slot, Any, int, bool, str | None]] = []
         changed = False
         for body in bodies:
             ts, hist = int(body["ts"]), self._historical(lane, body)
-            prefix = f"{body['sub']}/" if body.get("sub") is not None else ""
             q = body.get("q") or {}
             items = list((body.get("vals") or {}).items())
             if body.get("sealed") is not None:
                 items.append((SEALED, json.dumps(body["sealed"], separators=(",", ":"))))
             for point, value in items:
-                slot, new = self._slot_of(dev, prefix + point, point, value)
+                slot, new = self._devices.slot_of(dev, point, value)
                 changed = slot.settle(value) or new or changed
                 values.append((slot, value, ts, hist, q.get(point)))
         self._send_locked(dev, values, sent_ms, out, changed)
 
     def _event_locked(self, body: Mapping[str, Any], hist: bool, sent_ms: int, out: list[Message]) -> None:
-        dev = self._devices.get(str(body.get("dev"))) or self._device(str(body.get("dev")), {})
+        dev = self._devices.known(str(body.get("dev")))
         ts = int(body["ts"])
         data = json.dumps(body.get("data") or {}, ensure_ascii=False, separators=(",", ":"))
         values = [(dev.slots[name], value, ts, hist, None) for (name, _), value in
                   zip(EVENT_METRICS, (body.get("type"), body.get("prio"), body.get("id"), data))]
         self._send_locked(dev, values, sent_ms, out, False)
-        if body.get("type") == "offline":
-            out.append(self._message("DDEATH", self._payload(sent_ms, self._next_seq()), dev.name))
-            dev.dead, dev.dead_ts = True, ts
+        if body.get("type") == "offline":  # the device and every unit inside it
+            for gone in [dev, *(self._devices.known(u) for u in dev.units)]:
+                if gone.born and not gone.dead:
+                    out.append(self._message("DDEATH", self._payload(sent_ms, self._next_seq()), gone.name))
+                gone.dead, gone.dead_ts = True, ts
 
-    def _send_locked(self, dev: _Device, values: list[tuple[Slot, Any, int, bool, str | None]], sent_ms: int,
+    def _send_locked(self, dev: Device, values: list[tuple[Slot, Any, int, bool, str | None]], sent_ms: int,
                      out: list[Message], changed: bool) -> None:
         """DDATA of ``values`` (after a DBIRTH when the device needs one); a device that an
         ``offline`` event killed and that sends only older rows is born for them and dies again."""
@@ -369,30 +350,10 @@ class SparkplugDialect:
         with self._lock:
             dev = self._devices.get(device)
             slots = dict(dev.slots) if dev is not None else {}
-        return device_commands(device, message, slots)
+            target, sub = (dev.parent, dev.sub) if dev is not None and dev.parent is not None else (device, None)
+        return device_commands(device, target, sub, message, slots)
 
     # -- helpers (the lock held where it matters) -----------------------------------------------
-    def _slot(self, name: str, datatype: int, guessed: bool = False) -> Slot:
-        self._aliases += 1
-        return Slot(name, self._aliases - 1, datatype, guessed)
-
-    def _device(self, name: str, templates: Mapping[str, Declared], own: Mapping[str, Declared] = {}) -> _Device:
-        """A device and its first metrics: ``own`` (declaration order), then the event metrics."""
-        dev = self._devices[name] = _Device(name, templates)
-        for point, decl in own.items():
-            dev.slots[point] = self._slot(point, decl.datatype, decl.guessed)
-        for metric, datatype in EVENT_METRICS:
-            dev.slots[metric] = self._slot(metric, datatype)
-        return dev
-
-    def _slot_of(self, dev: _Device, name: str, point: str, value: Any) -> tuple[Slot, bool]:
-        slot = dev.slots.get(name)
-        if slot is not None:
-            return slot, False
-        decl = dev.templates.get(point) or Declared(natural(value) if value is not None else STRING, value is None)
-        slot = dev.slots[name] = self._slot(name, decl.datatype, decl.guessed)
-        return slot, True
-
     def _metric(self, payload: Any, slot: Slot, value: Any, ts: int, *, birth: bool = False,
                 historical: bool = False) -> Any:
         metric = payload.metrics.add(alias=slot.alias, timestamp=ts)

@@ -2,15 +2,16 @@
 (``sparkplug.py`` is the dialect; docs/dialects.md, "Sparkplug B").
 
 A host writes metrics its births declared, by alias (3.0) or by name. A DCMD metric becomes one
-``device.write`` of the device named by the topic: ``{"point", "value"}``, and for a unit's metric
-(``1/barrier``, ``B-00023/...``) ``lane`` when the unit is a number (a gate's lane), else ``sub``
-(which ``device.write`` refuses, naming it). Unsigned, so acted on only when
-``commands.unsigned.sparkplug`` lists ``device.write``. A String that holds our own signed command
-(JSON with ``sig``, CONTRACT section 6) is passed on as signed bytes instead, whatever metric
-carried it; NCMD ``Node Control/Command`` is the metric meant for that.
+``device.write`` of the device the topic names: ``{"point", "value"}``; when that Sparkplug device
+is a unit inside one of ours (``gate-1_1``: lane 1 of ``gate-1``), the target is our device and
+``lane`` is added when the unit is a number, else ``sub`` (which ``device.write`` refuses, naming
+it). Unsigned, so acted on only when ``commands.unsigned.sparkplug`` lists ``device.write``. A
+String that holds our own signed command (JSON with ``sig``, CONTRACT section 6) is passed on as
+signed bytes instead, whatever metric carried it; NCMD ``Node Control/Command`` is the metric
+meant for that.
 
-Ids: ``spb-{device}-{seq, else the payload timestamp}``, ``-{index}`` added when one DCMD writes
-several metrics (one ``Inbound`` each, in payload order), so none is taken for a repeat of another.
+Ids: ``spb-{Sparkplug device}-{seq, else the payload timestamp}``, ``-{index}`` added when one DCMD
+writes several metrics (one ``Inbound`` each, in payload order), so none is taken for a repeat.
 """
 
 from __future__ import annotations
@@ -45,8 +46,10 @@ def written(message: Any, slots: Mapping[str, Slot], where: str) -> list[tuple[s
     return out
 
 
-def device_commands(device: str, message: Any, slots: Mapping[str, Slot]) -> list[Inbound]:
-    """One ``Inbound`` per metric a DCMD to ``device`` writes (module docstring)."""
+def device_commands(device: str, target: str, sub: str | None, message: Any,
+                    slots: Mapping[str, Slot]) -> list[Inbound]:
+    """One ``Inbound`` per metric a DCMD to Sparkplug device ``device`` writes: our ``target``,
+    and ``sub`` when that device is a unit of it (module docstring)."""
     stamp = message.seq if message.HasField("seq") else message.timestamp
     metrics = written(message, slots, device)
     found: list[Inbound] = []
@@ -54,12 +57,11 @@ def device_commands(device: str, message: Any, slots: Mapping[str, Slot]) -> lis
         if is_signed(value):
             found.append(Inbound("sparkplug", signed=value.encode("utf-8")))
             continue
-        sub, _, point = name.rpartition("/")
-        args: dict[str, Any] = {"point": point, "value": value}
-        if sub:
+        args: dict[str, Any] = {"point": name, "value": value}
+        if sub is not None:
             args.update({"lane": int(sub)} if sub.isdigit() else {"sub": sub})
         cmd_id = f"spb-{device}-{stamp}" + (f"-{i}" if len(metrics) > 1 else "")
-        found.append(Inbound("sparkplug", unsigned={"id": cmd_id, "op": "device.write", "target": device,
+        found.append(Inbound("sparkplug", unsigned={"id": cmd_id, "op": "device.write", "target": target,
                                                     "args": args}))
     return found
 

@@ -205,19 +205,36 @@ def test_aliases_are_unique_across_the_edge_node(tmp_path: Path) -> None:
     assert len(aliases) == len(set(aliases))
 
 
-def test_a_unit_met_in_data_births_its_device_again_with_it_then_ddata(tmp_path: Path) -> None:
+def test_a_unit_is_a_device_of_its_own_born_once_with_every_point_of_its_driver(tmp_path: Path) -> None:
     d, link = born(tmp_path)
     readings = [Reading("hub-1", "battery_pct", 64, TS + 5, sub="B-00023"),
                 Reading("hub-1", "hr_bpm", 72, TS + 5, sub="B-00023", data_class=DataClass.HEALTH)]
     data = d.data(records(Record.of(readings)), TS + 6)
-    assert kinds(data) == ["DBIRTH/hub-1", "DDATA/hub-1"]
-    again = d.data(records(Record("hub-1", TS + 7, {"battery_pct": 63}, sub="B-00023")), TS + 8)
-    assert kinds(again) == ["DDATA/hub-1"]  # known now
+    assert kinds(data) == ["DBIRTH/hub-1_B-00023", "DDATA/hub-1_B-00023"]
+    again = d.data(records(Record("hub-1", TS + 7, {"battery_pct": 63, "wearer": "p1:6Q2W"}, sub="B-00023"),
+                           Record("hub-1", TS + 7, {"battery_pct": 50}, sub="B-00024")), TS + 8)
+    assert kinds(again) == ["DDATA/hub-1_B-00023", "DBIRTH/hub-1_B-00024", "DDATA/hub-1_B-00024"]
     decoded = host([*link.published, *data, *again])
     assert not [x for x in decoded if "error" in x]
-    rebirth = metrics_by_name(decoded[-3])
-    assert rebirth["B-00023/battery_pct"]["datatype"] == "Double" and rebirth["B-00023/hr_bpm"]["datatype"] == "Double"
-    assert [(m["name"], m["value"]) for m in decoded[-1]["metrics"]] == [("B-00023/battery_pct", 63.0)]
+    unit = {n: m["datatype"] for n, m in metrics_by_name(decoded[-5]).items()}
+    assert unit == {"hr_bpm": "Double", "spo2_pct": "Double", "sbp_mmHg": "Double", "dbp_mmHg": "Double",
+                    "temp_C": "Double", "battery_pct": "Double", "hub_ts": "Double", "wearer": "String",
+                    "wearer_phone": "String"}  # wearer_name: a name, dropped by default
+    assert [(m["name"], m["value"]) for m in decoded[-3]["metrics"]] == [("battery_pct", 63.0), ("wearer", "p1:6Q2W")]
+    assert "Event/type" in metrics_by_name(decoded[3])  # events stay with the hub itself
+    # a reconnect births the units met so far too, with their last values
+    d.on_disconnect()
+    link.published.clear()
+    d.will()
+    d.births(link, STATE)
+    assert kinds(link.published)[-2:] == ["DBIRTH/hub-1_B-00023", "DBIRTH/hub-1_B-00024"]
+
+
+def test_a_units_device_id_keeps_to_safe_characters_and_never_takes_another(tmp_path: Path) -> None:
+    d, _ = born(tmp_path)
+    first = d.data(records(Record("gate-1", TS + 1, {"barrier": "open"}, sub="a/b")), TS + 2)
+    second = d.data(records(Record("gate-1", TS + 1, {"barrier": "open"}, sub="a+b")), TS + 2)
+    assert kinds(first)[-1] == "DDATA/gate-1_a-b" and kinds(second)[-1] == "DDATA/gate-1_a-b-2"
 
 
 def test_seq_is_continuous_over_every_message_and_wraps_after_255(tmp_path: Path) -> None:
@@ -303,9 +320,9 @@ def test_ncmd_rebirth_births_everything_again_with_the_same_bdseq(tmp_path: Path
 
 def test_dcmd_becomes_device_write_inbound_by_alias(tmp_path: Path) -> None:
     d, link = born(tmp_path)
-    d.data(records(Record("gate-1", TS + 1, {"barrier": "closed"}, sub="1")), TS + 2)
-    out = host([*link.published, *d.data(records(Record("gate-1", TS + 3, {"barrier": "closed"}, sub="2")), TS + 4),
-                'dcmd gate-1 1/barrier "open"'])
+    lanes = d.data(records(Record("gate-1", TS + 1, {"barrier": "closed"}, sub="1"),
+                           Record("gate-1", TS + 3, {"barrier": "closed"}, sub="2")), TS + 4)
+    out = host([*link.published, *lanes, 'dcmd gate-1_1 barrier "open"'])
     cmd = out[-1]
     assert cmd["type"] == "command", cmd
     inbound = d.inbound(cmd["topic"], base64.b64decode(cmd["payload"]), link)
@@ -313,7 +330,7 @@ def test_dcmd_becomes_device_write_inbound_by_alias(tmp_path: Path) -> None:
     unsigned = dict(inbound.unsigned or {})
     assert unsigned["op"] == "device.write" and unsigned["target"] == "gate-1"
     assert unsigned["args"] == {"point": "barrier", "value": "open", "lane": 1}
-    assert unsigned["id"].startswith("spb-gate-1-") and inbound.reply is None
+    assert unsigned["id"].startswith("spb-gate-1_1-") and inbound.reply is None
     assert d.reply(inbound, {"id": unsigned["id"], "ok": True}) is None
 
 
@@ -355,6 +372,16 @@ def test_events_are_ddata_of_their_device_and_offline_is_a_ddeath(tmp_path: Path
     assert event["Event/id"]["value"] == 200 and event["Event/type"]["timestamp"] == TS + 1
     assert json.loads(event["Event/data"]["value"]) == {"band": "B-00023", "wearer": "p1:6Q2W"}
     assert decoded[-3]["type"] == "DDEATH" and decoded[-3]["seq"] == decoded[-4]["seq"] + 1
+
+
+def test_a_device_going_offline_takes_its_units_along(tmp_path: Path) -> None:
+    d, _ = born(tmp_path)
+    d.data(records(Record("hub-1", TS + 1, {"battery_pct": 60}, sub="B-1"),
+                   Record("hub-1", TS + 1, {"battery_pct": 61}, sub="B-2")), TS + 2)
+    out = d.data(events(Event("hub-1", "offline", Priority.HIGH, TS + 3, {})), TS + 4)
+    assert kinds(out) == ["DDATA/hub-1", "DDEATH/hub-1", "DDEATH/hub-1_B-1", "DDEATH/hub-1_B-2"]
+    back = d.data(records(Record("hub-1", TS + 5, {"battery_pct": 59}, sub="B-1")), TS + 6)
+    assert kinds(back) == ["DBIRTH/hub-1_B-1", "DDATA/hub-1_B-1"]
 
 
 def test_older_rows_of_a_dead_device_are_born_for_and_it_dies_again(tmp_path: Path) -> None:
