@@ -170,6 +170,7 @@ def test_a_unit_is_a_device_of_its_own_connected_once_a_session() -> None:
                                        "hub-1/B-00024": [{"ts": TS + 1, "values": {"hr_bpm": 75}}]})
     assert [t for t, _ in decoded(d.data(batch, TS))] == [tb.TELEMETRY]  # connected already
     d.on_disconnect()
+    assert d.connected() == ("hub-1", "hub-1/B-00023", "hub-1/B-00024", "meter-7", "river-1")  # for the next run
     d.births(FakeLink(), {})
     assert len(d.data(batch, TS)) == 3  # a new session connects them again
 
@@ -273,3 +274,129 @@ def test_replies_go_where_the_request_came_from() -> None:
     assert d.inbound(tb.ME_RPC_REQUEST + "43", b"\xff", FakeLink()) == Inbound("thingsboard", reply=(None, "43"))
     assert d.inbound("v1/gateway/attributes", b"{}", FakeLink()) is None
     assert d.reply(None, result) is None
+
+
+# -- against thingsboard-gateway 3.8.5's own messages (the recorded fixture) --------------------------------
+Scalar = (str, int, float, bool)
+
+
+def is_connect(p: Any) -> bool:
+    return isinstance(p, dict) and set(p) == {"device", "type"} and all(isinstance(v, str) for v in p.values())
+
+
+def is_disconnect(p: Any) -> bool:
+    return isinstance(p, dict) and set(p) == {"device"} and isinstance(p["device"], str)
+
+
+def is_telemetry(p: Any) -> bool:
+    """``{device: [{"ts": int, "values": {key: scalar}}, ...]}``."""
+    return isinstance(p, dict) and bool(p) and all(
+        isinstance(dev, str) and isinstance(entries, list) and bool(entries) and all(
+            isinstance(e, dict) and set(e) == {"ts", "values"} and isinstance(e["ts"], int)
+            and not isinstance(e["ts"], bool) and isinstance(e["values"], dict)
+            and all(isinstance(k, str) and isinstance(v, Scalar) for k, v in e["values"].items())
+            for e in entries)
+        for dev, entries in p.items())
+
+
+def is_device_attributes(p: Any) -> bool:
+    """``{device: {key: scalar}}``."""
+    return isinstance(p, dict) and bool(p) and all(
+        isinstance(dev, str) and isinstance(attrs, dict) and bool(attrs)
+        and all(isinstance(k, str) and isinstance(v, Scalar) for k, v in attrs.items())
+        for dev, attrs in p.items())
+
+
+def is_own_keys(p: Any) -> bool:
+    """The gateway device's attributes or telemetry (the MQTT device API): ``{key: value}``, or
+    ``{"ts", "values"}``, or a list of either (thingsboard-gateway's statistics: ``[{key: value}]``,
+    some values objects, which ThingsBoard stores as JSON; ours are one object of flat scalars)."""
+    if isinstance(p, list):
+        return bool(p) and all(is_own_keys(item) for item in p)
+    if isinstance(p, dict) and set(p) == {"ts", "values"}:
+        p = p["values"]
+    return isinstance(p, dict) and bool(p) and all(isinstance(k, str) and v is not None for k, v in p.items())
+
+
+def is_rpc_reply(p: Any) -> bool:
+    return (isinstance(p, dict) and set(p) == {"device", "id", "data"} and isinstance(p["device"], str)
+            and isinstance(p["id"], int) and isinstance(p["data"], dict))
+
+
+def is_own_rpc_reply(p: Any) -> bool:
+    return isinstance(p, dict) and bool(p)
+
+
+SHAPES: dict[str, Callable[[Any], bool]] = {
+    tb.CONNECT: is_connect, tb.DISCONNECT: is_disconnect, tb.TELEMETRY: is_telemetry,
+    tb.ATTRIBUTES: is_device_attributes, tb.ME_ATTRIBUTES: is_own_keys, tb.ME_TELEMETRY: is_own_keys,
+    tb.RPC: is_rpc_reply, tb.ME_RPC_RESPONSE + "+": is_own_rpc_reply,
+}
+
+
+def topic_class(topic: str) -> str:
+    """A topic with its request number as ``+``."""
+    for prefix in (tb.ME_RPC_RESPONSE, tb.ME_RPC_REQUEST):
+        if topic.startswith(prefix):
+            return prefix + "+"
+    return topic
+
+
+def recorded() -> dict[str, list[Any]]:
+    """Topic class -> the payloads thingsboard-gateway published on it (module docstring: re-record)."""
+    fixture = json.loads(FIXTURE.read_text())
+    assert fixture["recorded_with"]["thingsboard-gateway"] == "3.8.5"
+    out: dict[str, list[Any]] = {}
+    for entry in fixture["topics"]:
+        out.setdefault(topic_class(entry["topic"]), []).extend(entry["samples"])
+    return out
+
+
+def ours() -> list[Message]:
+    """Every kind of message the dialect publishes, from a birth to a clean stop."""
+    d, link = ThingsBoardDialect(settings(), previous_devices=("old-2",)), FakeLink()
+    d.births(link, STATE)
+    msgs = list(link.published)
+    msgs += d.data(records(Record("river-1", TS, {"level_m": 1.23}), Record("meter-7", TS, {"power_kW": None},
+                                                                              q={"power_kW": "bad"}),
+                           Record("hub-1", TS, {"battery_pct": 64}, sub="B-00023", clk_synced=False,
+                                  sealed={"kid": "97d5", "ct": "Y3Q="})), TS)
+    msgs += d.data(events(Event("hub-1", "sos", Priority.CRITICAL, TS, {"band": "B-00023", "hr_bpm": 131})), TS)
+    result = {"v": 1, "id": "tb-river-1-1", "ok": True, "ts": TS}
+    for topic, payload in ((tb.RPC, rpc("river-1", 1, "device.poll")),
+                           (tb.ME_RPC_REQUEST + "7", b'{"method": "agent.ping", "params": {}}')):
+        inbound = d.inbound(topic, payload, link)
+        assert inbound is not None
+        answer = d.reply(inbound, result)
+        assert answer is not None
+        msgs.append(answer)
+    return [*msgs, *d.offline(TS + 1)]
+
+
+def test_the_recorded_messages_have_the_shapes_the_fixture_test_checks() -> None:
+    """The checkers describe the real thing: every payload thingsboard-gateway published on a topic
+    we publish on passes its topic's checker."""
+    tb_msgs = recorded()
+    for topic, check in SHAPES.items():
+        for payload in tb_msgs.get(topic, ()):
+            assert check(payload), f"thingsboard-gateway on {topic}: {payload!r}"
+
+
+def test_every_topic_we_publish_thingsboard_gateway_publishes_too_with_the_same_shape() -> None:
+    tb_msgs = recorded()
+    mine = ours()
+    assert {topic_class(m.topic) for m in mine} == set(SHAPES)  # ours() covers every kind
+    for m in mine:
+        topic = topic_class(m.topic)
+        assert topic in tb_msgs, f"thingsboard-gateway 3.8.5 never published on {topic}"
+        assert SHAPES[topic](json.loads(m.payload)), f"ours on {m.topic}: {m.payload!r}"
+
+
+def test_what_thingsboard_gateway_sends_at_connect_and_at_a_clean_stop_we_send_too() -> None:
+    """It connects each device before that device's telemetry and disconnects each at a clean stop."""
+    fixture = json.loads(FIXTURE.read_text())
+    order = [topic_class(e["topic"]) for e in fixture["topics"]]
+    assert order.index(tb.CONNECT) < order.index(tb.TELEMETRY)
+    assert tb.DISCONNECT in order
+    assert {s["device"] for e in fixture["topics"] if e["topic"] == tb.CONNECT for s in e["samples"]} <= {
+        f"dev{u:02d}" for u in range(1, 21)}
