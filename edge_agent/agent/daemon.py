@@ -228,6 +228,9 @@ class Agent:
         if self.uplink is not None:
             self._final_drain()
             self.uplink.stop()
+            connected = getattr(self.uplink.dialect, "connected", None)
+            if connected is not None:  # ThingsBoard: what this run connected, for the next birth
+                _remember_devices(Path(self.settings.gateway.state_dir), list(connected()))
         for bus in self.buses.values():
             bus.close()
         self.buffer.close()
@@ -241,25 +244,31 @@ def platform_dialect(settings: Settings) -> Any:
     if settings.mqtt.dialect == "thingsboard":
         from ..uplink.thingsboard import ThingsBoardDialect
 
-        known = state_dir / "thingsboard-devices.json"  # what was connected before: removed ones disconnect
-        try:
-            previous = [str(d) for d in json.loads(known.read_text())]
+        try:  # what earlier runs connected: those no longer configured are disconnected at birth
+            previous = [str(d) for d in json.loads((state_dir / TB_DEVICES).read_text())]
         except (OSError, ValueError, TypeError):
             previous = []
-        current = [d.name for d in settings.devices if d.enabled]
-        if sorted(previous) != sorted(current):
-            try:
-                tmp = known.with_name(known.name + ".tmp")
-                tmp.write_text(json.dumps(current))
-                os.replace(tmp, known)
-            except OSError as exc:
-                log.warning("thingsboard: cannot record the connected devices in %s (%s)", known, exc)
+        # until a clean stop writes what this run connected, a kill -9 must not forget either list
+        _remember_devices(state_dir, sorted(set(previous) | {d.name for d in settings.devices if d.enabled}))
         return ThingsBoardDialect(settings, previous_devices=previous)
     if settings.mqtt.dialect == "sparkplug":
         from ..uplink.sparkplug import SparkplugDialect
 
         return SparkplugDialect(settings, bdseq_path=state_dir / "sparkplug-bdseq")
     return None
+
+
+TB_DEVICES = "thingsboard-devices.json"  # in state_dir: the ThingsBoard devices (and units) connected
+
+
+def _remember_devices(state_dir: Path, names: list[str]) -> None:
+    path = state_dir / TB_DEVICES
+    try:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(names))
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("thingsboard: cannot record the connected devices in %s (%s)", path, exc)
 
 
 def _command_service(settings: Settings, view: AgentView) -> Any:

@@ -142,6 +142,20 @@ def test_thingsboard_dialect_end_to_end(tmp_path: Path) -> None:
                                                                              limit=1_000_000) if kind == "record"}
         got = server.wait_for(lambda ms: {(d, ts) for d, ts, _ in telemetry(ms)} >= buffered, 30,
                               f"all {len(buffered)} buffered records")
+        assert json.loads((tmp_path / "state" / "thingsboard-devices.json").read_text()) == sorted(DEVICES)
+
+        # a device removed from the config is disconnected at the next birth
+        cfg_data = yaml.safe_load(cfg.read_text())
+        cfg_data["devices"] = [d for d in cfg_data["devices"] if d["name"] != "meter-1"]
+        cfg.write_text(yaml.safe_dump(cfg_data, sort_keys=False))
+        server.clear()
+        agent = start_agent(cfg, log)
+        try:
+            again = server.wait_for(lambda ms: any(m.topic == "v1/gateway/disconnect" for m in ms), 20,
+                                    "the removed device's disconnect")
+        finally:
+            stop_agent(agent, log)
+        assert [json.loads(m.payload) for m in again if m.topic == "v1/gateway/disconnect"][0] == {"device": "meter-1"}
     finally:
         server.stop()
         broker.stop()
@@ -154,7 +168,7 @@ def test_thingsboard_dialect_end_to_end(tmp_path: Path) -> None:
     assert set(entries) == buffered, "telemetry the buffer never held"
     assert all(all(v == copies[0] for v in copies) for copies in entries.values()), "a duplicate that differs"
     assert len(buffered) > 50  # the agent really polled between the kills
-    assert any(m.topic == "v1/gateway/disconnect" for m in got)  # the clean stop disconnects its devices
+    assert {json.loads(m.payload)["device"] for m in got if m.topic == "v1/gateway/disconnect"} == set(DEVICES)
     text = log.read_text()
     assert "Traceback" not in text
     print(f"\nthingsboard dialect: {len(buffered)} records as (device, ts), "
