@@ -810,3 +810,38 @@ def test_a_failing_buffer_read_is_logged_once_and_retried(
     sub.wait_for(has_ids(ids), what="the readings after the buffer recovered")
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert errors == ["uplink: drain failed (OSError: disk I/O error); retrying"]
+
+
+def test_a_message_the_broker_refuses_in_its_puback_is_fetched_again_and_retried(tmp_path: Path) -> None:
+    """MQTT 5 lets a broker refuse a message in its PUBACK (a quota). In-flight batches keep their
+    ids only (their bodies went out in the message: bench_rss); the retry reads the rows again
+    from the outbox and sends them with the same bodies, after RETRY_REFUSED_S."""
+    buf = FakeBuffer()
+    ids = buf.add_records(4)
+    up = Uplink(MqttSettings(host="127.0.0.1", batch_max=10), gateway(tmp_path), buf, clock=lambda: SENT_S)
+
+    class Quota(RacingClient):
+        refusals = 1
+
+        def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> Info:
+            self.mid += 1
+            self.sent.append((topic, payload))
+            if topic != T.state:
+                why = "Quota exceeded" if self.refusals else "Success"
+                self.refusals = max(0, self.refusals - 1)
+                self.up._on_publish(self, None, self.mid, ReasonCode(PacketTypes.PUBACK, why), None)
+            return Info(self.mid)
+
+    client = Quota(up)
+    up._client = client
+    up._on_connect(client, None, None, ReasonCode(PacketTypes.CONNACK, "Success"), None)
+    assert up._step() == 0.0  # published, refused at once
+    assert all(not hasattr(row, "body") for sent in up._retry for row in sent.rows)  # ids only
+    assert up._step() > 0  # holding off
+    up._hold_until = 0.0
+    assert up._step() == 0.0  # fetched again and sent
+    up._flush_acks()
+    assert buf.unsent() == 0 and sum(buf.mark_calls, []) == ids
+    bodies = [json.loads(p)["recs"] for t, p in client.sent if t == T.telemetry]
+    assert bodies == [[buf.body(i) for i in ids]] * 2
+    assert "Quota exceeded" in (up.stats().last_error or "")
