@@ -254,7 +254,9 @@ def platform_dialect(settings: Settings) -> Any:
     if settings.mqtt.dialect == "sparkplug":
         from ..uplink.sparkplug import SparkplugDialect
 
-        return SparkplugDialect(settings, bdseq_path=state_dir / "sparkplug-bdseq")
+        from ..field.registry import drivers
+
+        return SparkplugDialect(settings, bdseq_path=state_dir / "sparkplug-bdseq", drivers=drivers())
     return None
 
 

@@ -278,16 +278,25 @@ class CommandChannel:
                       refused[0])
 
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        several = getattr(self._dialect, "inbounds", None)  # Sparkplug: a DCMD may write several metrics
         try:
-            inbound = self._dialect.inbound(message.topic, bytes(message.payload), self._link)
+            if several is not None:
+                inbounds = list(several(message.topic, bytes(message.payload), self._link))
+            else:
+                one = self._dialect.inbound(message.topic, bytes(message.payload), self._link)
+                inbounds = [one] if one is not None else []
         except Exception:  # a dialect bug: the network thread goes on
             log.exception("uplink: the %s dialect failed on a message on %s", self._dialect.name, message.topic)
             return
-        if inbound is None or self._on_command is None:
+        if self._on_command is None:
             return
+        for inbound in inbounds:
+            self._command(inbound)
+
+    def _command(self, inbound: Any) -> None:
         self.received += 1
         try:
-            self._on_command(inbound.signed if inbound.dialect == "edge" else inbound)
+            self._on_command(inbound.signed if inbound.dialect == "edge" else inbound)  # type: ignore[misc]
             if self._failing:
                 log.info("uplink: commands are taken again")
             self._failing = False
@@ -322,7 +331,7 @@ class CommandChannel:
                 infos = self._publish_messages(build) or []
             else:
                 infos = [client.publish(m.topic, m.payload, qos=m.qos, retain=m.retain, **m.extra) for m in build()]
-        except (ValueError, OSError) as exc:  # e.g. past the broker's message size limit
+        except Exception as exc:  # past the broker's size limit; a Sparkplug host gone offline meanwhile
             log.warning("mqtt: a replay message of %d %s(s) could not be published: %s", len(bodies), kind, exc)
             return False
         if not infos or any(info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS for info in infos):

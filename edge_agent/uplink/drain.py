@@ -532,10 +532,11 @@ class Uplink:
                     return True  # the lanes were reset: these rows will be fetched again
             try:
                 messages = list(self.dialect.data(batch, self._now_ms()))
-            except Exception as exc:  # a dialect bug: keep the rows, say so
-                log.exception("uplink: the %s dialect could not encode %d %s(s)", self.dialect.name,
-                              len(batch.rows), batch.kind)
-                messages, error = [], f"the {self.dialect.name} dialect failed ({type(exc).__name__})"
+            except Exception as exc:  # keep the rows; a dialect that stopped being ready is no bug
+                if self.dialect.ready():
+                    log.exception("uplink: the %s dialect could not encode %d %s(s)", self.dialect.name,
+                                  len(batch.rows), batch.kind)
+                messages, error = [], f"the {self.dialect.name} dialect failed ({type(exc).__name__}: {exc})"
             with self._lock:
                 self._publishing = True
             for m in messages:
