@@ -8,7 +8,7 @@ What a Sparkplug host can check, checked here:
   DDATA; every DDATA metric's alias resolves (pysparkplug decodes it by the births);
 - ``seq`` runs 0, 1, 2 ... (mod 256) from each NBIRTH; NCMD Rebirth births again with the same bdSeq;
 - kill -9: the broker publishes the NDEATH will with the bdSeq of the NBIRTH before it, and the
-  restart births with the next bdSeq;
+  restart births with the next bdSeq; a broker restart starts a session with the one after;
 - the host goes offline: data stops; back online: births again, and what was polled meanwhile
   arrives with ``is_historical``;
 - DCMD: a write the config allows reaches the device; one to a point that is not writable is
@@ -214,6 +214,21 @@ def test_sparkplug_dialect_end_to_end(tmp_path: Path) -> None:
         lines = host.wait(lambda ls: len({x["bdSeq"] for x in of(ls, "NBIRTH")}) >= 2, 20, "the next session")
         assert [x["bdSeq"] for x in of(lines, "NBIRTH")][-1] == (bdseq + 1) % 256
         host.wait(lambda ls: len(of(ls, "DDATA")) > len(of(lines, "DDATA")) + 2, 20, "data in the new session")
+
+        # a broker restart: a new connection is a new session, with the next bdSeq. The host, back
+        # after the gateway, missed that NBIRTH and asks for a rebirth, as a Sparkplug host does
+        restart_mark = len(host.lines)
+        broker.stop()
+        time.sleep(1.0)
+        broker.start()
+        deadline = time.monotonic() + 30
+        while (bdseq + 2) % 256 not in {x["bdSeq"] for x in of(host.lines[restart_mark:], "NBIRTH")}:
+            assert time.monotonic() < deadline, f"no NBIRTH after the broker restart: {host.lines[-3:]}"
+            time.sleep(1.0)
+            host.send(f"rebirth {GROUP} {NODE}")
+        lines = host.wait(lambda ls: bool(of(ls[restart_mark:], "NBIRTH")), 5, "the rebirth")
+        reborn = len(lines) - 1 - lines[::-1].index(of(lines[restart_mark:], "NBIRTH")[-1])
+        host.wait(lambda ls: len(of(ls[reborn:], "DDATA")) > 2, 20, "data after the broker restart")
         stop_agent(agent, log)
         final = host.wait(lambda ls: len(of(ls, "NDEATH")) >= 2, 10, "the NDEATH of the clean stop")
     finally:
@@ -221,8 +236,8 @@ def test_sparkplug_dialect_end_to_end(tmp_path: Path) -> None:
         broker.stop()
         sim.stop()
 
-    sessions = check_sessions(final)
-    assert sessions >= 4
+    sessions = check_sessions(final[:restart_mark]) + check_sessions(final[reborn:])
+    assert sessions >= 5
     audit = sqlite3.connect(tmp_path / "state" / "commands.db")
     rows = audit.execute("SELECT actor, outcome, code FROM audit WHERE op = 'device.write' ORDER BY rowid").fetchall()
     audit.close()

@@ -244,7 +244,7 @@ def test_no_raw_personal_value_leaves_the_gateway(tmp_path: Path) -> None:
           f"{sum(map(len, flow.stopped.values())) / 1e6:.1f} MB): no leak")
 
 
-@pytest.mark.parametrize("dialect", ["thingsboard"])
+@pytest.mark.parametrize("dialect", ["thingsboard", "sparkplug"])
 def test_no_raw_personal_value_leaves_in_any_dialect(tmp_path: Path, dialect: str) -> None:
     private, public = generate_platform_keypair(tmp_path / "platform")
     flow = run_flow(tmp_path, PEOPLE, device_privacy={"s0_name": "mask", "s1_id_no": "seal", "s1_name": "seal"},
