@@ -17,7 +17,11 @@ Payloads, counted generically while the agent's wire format moves from v1 to v2:
   "pt", "val", "ts"}]}``; either as an xz stream when ``mqtt.compress`` is on (the bytes on
   the wire are then the compressed ones);
 - ThingsBoard gateway, topic ``v1/gateway/telemetry``: ``{"dev01": [{"ts": ..., "values":
-  {"r0": 3, ...}}, ...]}`` (a bare ``{"r0": 3}`` in place of the list item is read as well).
+  {"r0": 3, ...}}, ...]}`` (a bare ``{"r0": 3}`` in place of the list item is read as well); our
+  agent in its ``thingsboard`` dialect publishes the same;
+- our agent in its ``sparkplug`` dialect: ``spBv1.0/{group}/DDATA/{node}/{device}`` protobuf, metrics
+  by alias, resolved from the device's last DBIRTH (decoded with the project's ``sparkplug_b_pb2``);
+  only DDATA counts as data (births are counted like ThingsBoard's connect messages: not).
 Each value comes with a "context" (its record's id and ts): a value received twice is an
 identical duplicate when both contexts are equal.
 """
@@ -69,7 +73,39 @@ def reg_of(point: str) -> int | None:
 
 def is_data_topic(topic: str) -> bool:
     """Telemetry of either gateway (not state, events, RPC, attributes or connect messages)."""
-    return topic == TB_TELEMETRY or (topic.endswith("/telemetry") and not topic.startswith("v1/"))
+    return (topic == TB_TELEMETRY or (topic.endswith("/telemetry") and not topic.startswith("v1/"))
+            or _spb_kind(topic) == "DDATA")
+
+
+def _spb_kind(topic: str) -> str | None:
+    parts = topic.split("/")
+    return parts[2] if len(parts) == 5 and parts[0] == "spBv1.0" else None
+
+
+class SparkplugAliases:
+    """Device -> alias -> metric name, from the DBIRTHs seen (a host's view)."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, dict[int, str]] = {}
+
+    def values(self, topic: str, payload: bytes) -> list[Value]:
+        from edge_agent.uplink import sparkplug_b_pb2 as pb
+
+        kind, device = _spb_kind(topic), topic.split("/")[-1]
+        msg = pb.Payload()
+        msg.ParseFromString(payload)
+        if kind == "DBIRTH":
+            self.names[device] = {m.alias: m.name for m in msg.metrics if m.HasField("alias")}
+            return []
+        if kind != "DDATA":
+            return []
+        names = self.names.get(device, {})
+        out = []
+        for m in msg.metrics:
+            name = m.name or names.get(m.alias, "")
+            field = m.WhichOneof("value")
+            out.append(Value(device, name, getattr(m, field) if field else None, (m.timestamp,)))
+        return out
 
 
 @dataclass(frozen=True)
@@ -176,8 +212,9 @@ def match(messages: Iterable[tuple[float, str, bytes]], served: Served) -> Deliv
     """Match ``(arrival, topic, payload)`` messages to the reads the simulator logged."""
     out = Delivery()
     contexts: dict[tuple[int, int, int], tuple[Any, ...]] = {}
+    spb = SparkplugAliases()
     for arrival, topic, payload in messages:
-        values = values_in(topic, payload)
+        values = spb.values(topic, payload) if _spb_kind(topic) else values_in(topic, payload)
         if not values and not is_data_topic(topic):
             continue
         out.messages += 1

@@ -72,7 +72,8 @@ VALUES_PER_CYCLE = 400
 WORKLOADS = {"W1": 1000, "W2": 100, "W3": 20, "W10ms": 10, "outage": 1000, "kill": 1000, "kill-down": 1000}
 DEFAULT_WORKLOADS = ("W1", "W2", "W3", "outage", "kill")
 STEADY = ("W1", "W2", "W3", "W10ms")
-GATEWAYS = ("edge", "tb", "tb-tags", "edge-xz")
+GATEWAYS = ("edge", "tb", "tb-tags", "edge-xz", "edge-tb", "edge-spb")
+DIALECT_OF = {"edge-tb": "thingsboard", "edge-spb": "sparkplug"}  # our agent in another dialect
 DEFAULT_GATEWAYS = GATEWAYS[:3]
 TAGS_WORKLOADS = ("W1", "W2")  # one request per register cannot keep up beyond (8,000 requests/s at W2)
 RPC_REQUEST = "v1/devices/me/rpc/request/"
@@ -193,10 +194,13 @@ class Run:
         self.platform = Platform(self.broker, f"bench-platform-{self.workload}-{self.gateway_kind}").start()
         workdir = self.dir / "gateway"
         workdir.mkdir()
-        if self.gateway_kind in ("edge", "edge-xz"):
+        if self.gateway_kind.startswith("edge"):
+            overrides = dict(self.edge_overrides)
+            if self.gateway_kind in DIALECT_OF:
+                overrides["mqtt.dialect"] = DIALECT_OF[self.gateway_kind]
             self.gw = edge_gateway(workdir, broker_port=self.broker.port, sim_port=self.sim.port,
                                    interval_ms=self.interval_ms, source=self.source,
-                                   compress=self.gateway_kind == "edge-xz", overrides=self.edge_overrides)
+                                   compress=self.gateway_kind == "edge-xz", overrides=overrides)
         else:
             assert self.tb_python is not None
             self.gw = tb_gateway(self.tb_python, workdir, broker_port=self.broker.port, sim_port=self.sim.port,
@@ -425,10 +429,11 @@ LABEL = {"W1": "W1 (20 x 20 at 1 s: 400 values/s)", "W2": "W2 (100 ms: 4,000/s)"
 
 
 def table(results: dict[str, dict[str, dict[str, Any]]], gateways: list[str], plan: Plan) -> str:
-    names = {"tb": "TB", "tb-tags": "TB tags", "edge": "edge", "edge-xz": "edge xz"}
-    cols = [g for g in ("tb", "tb-tags", "edge", "edge-xz") if g in gateways]
-    ratios = [(f"{names[e]}/{names[t]}", e, t) for e in ("edge", "edge-xz") for t in ("tb", "tb-tags")
-              if {e, t} <= set(cols)]
+    names = {"tb": "TB", "tb-tags": "TB tags", "edge": "edge", "edge-xz": "edge xz", "edge-tb": "edge as TB",
+             "edge-spb": "edge as Sparkplug"}
+    cols = [g for g in ("tb", "tb-tags", "edge", "edge-xz", "edge-tb", "edge-spb") if g in gateways]
+    ratios = [(f"{names[e]}/{names[t]}", e, t) for e in ("edge", "edge-xz", "edge-tb", "edge-spb")
+              for t in ("tb", "tb-tags") if {e, t} <= set(cols)]
     head = ["workload", "figure"] + [names[g] for g in cols] + [r[0] for r in ratios]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     labels = dict(LABEL, outage=f"{plan.outage:.0f} s broker outage at 1 s", kill=f"{plan.kills} x kill -9 at 1 s",
@@ -463,7 +468,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="10 s windows, a 15 s outage, 3 kills")
     ap.add_argument("--only", default=",".join(DEFAULT_GATEWAYS),
-                    help="gateways, comma-separated: edge, tb, tb-tags, edge-xz (our agent with mqtt.compress) "
+                    help="gateways, comma-separated: edge, tb, tb-tags, edge-xz (our agent with mqtt.compress), "
+                         "edge-tb and edge-spb (our agent in its thingsboard and sparkplug dialects) "
                          "(default edge,tb,tb-tags; 'tb' alone means tb and tb-tags)")
     ap.add_argument("--workloads", default=",".join(DEFAULT_WORKLOADS),
                     help="comma-separated: " + ", ".join(WORKLOADS) + " (default " + ",".join(DEFAULT_WORKLOADS) + ")")

@@ -104,3 +104,25 @@ def test_outcome_excuses_only_the_last_20_ms_before_a_kill() -> None:
     assert out.lost == 2 and out.kills_losing == 2  # 4.0 (charged to the kill at 5.0) and 7.0 (at 8.0)
     assert out.lost_ages == [1.0, 1.0]
     assert cv.outcome(window, delivery).lost == 4  # no kills: nothing is excused
+
+
+def test_match_reads_our_sparkplug_dialect_by_the_aliases_of_its_births() -> None:
+    """DDATA metrics carry aliases only: the device's DBIRTH names them, as a host resolves them."""
+    from edge_agent.uplink import sparkplug_b_pb2 as pb
+
+    def payload(*metrics: tuple[str | None, int, int]) -> bytes:
+        msg = pb.Payload(timestamp=1, seq=0)
+        for name, alias, value in metrics:
+            m = msg.metrics.add(alias=alias, timestamp=100, datatype=6, int_value=value)
+            if name:
+                m.name = name
+        return msg.SerializeToString()
+
+    base = "spBv1.0/bench/{}/gw-bench/dev01"
+    served = cv.parse_served(["1.0 1 0 1 1", "2.0 1 0 1 2"])
+    birth = payload(("r0", 1, cv.value_of(1, 0, 1)))
+    data = payload((None, 1, cv.value_of(1, 0, 2)))
+    assert cv.is_data_topic(base.format("DDATA")) and not cv.is_data_topic(base.format("DBIRTH"))
+    delivery = cv.match([(1.0, base.format("DBIRTH"), birth), (2.0, base.format("DDATA"), data)], served)
+    assert (delivery.messages, delivery.values, delivery.foreign) == (1, 1, 0)
+    assert delivery.payload_bytes == len(data)
