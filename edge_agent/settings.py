@@ -50,6 +50,7 @@ class MqttSettings:
     tls: TlsSettings = field(default_factory=TlsSettings)
     username: str | None = None
     password_file: Path | None = None
+    username_file: Path | None = None  # the user name from a file: a ThingsBoard access token is a secret
     topic_prefix: str = "edge/v1"
     client_id: str | None = None  # default: "edge-agent-{gateway id}"
     protocol: Literal["3.1.1", "5"] = "3.1.1"

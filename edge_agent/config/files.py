@@ -113,6 +113,11 @@ def _named(settings: Settings, root: Node, file: str) -> Iterator[_Named]:
                      "ask the platform operator for its command key ('edge-agent platform signkey DIR' makes "
                      "DIR/command.pub) and copy it there")
     mqtt = settings.mqtt
+    if mqtt.username_file is not None:
+        yield _Named(mqtt.username_file, "mqtt.credentials.username_file",
+                     _line(root, "mqtt", "credentials", "username_file"),
+                     "write the user name (a ThingsBoard device's access token) there (one line), mode 0600, "
+                     "owned by the agent's user")
     if mqtt.password_file is not None:
         yield _Named(mqtt.password_file, "mqtt.credentials.password_file",
                      _line(root, "mqtt", "credentials", "password_file"),

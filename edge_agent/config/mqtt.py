@@ -25,7 +25,7 @@ def read_mqtt(report: Report, top: Section, base: Path) -> MqttSettings | None:
     if s is None:
         return None
     tls = _tls(report, s, base)
-    username, password_file = _credentials(report, s, base)
+    username, password_file, username_file = _credentials(report, s, base)
     reconnect_min = s.get("reconnect_min", duration(0.01, 3600), 1.0)
     reconnect_max = s.get("reconnect_max", duration(0.01, 86400), 60.0)
     if reconnect_min is not None and reconnect_max is not None and reconnect_max < reconnect_min:
@@ -39,7 +39,7 @@ def read_mqtt(report: Report, top: Section, base: Path) -> MqttSettings | None:
     sparkplug = _sparkplug(report, s, dialect)
     return MqttSettings(
         host=s.get("host", host), port=s.get("port", integer(1, 65535), 8883 if tls.enabled else 1883),
-        tls=tls, username=username, password_file=password_file,
+        tls=tls, username=username, password_file=password_file, username_file=username_file,
         topic_prefix=s.get("topic_prefix", _topic_prefix, "edge/v1"),
         client_id=s.get("client_id", string, None), protocol=protocol,
         keepalive_s=s.get("keepalive", duration(1, 65535), 30.0),
@@ -79,13 +79,18 @@ def _tls(report: Report, mqtt: Section, base: Path) -> TlsSettings:
                        verify_hostname=s.get("verify_hostname", boolean, True))
 
 
-def _credentials(report: Report, mqtt: Section, base: Path) -> tuple[str | None, Path | None]:
-    s = mqtt.section("credentials", ("username", "password_file"), secrets={"password": "password_file"})
+def _credentials(report: Report, mqtt: Section, base: Path) -> tuple[str | None, Path | None, Path | None]:
+    s = mqtt.section("credentials", ("username", "username_file", "password_file"),
+                     secrets={"password": "password_file", "token": "username_file"})
     if s is None:
-        return None, None
-    if s.given("password_file") and not s.given("username"):
+        return None, None, None
+    if s.given("username") and s.given("username_file"):
+        report.add(s.line_of("username_file"), s.sub("username_file"),
+                   "give username or username_file, not both")
+    if s.given("password_file") and not (s.given("username") or s.given("username_file")):
         report.add(s.line_of("password_file"), s.sub("username"), "required with password_file")
-    return s.get("username", string, None), s.get("password_file", path(base), None)
+    return (s.get("username", string, None), s.get("password_file", path(base), None),
+            s.get("username_file", path(base), None))
 
 
 def _topic_prefix(value: Any) -> str:

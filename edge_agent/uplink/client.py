@@ -57,17 +57,26 @@ def keepalive_s(mqtt: MqttSettings) -> int:
 
 def read_password(mqtt: MqttSettings) -> str | None:
     """The password from ``password_file`` (trailing newlines stripped), or None without one."""
-    if mqtt.password_file is None:
+    return _read_secret(mqtt.password_file, "mqtt.password_file")
+
+
+def read_username(mqtt: MqttSettings) -> str | None:
+    """``username``, or the one in ``username_file`` (a ThingsBoard access token), or None."""
+    return mqtt.username or _read_secret(mqtt.username_file, "mqtt.username_file")
+
+
+def _read_secret(file: Path | None, key: str) -> str | None:
+    if file is None:
         return None
     try:
-        text = Path(mqtt.password_file).read_text(encoding="utf-8")
+        text = Path(file).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise MqttConfigError(f"mqtt.password_file: cannot read {mqtt.password_file}: {reason}") from None
-    password = text.rstrip("\r\n")
-    if not password:
-        raise MqttConfigError(f"mqtt.password_file: {mqtt.password_file} is empty")
-    return password
+        raise MqttConfigError(f"{key}: cannot read {file}: {reason}") from None
+    secret = text.rstrip("\r\n")
+    if not secret:
+        raise MqttConfigError(f"{key}: {file} is empty")
+    return secret
 
 
 def build_client(mqtt: MqttSettings, gateway: GatewaySettings, *,
@@ -84,11 +93,12 @@ def build_client(mqtt: MqttSettings, gateway: GatewaySettings, *,
         protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
     )
     password = read_password(mqtt)
-    if password is not None and not mqtt.username:
+    username = read_username(mqtt)
+    if password is not None and not username:
         raise MqttConfigError("mqtt.password_file is set but mqtt.username is not; MQTT sends a password "
                               "only with a user name")
-    if mqtt.username:
-        client.username_pw_set(mqtt.username, password)
+    if username:
+        client.username_pw_set(username, password)
     if mqtt.tls.enabled:
         _set_tls(client, mqtt)
     if will is not None:

@@ -82,3 +82,29 @@ def test_linger_is_a_short_duration() -> None:
     assert parse_settings(CONFIG.format(extra=", linger: 100ms")).mqtt.linger_s == 0.1
     problem, = _problems(CONFIG.format(extra=", linger: 11s"))
     assert problem.startswith("<string>:2: mqtt.linger: ")
+
+
+def test_a_user_name_may_come_from_a_file_as_a_thingsboard_token_must(tmp_path) -> None:
+    """``mqtt.credentials.username_file`` (issue 14): a ThingsBoard device's access token is its MQTT
+    user name and a secret, so it is read from a file like a password; inline ``token`` is refused."""
+    s = parse_settings(CONFIG.format(extra=", credentials: {username_file: /etc/edge-agent/tb.token}"))
+    assert str(s.mqtt.username_file) == "/etc/edge-agent/tb.token" and s.mqtt.username is None
+    assert _problems(CONFIG.format(extra=", credentials: {username: a, username_file: /x}")) == [
+        "<string>:2: mqtt.credentials.username_file: give username or username_file, not both"]
+    problem, = _problems(CONFIG.format(extra=", credentials: {token: abc}"))
+    assert "never written inline: use username_file" in problem
+
+
+def test_the_user_name_file_is_sent_as_the_mqtt_user_name(tmp_path) -> None:
+    from edge_agent.settings import GatewaySettings
+    from edge_agent.uplink.client import MqttConfigError, build_client, read_username
+
+    token = tmp_path / "tb.token"
+    token.write_text("A1b2C3d4E5\n")
+    s = parse_settings(CONFIG.format(extra=f", credentials: {{username_file: {token}}}"))
+    assert read_username(s.mqtt) == "A1b2C3d4E5"
+    client = build_client(s.mqtt, GatewaySettings("gw-1", "s1", tmp_path))
+    assert client.username == "A1b2C3d4E5"
+    token.write_text("")
+    with pytest.raises(MqttConfigError, match="mqtt.username_file: .* is empty"):
+        read_username(s.mqtt)

@@ -273,6 +273,11 @@ def _command_keys(settings: Any, who: Who) -> list[Finding]:
 def _mqtt_files(settings: Any, who: Who) -> list[Finding]:
     out = []
     mqtt = settings.mqtt
+    if mqtt.username_file is not None:
+        out.append(_readable("mqtt user name", Path(mqtt.username_file), who, secret=True,
+                             missing=f"write the user name (access token) there (one line), chmod 600, "
+                                     f"chown {who.name}:")
+                   or Finding(OK, "mqtt user name", f"{mqtt.username_file} private to {who.name}"))
     if mqtt.password_file is not None:
         out.append(_readable("mqtt password", Path(mqtt.password_file), who, secret=True,
                              missing=f"write the broker password there (one line), chmod 600, chown {who.name}:")
