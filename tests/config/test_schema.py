@@ -249,3 +249,15 @@ def test_key_file_default_follows_state_dir(tmp_path: Path) -> None:
     assert s.privacy.key_file == tmp_path / "st" / "keys" / "pseudonym.key"
     s = load_settings(_write(tmp_path, MINIMAL + "privacy: {key_file: k/site.key}\n"))
     assert s.privacy.key_file == tmp_path / "k" / "site.key"
+
+
+def test_the_examples_show_every_dialect() -> None:
+    """Issue 14: example.yaml (edge), thingsboard.yaml and sparkplug.yaml, each with the dialect's
+    own sections and the ops it lets through unsigned."""
+    dialects = {e.name: load_settings(e).mqtt.dialect for e in EXAMPLES}
+    assert (dialects["example.yaml"], dialects["thingsboard.yaml"], dialects["sparkplug.yaml"]) == (
+        "edge", "thingsboard", "sparkplug")
+    tb, spb = load_settings(ROOT / "config" / "thingsboard.yaml"), load_settings(ROOT / "config" / "sparkplug.yaml")
+    assert tb.mqtt.username_file is not None and tb.commands.unsigned == {"thingsboard": ("agent.ping", "device.poll")}
+    assert (spb.mqtt.sparkplug.group_id, spb.mqtt.sparkplug.primary_host) == ("community-7", "scada-1")
+    assert spb.commands.unsigned == {"sparkplug": ("device.write",)}
