@@ -77,24 +77,7 @@ def _unsigned(report: Report, s: Section, ops: tuple[str, ...]) -> dict[str, tup
     u = Section.of(report, node, s.sub("unsigned"), s.line_of("unsigned"), UNSIGNED_DIALECTS)
     if u is None:
         return {}
-    out: dict[str, tuple[str, ...]] = {}
-    for dialect in (d for d in UNSIGNED_DIALECTS if d in given):
-        chosen: list[str] = []
-        for i, item in enumerate(u.items(dialect) or ()):
-            where = f"{u.sub(dialect)}[{i}]"
-            try:
-                op = choice(OPS, "command op")(item.value)
-            except ValueError as exc:
-                report.add(item.line, where, str(exc))
-                continue
-            if op not in ops:
-                report.add(item.line, where, f"'{op}' is not enabled in commands.ops: add it there too")
-            elif op in chosen:
-                report.add(item.line, where, f"'{op}' is listed twice")
-            else:
-                chosen.append(op)
-        out[dialect] = tuple(chosen)
-    return out
+    return {dialect: _op_list(report, u, dialect, ops) for dialect in UNSIGNED_DIALECTS if dialect in given}
 
 
 def _keys(report: Report, s: Section, base: Path, *, required: bool = True) -> tuple[TrustedKey, ...]:
@@ -125,19 +108,25 @@ def _keys(report: Report, s: Section, base: Path, *, required: bool = True) -> t
 def _ops(report: Report, s: Section) -> tuple[str, ...]:
     if not s.given("ops"):
         return _DEFAULTS.ops
-    items = s.items("ops")
+    return _op_list(report, s, "ops")
+
+
+def _op_list(report: Report, s: Section, key: str, enabled: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """A list of known ops without repeats; with ``enabled``, each must also be one of those."""
     out: list[str] = []
-    for i, node in enumerate(items or ()):
-        where = f"{s.sub('ops')}[{i}]"
+    for i, node in enumerate(s.items(key) or ()):
+        where = f"{s.sub(key)}[{i}]"
         try:
             op = choice(OPS, "command op")(node.value)
         except ValueError as exc:
             report.add(node.line, where, str(exc))
             continue
-        if op in out:
+        if enabled is not None and op not in enabled:
+            report.add(node.line, where, f"'{op}' is not enabled in commands.ops: add it there too")
+        elif op in out:
             report.add(node.line, where, f"'{op}' is listed twice")
-            continue
-        out.append(op)
+        else:
+            out.append(op)
     return tuple(out)
 
 

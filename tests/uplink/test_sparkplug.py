@@ -10,9 +10,9 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import pytest
 
@@ -23,6 +23,7 @@ from edge_agent.settings import (BufferSettings, BusSettings, CommandSettings, D
                                  MqttSettings, PrivacySettings, Settings, SparkplugSettings)
 from edge_agent.uplink import sparkplug_b_pb2 as pb
 from edge_agent.uplink import sparkplug_metric as spm
+from support.dialects import FakeLink
 from edge_agent.uplink.dialect import Message
 from edge_agent.uplink.lanes import Batch
 from edge_agent.uplink.sparkplug import SparkplugDialect
@@ -54,22 +55,6 @@ def settings(*, primary_host: str | None = None, privacy: dict[tuple[str, str], 
     return Settings(gateway=GatewaySettings(GW, SITE, Path("/tmp")), mqtt=mqtt,
                     buffer=BufferSettings(Path("/tmp/buffer.db")), privacy=PrivacySettings(), buses=buses,
                     devices=devices, commands=CommandSettings(unsigned={"sparkplug": ("device.write",)}))
-
-
-@dataclass
-class FakeLink:
-    published: list[Message] = field(default_factory=list)
-    wakes: int = 0
-
-    def publish(self, messages: Sequence[Message]) -> bool:
-        self.published.extend(messages)
-        return True
-
-    def publish_ordered(self, build: Callable[[], Sequence[Message]]) -> bool:
-        return self.publish(build())
-
-    def wake(self) -> None:
-        self.wakes += 1
 
 
 @dataclass(frozen=True)

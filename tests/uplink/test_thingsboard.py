@@ -10,7 +10,7 @@ Re-record the fixture (installs thingsboard-gateway 3.8.5 into bench/.tb-venv on
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -21,6 +21,7 @@ from edge_agent.model import Event, Priority, Record
 from edge_agent.settings import (BufferSettings, BusSettings, CommandSettings, DeviceSettings, GatewaySettings,
                                  MqttSettings, PrivacySettings, Settings)
 from edge_agent.uplink import thingsboard as tb
+from support.dialects import FakeLink
 from edge_agent.uplink.dialect import Inbound, Message
 from edge_agent.uplink.lanes import Batch
 from edge_agent.uplink.thingsboard import ThingsBoardDialect
@@ -46,21 +47,6 @@ def settings(unsigned: Sequence[str] = ()) -> Settings:
     return Settings(gateway=GatewaySettings(GW, SITE, Path("/tmp")), mqtt=mqtt,
                     buffer=BufferSettings(Path("/tmp/buffer.db")), privacy=PrivacySettings(), buses=buses,
                     devices=devices, commands=CommandSettings(unsigned={"thingsboard": tuple(unsigned)}))
-
-
-@dataclass
-class FakeLink:
-    published: list[Message] = field(default_factory=list)
-
-    def publish(self, messages: Sequence[Message]) -> bool:
-        self.published.extend(messages)
-        return True
-
-    def publish_ordered(self, build: Callable[[], Sequence[Message]]) -> bool:
-        return self.publish(build())
-
-    def wake(self) -> None:
-        pass
 
 
 @dataclass(frozen=True)
