@@ -21,14 +21,15 @@ ALLOWED = {
     "privacy": set(),
     "buffer": set(),
     "uplink": set(),
+    "web": set(),  # the technician's page: what the agent hands it (web/view.py), nothing else
     "field": {"drivers"},
     "commands": {"field", "privacy", "buffer"},
     "config": {"field", "privacy", "commands"},
-    "agent": {"config", "field", "privacy", "buffer", "uplink", "commands"},
-    "tools": {"config", "field", "privacy", "buffer", "uplink", "commands", "drivers"},
+    "agent": {"config", "field", "privacy", "buffer", "uplink", "commands", "web"},
+    "tools": {"config", "field", "privacy", "buffer", "uplink", "commands", "drivers", "web"},
     "platform": {"privacy"},
     "cli": {"config", "field", "privacy", "buffer", "uplink", "commands", "agent", "tools", "sim", "drivers",
-            "platform"},
+            "platform", "web"},
 }
 
 GRAPH = graph()
