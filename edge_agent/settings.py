@@ -16,7 +16,7 @@ from .rules import RateOfRise, Report, Stale, Threshold
 __all__ = [
     "GatewaySettings", "TlsSettings", "MqttSettings", "BufferSettings", "PrivacySettings",
     "BusSettings", "DeviceSettings", "Settings", "TrustedKey", "CommandSettings", "WriteRule", "OPS", "OPT_IN_OPS",
-    "PRIVACY_ACTIONS",
+    "PRIVACY_ACTIONS", "WebSettings",
 ]
 
 # CONTRACT section 6: the ops a platform command may name (commands/optable.py: what each does)
@@ -199,6 +199,21 @@ class DeviceSettings:
 
 
 @dataclass(frozen=True)
+class WebSettings:
+    """``web:``: the technician's page (issue 15); absent, nothing of it is started or imported."""
+
+    listen_host: str = "127.0.0.1"  # a name, an IPv4 or an IPv6 address (without brackets)
+    listen_port: int = 8080
+    tls_cert_file: Path | None = None  # both or neither: HTTPS with them
+    tls_key_file: Path | None = None
+    password_file: Path = Path("/var/lib/edge-agent/web.passwd")  # config: {state_dir}/web.passwd
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None and self.tls_key_file is not None
+
+
+@dataclass(frozen=True)
 class Settings:
     gateway: GatewaySettings
     mqtt: MqttSettings
@@ -208,6 +223,7 @@ class Settings:
     devices: tuple[DeviceSettings, ...]
     source: Path | None = None
     commands: CommandSettings = field(default_factory=CommandSettings)
+    web: WebSettings | None = None
 
     @property
     def root_topic(self) -> str:

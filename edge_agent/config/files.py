@@ -10,9 +10,9 @@ a port or the broker) and reports what it finds as a warning at the line that na
 Warnings, not errors: the config itself is sound, and on a bench or a build machine the files
 come later. ``check --strict`` (installers, on the gateway) fails on them. Only the files
 ``run`` reads are looked for, on the same rules: the pseudonym key when some action
-pseudonymizes (``Privacy.load``), the TLS files when TLS is enabled. Whether the *agent's*
-user may read them, and their modes, is ``doctor``'s business: this is the user running
-``check``.
+pseudonymizes (``Privacy.load``), the TLS files when TLS is enabled, the page's password and TLS
+files when the config has ``web``. Whether the *agent's* user may read them, and their modes, is
+``doctor``'s business: this is the user running ``check``.
 
 The default ``privacy.key_file`` (``{state_dir}/keys/pseudonym.key``) is reported at the line
 that decides where it is: ``gateway.state_dir``, else ``gateway``.
@@ -128,6 +128,22 @@ def _named(settings: Settings, root: Node, file: str) -> Iterator[_Named]:
             if path is not None:
                 yield _Named(path, f"mqtt.tls.{key}", _line(root, "mqtt", "tls", key),
                              "copy the file the broker's operator gave you there, or correct the path")
+    yield from _web(settings, root, file)
+
+
+def _web(settings: Settings, root: Node, file: str) -> Iterator[_Named]:
+    """The page's password file (default ``{state_dir}/web.passwd``, reported at ``web``) and TLS files."""
+    web = settings.web
+    if web is None:
+        return
+    line = _line(root, "web", "password_file")
+    yield _Named(web.password_file, "web.password_file", line or _key_line(root, "web"),
+                 f"'edge-agent web passwd -c {file}' sets the technician's password there",
+                 "" if line else " (the default, {state_dir}/web.passwd)")
+    for key, path in (("cert_file", web.tls_cert_file), ("key_file", web.tls_key_file)):
+        if path is not None:
+            yield _Named(path, f"web.tls.{key}", _line(root, "web", "tls", key),
+                         "copy the page's certificate and key there, or correct the path")
 
 
 def _node(root: Node, *keys: str | int) -> Node | None:

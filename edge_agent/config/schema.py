@@ -9,7 +9,7 @@ config file's directory, so a config works the same whatever directory the daemo
 
 This module is the entry and the order; each section has its reader: ``gateway`` (gateway,
 buffer), ``mqtt``, ``privacy``, ``buses``, ``devices`` (with ``alarms``, ``commands``'s
-``writable``, ``privacy``'s overrides and ``addresses``), ``commands``.
+``writable``, ``privacy``'s overrides and ``addresses``), ``commands``, ``web``.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from .gateway import DEFAULT_STATE_DIR, read_buffer, read_gateway
 from .mqtt import read_mqtt
 from .privacy import read_privacy
 from .source import Node, Problem, Report, Section, compose
+from .web import read_web
 
 __all__ = ["Problem", "ConfigError", "load_settings", "check_file", "check_config", "check_text", "parse_settings"]
 
@@ -116,7 +117,8 @@ def _read(report: Report, root: Node, base: Path, source: Path | None) -> Settin
         report.add(root.line, "", "the top level must be a mapping of sections "
                    "(gateway, mqtt, buffer, privacy, buses, devices)")
         return None
-    top = Section(report, root, "", None, ("gateway", "mqtt", "buffer", "privacy", "buses", "devices", "commands"))
+    top = Section(report, root, "", None,
+                  ("gateway", "mqtt", "buffer", "privacy", "buses", "devices", "commands", "web"))
     gateway = read_gateway(top, base)
     mqtt = read_mqtt(report, top, base)
     state_dir = gateway.state_dir if gateway else DEFAULT_STATE_DIR
@@ -125,6 +127,8 @@ def _read(report: Report, root: Node, base: Path, source: Path | None) -> Settin
     buses = read_buses(report, top)
     devices = read_devices(report, top, buses, platform_key_given)
     commands = read_commands(report, top, base)
+    web = read_web(report, top, base, state_dir)
     if report.problems or gateway is None or mqtt is None or buses is None or devices is None:
         return None
-    return Settings(gateway, mqtt, buffer, privacy, tuple(b for b in buses.values() if b), devices, source, commands)
+    return Settings(gateway, mqtt, buffer, privacy, tuple(b for b in buses.values() if b), devices, source, commands,
+                    web)
