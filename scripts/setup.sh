@@ -36,4 +36,11 @@ if ! tests/.spb-venv/bin/python -c 'import pysparkplug' 2>/dev/null; then
   tests/.spb-venv/bin/python -m pip install -q --disable-pip-version-check "pysparkplug==0.6.1" \
     2> >(grep -v "^WARNING: Location" >&2)
 fi
+# A Prometheus text-format parser (prometheus_client's) to judge /metrics with, in a venv of its
+# own: the agent never imports it (tests/web/test_metrics.py runs it by subprocess).
+if ! tests/.prom-venv/bin/python -c 'import prometheus_client.parser' 2>/dev/null; then
+  python3 -m venv tests/.prom-venv
+  tests/.prom-venv/bin/python -m pip install -q --disable-pip-version-check "prometheus_client==0.26.0" \
+    2> >(grep -v "^WARNING: Location" >&2)
+fi
 echo "setup: ready ($(.venv/bin/edge-agent --version), mosquitto $(mosquitto -h 2>/dev/null | head -1 | awk '{print $3}'))" >&2
