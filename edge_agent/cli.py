@@ -362,6 +362,62 @@ def cmd_keys_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _new_password() -> str:
+    """The page's password: asked twice on a terminal, else one line of standard input (install scripts)."""
+    from .web.auth import MIN_PASSWORD
+
+    if sys.stdin.isatty():
+        import getpass
+
+        password = getpass.getpass("technician's password for the page: ")
+        if getpass.getpass("the same again: ") != password:
+            raise CliFailure("the two passwords differ; nothing was written")
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if len(password) < MIN_PASSWORD:
+        raise CliFailure(f"{'an empty password' if not password else 'a password this short'} is refused: give at "
+                         f"least {MIN_PASSWORD} characters; nothing was written")
+    return password
+
+
+def cmd_web_passwd(args: argparse.Namespace) -> int:
+    """Write the scrypt hash of a new password where ``web.password_file`` points (mode 0600; as
+    root, owned by the service user when it exists, so the agent can read it)."""
+    import pwd
+
+    from .tools.doctor.finding import SERVICE_USER
+    from .web.auth import hash_password, write_password_file
+
+    settings = _load(args.config)
+    path = settings.web.password_file if settings.web else settings.gateway.state_dir / "web.passwd"
+    password = _new_password()
+    owner, who = None, f"uid {os.geteuid()}"
+    try:
+        who = pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:  # a uid with no passwd entry (some containers)
+        pass
+    if os.geteuid() == 0:
+        try:
+            user = pwd.getpwnam(SERVICE_USER)
+            owner, who = (user.pw_uid, user.pw_gid), SERVICE_USER
+        except KeyError:
+            pass
+    try:
+        write_password_file(path, hash_password(password), owner)
+    except OSError as exc:
+        raise CliFailure(f"password file {path}: {exc.strerror or exc}") from None
+    print(f"wrote {path} (scrypt hash, mode 0600, owner {who}); a running agent reads it at the next request "
+          "and ends every session")
+    if settings.web is None:
+        print(f"note: {args.config} has no 'web' section, so the page is off; add 'web:' to serve it (docs/web.md)")
+    from .tools.audit import audit_cli_action
+
+    warning = audit_cli_action(settings.gateway.state_dir, "web passwd")
+    if warning:
+        print(warning, file=sys.stderr)
+    return 0
+
+
 def cmd_platform_keygen(args: argparse.Namespace) -> int:
     from .privacy.keys import fingerprint
     from .platform import generate_platform_keypair
@@ -448,6 +504,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("init", "create the site pseudonym key where the config points; print fingerprints", keys_sub)
     p.add_argument("--rotate", action="store_true", help="add a new key version; new data uses it")
     p.set_defaults(func=cmd_keys_init)
+    web = sub.add_parser("web", help="the technician's page", description="the technician's page (docs/web.md)")
+    web_sub = web.add_subparsers(dest="web_verb", required=True, metavar="VERB")
+    p = verb("passwd", "set the page's password (asked twice on a terminal, else one line of standard input)",
+             web_sub)
+    p.set_defaults(func=cmd_web_passwd)
     platform = sub.add_parser("platform", help="the platform's side of seal and of signed commands (not for gateways)",
                               description="The platform's side: its seal key pair and opening sealed values; "
                                           "its command signing key and signing commands.")
