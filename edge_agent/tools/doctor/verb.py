@@ -30,6 +30,9 @@ Checks, in order (docs/troubleshooting.md lists every finding and its fix):
   WARN under twice the cap).
 - ``pseudonym key``, ``platform key``, ``command key ID``, ``mqtt password``, ``tls files``:
   present, valid, readable by the service user; secrets mode 0600 and owned by it.
+- ``web password``, ``web tls``, ``web cert``, ``web listen``: with a ``web`` section, the page's
+  password file (0600, owned by the service user, a scrypt hash), its TLS files and certificate
+  expiry, and whether the page answers at ``web.listen`` (WARN when nothing listens) (``web``).
 - ``systemd``: ``systemctl is-enabled``/``is-active edge-agent`` where systemctl exists.
 
 Exit 1 when any check FAILs, 0 otherwise (WARN included), 2 on bad usage. Every check runs
@@ -51,6 +54,7 @@ from typing import Any, Callable, Iterable, TextIO
 
 from . import broker as doctor_broker
 from . import local as dc
+from . import web as doctor_web
 from .finding import BROKER_TIMEOUT_S, FAIL, OK, SERVICE_USER, TIMEOUT_S, WARN, Finding, Who
 
 __all__ = ["register", "cmd_doctor", "service_user", "run_checks", "timed", "format_finding"]
@@ -158,6 +162,8 @@ def run_checks(settings: Any, config: str, who: Who, emit: Callable[[Finding], N
     run("disk", lambda: dc.check_disk(settings.buffer))
     run("keys", lambda: dc.check_keys(settings, who, config))
     run("unsigned commands", lambda: dc.check_unsigned(settings))
+    if settings.web is not None:
+        run("web", lambda: doctor_web.check_web(settings, who, config))
     run("systemd", dc.check_systemd)
 
 
