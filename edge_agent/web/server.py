@@ -35,6 +35,7 @@ from http import HTTPStatus
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
+from ..errors import bug_location
 from ..settings import Settings, WebSettings
 from .auth import PasswordFile, WebError
 from .gate import Gate, Request, Route, allowed, page
@@ -153,10 +154,14 @@ class WebServer:
                 time.sleep(0.1)  # out of file descriptors: give the workers a moment
                 continue
             client = str(addr[0])
-            if self._workers.acquire(blocking=False):
-                threading.Thread(target=self._serve, args=(conn, client), name="web", daemon=True).start()
-            elif self._refusers.acquire(blocking=False):
-                threading.Thread(target=self._refuse, args=(conn, client), name="web busy", daemon=True).start()
+            for slots, work, name in ((self._workers, self._serve, "web"), (self._refusers, self._refuse, "web busy")):
+                if slots.acquire(blocking=False):
+                    try:
+                        threading.Thread(target=work, args=(conn, client), name=name, daemon=True).start()
+                    except RuntimeError:  # no thread to be had: the connection is closed, not queued
+                        slots.release()
+                        conn.close()
+                    break
             else:
                 conn.close()
 
@@ -197,6 +202,8 @@ class WebServer:
             _linger(conn)
         except (_Gone, OSError, ValueError) as exc:  # ssl.SSLError is an OSError
             log.debug("web: %s %s %s: connection ended: %s", client, method, path, exc or type(exc).__name__)
+        except Exception as exc:  # a bug of ours: this connection ends, the server goes on
+            log.error("web: %s %s %s failed: %s", client, method, path, bug_location(exc))
         finally:
             conn.close()
 
