@@ -4,6 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# Headless Chromium for the technician's page tests (Debian's package; test-only, so not in setup.sh)
+if ! command -v chromium >/dev/null; then
+  echo "test: installing chromium with apt-get (the web page tests drive it headless)" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
+fi
 set +e
 .venv/bin/python -m pytest "$@"
 rc=$?

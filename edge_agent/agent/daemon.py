@@ -85,6 +85,8 @@ class Agent:
         self.drain_meter = RateMeter(60.0)  # acked items/s over the last minute (status)
         self.cpu_meter = RateMeter(60.0)  # CPU seconds/s over the last minute (state, status)
         self.control: ControlServer | None = None
+        self.web_view: Any = None  # agent/webview.AgentWebView when the config has a web section
+        self.web: Any = None  # its server (web/server.py)
 
     def start(self) -> None:
         s = self.settings
@@ -105,7 +107,12 @@ class Agent:
         if self.commands is not None:
             self.commands.start(self.uplink.publish_result)
         self.writer.start()
-        self.intake = Intake(self.privacy, self.clock, self.writer.put)
+        if s.web is not None:  # the technician's page: imported only when configured (web/, issue 15)
+            from .webview import AgentWebView
+
+            self.web_view = AgentWebView(self)
+        self.intake = Intake(self.privacy, self.clock, self.writer.put,
+                             observe=self.web_view.record if self.web_view is not None else None)
         for d in s.devices:  # counted (as unknown) from the first R/state on, before any poll
             if d.enabled:
                 self.health.add(d.name, d.bus)
@@ -127,6 +134,10 @@ class Agent:
         for worker in self.workers:
             worker.start()
         self._start_control()
+        if self.web_view is not None:
+            from ..web.server import start_web
+
+            self.web = start_web(s, self.web_view)
         log.info("edge-agent %s started: gateway %s, %d device(s) on %d bus(es), buffer %s",
                  __version__, s.gateway.id, sum(d.enabled for d in s.devices), len(self.workers), s.buffer.path)
 
@@ -190,6 +201,8 @@ class Agent:
         if self.uplink is not None:
             self.drain_meter.sample(self.uplink.stats().acked_items)
         self.cpu_meter.sample(cpu_seconds())
+        if self.web_view is not None:
+            self.web_view.sample()
 
     def status(self, request: Any = None) -> dict:
         """What ``edge-agent status`` shows, as the running agent sees it (``status.live``)."""
@@ -214,6 +227,9 @@ class Agent:
             time.sleep(0.05)
 
     def stop(self) -> None:
+        if self.web is not None:
+            self.web.stop()  # first: no page is read from a closing agent
+            self.web = None
         if self.control is not None:
             self.control.stop()  # first: no status is read from a closing buffer
             self.control = None

@@ -24,6 +24,7 @@ counter is locked).
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import replace
 from typing import Callable, Iterable, Sequence, TypeVar
@@ -31,6 +32,8 @@ from typing import Callable, Iterable, Sequence, TypeVar
 from ..clock import ClockWatch
 from ..model import Event, Reading, Record
 from ..privacy.stage import Privacy
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Intake"]
 
@@ -41,10 +44,13 @@ class Intake:
     """Clock mark, privacy, then ``put``: the way into the buffer for everything polled."""
 
     def __init__(self, privacy: Privacy, clock: ClockWatch,
-                 put: Callable[[Sequence[Record | Event]], None]) -> None:
+                 put: Callable[[Sequence[Record | Event]], None],
+                 observe: Callable[[Sequence[Record | Event]], None] | None = None) -> None:
         self._privacy = privacy
         self._clock = clock
         self._put = put
+        self._observe = observe  # the technician's page (agent/webview.py): what was buffered, after privacy
+        self._observe_failed = False
         self.unsynced_items = 0  # readings and events marked clk "unsynced" since start
         self._unsynced_lock = threading.Lock()
 
@@ -68,9 +74,22 @@ class Intake:
             protected = [rec if not rec.clk_synced else replace(rec, clk_synced=False) for rec in protected]
         if protected:
             self._put(protected)
+            self._show(protected)
 
     def accept_events(self, events: Iterable[Event]) -> None:
         """A bus worker's events (alarms, SOS, passages): clock mark, privacy, then the buffer writer."""
         protected = [self._privacy.apply_event(e) for e in self._marked(list(events))]
         if protected:
             self._put(protected)
+            self._show(protected)
+
+    def _show(self, items: Sequence[Record | Event]) -> None:
+        """Hand what was just buffered to the page; a page bug never reaches the bus worker."""
+        if self._observe is None:
+            return
+        try:
+            self._observe(items)
+        except Exception:
+            if not self._observe_failed:
+                log.exception("intake: the technician's page could not take a batch; it is left out")
+            self._observe_failed = True
