@@ -17,6 +17,7 @@ imports its branch, never the reverse::
      |    +-- MqttConfigError     a password or TLS file the mqtt settings name (uplink.client)
      |    +-- UplinkError         the uplink cannot start (uplink.drain)
      |    +-- ControlError        the control socket cannot be served (agent.control)
+     |    +-- WebError            the technician's page cannot start: password, TLS files, address (web.auth)
      |    +-- DriverError         an installed driver is unsound (field.registry)
      +-- BusError             one exchange with a device failed, whatever the protocol or library below
      |    +-- LinkError           the link itself cannot be used: port absent or not permitted, TCP
