@@ -28,8 +28,9 @@ ALLOWED = {
     "agent": {"config", "field", "privacy", "buffer", "uplink", "commands", "web"},
     "tools": {"config", "field", "privacy", "buffer", "uplink", "commands", "drivers", "web"},
     "platform": {"privacy"},
+    "fleet": {"platform", "commands"},  # platform watch/send (issue 16): paho in fleet/broker.py only
     "cli": {"config", "field", "privacy", "buffer", "uplink", "commands", "agent", "tools", "sim", "drivers",
-            "platform", "web"},
+            "platform", "web", "fleet"},
 }
 
 GRAPH = graph()
