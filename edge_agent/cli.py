@@ -526,6 +526,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .sim import cli as sim_cli
 
     cli_commands.register(sub, platform_sub, _load)  # audit, platform signkey, platform sign
+    from .fleet import cli as fleet_cli
+
+    fleet_cli.register(platform_sub)  # platform watch, platform send (issue 16)
 
     scan.register(sub)
     doctor.register(sub)  # doctor -c FILE [--json] [--user NAME]
