@@ -61,6 +61,13 @@ class MqttSettings:
     reconnect_max_s: float = 60.0
     compress: bool = False  # telemetry and events payloads as xz streams (uplink/payload.py)
     linger_s: float = 0.025  # a newly polled row waits this long for company before it is published
+    # (host, port) of every broker node, in the order tried: a lost connection moves to the next one
+    # (mqtt.hosts; issue 16). Empty: just (host, port).
+    hosts: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def nodes(self) -> tuple[tuple[str, int], ...]:
+        return self.hosts or ((self.host, self.port),)
     dialect: str = "edge"  # edge | thingsboard | sparkplug (uplink/dialect.py, docs/dialects.md)
     sparkplug: "SparkplugSettings" = field(default_factory=lambda: SparkplugSettings())
 

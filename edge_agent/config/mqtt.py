@@ -21,7 +21,7 @@ def read_mqtt(report: Report, top: Section, base: Path) -> MqttSettings | None:
     """``mqtt:`` (required); None when it is missing or not a mapping."""
     s = top.section("mqtt", ("host", "port", "tls", "credentials", "topic_prefix", "client_id", "protocol",
                              "keepalive", "batch_max", "inflight", "reconnect_min", "reconnect_max",
-                             "compress", "dialect", "sparkplug", "linger"), required=True)
+                             "compress", "dialect", "sparkplug", "linger", "hosts"), required=True)
     if s is None:
         return None
     tls = _tls(report, s, base)
@@ -32,13 +32,17 @@ def read_mqtt(report: Report, top: Section, base: Path) -> MqttSettings | None:
         report.add(s.line_of("reconnect_max"), s.sub("reconnect_max"),
                    "must be at least reconnect_min (the first retry delay)")
     protocol = s.get("protocol", _mqtt_protocol, "3.1.1")
+    port = s.get("port", integer(1, 65535), 8883 if tls.enabled else 1883)
+    hosts = _hosts(report, s, port or 1883)
     dialect = s.get("dialect", choice(DIALECTS, "dialect"), "edge") or "edge"
     if dialect != "edge" and s.given("compress") and s.values["compress"].value is True:
         report.add(s.line_of("compress"), s.sub("compress"), f"applies to the edge dialect only; the {dialect} "
                    "dialect's platform reads its own payloads (remove it, or use dialect: edge)")
     sparkplug = _sparkplug(report, s, dialect)
     return MqttSettings(
-        host=s.get("host", host), port=s.get("port", integer(1, 65535), 8883 if tls.enabled else 1883),
+        host=hosts[0][0] if hosts else ("" if s.given("hosts") else s.get("host", host)),
+        port=hosts[0][1] if hosts else port,
+        hosts=hosts,
         tls=tls, username=username, password_file=password_file, username_file=username_file,
         topic_prefix=s.get("topic_prefix", _topic_prefix, "edge/v1"),
         client_id=s.get("client_id", string, None), protocol=protocol,
@@ -60,6 +64,52 @@ def _sparkplug(report: Report, mqtt: Section, dialect: str) -> SparkplugSettings
     why = "Sparkplug topic levels exclude '/', '+' and '#'"
     return SparkplugSettings(group_id=s.get("group_id", identifier(why), None),
                              primary_host=s.get("primary_host", identifier(why), None))
+
+
+def _hosts(report: Report, mqtt: Section, default_port: int) -> tuple[tuple[str, int], ...]:
+    """``hosts``: the broker's nodes, ``HOST`` or ``HOST:PORT`` each (IPv6 in brackets), tried in turn;
+    instead of ``host`` (one of the two is required)."""
+    if not mqtt.given("hosts"):
+        return ()
+    if mqtt.given("host"):
+        report.add(mqtt.line_of("hosts"), mqtt.sub("hosts"), "give host or hosts, not both")
+    out: list[tuple[str, int]] = []
+    items = mqtt.items("hosts")
+    if items is not None and not items:
+        report.add(mqtt.line_of("hosts"), mqtt.sub("hosts"), "lists no broker: give one HOST:PORT at least")
+    for i, node in enumerate(items or ()):
+        where = f"{mqtt.sub('hosts')}[{i}]"
+        try:
+            entry = _node(node.value, default_port)
+        except ValueError as exc:
+            report.add(node.line, where, str(exc))
+            continue
+        if entry in out:
+            report.add(node.line, where, f"{entry[0]}:{entry[1]} is listed twice")
+            continue
+        out.append(entry)
+    return tuple(out)
+
+
+def _node(value: Any, default_port: int) -> tuple[str, int]:
+    text = string(value).strip()
+    if text.startswith("["):  # [IPv6]:port
+        addr, _, rest = text[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"{text!r}: expected [ADDRESS]:PORT")
+    elif text.count(":") == 1:
+        addr, port_text = text.split(":")
+    elif ":" in text:
+        raise ValueError(f"{text!r}: an IPv6 address goes in brackets: '[{text}]:1883'")
+    else:
+        addr, port_text = text, ""
+    port = default_port
+    if port_text:
+        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+            raise ValueError(f"{text!r}: the port must be 1..65535")
+        port = int(port_text)
+    return host(addr), port
 
 
 def _tls(report: Report, mqtt: Section, base: Path) -> TlsSettings:

@@ -261,9 +261,10 @@ class ConnectionLog:
         self._failed_attempts = 0
         self._logged_reason = None
 
-    def lost(self, why: str) -> None:
+    def lost(self, why: str, next_node: str | None = None) -> None:
         self._down_since = time.monotonic()
-        self._log.warning("mqtt: connection to %s lost%s; reconnecting", self.address, why)
+        self._log.warning("mqtt: connection to %s lost%s; reconnecting%s", self.address, why,
+                          f" to {next_node}" if next_node else "")
 
 
 def describe_rc(rc: int) -> str:

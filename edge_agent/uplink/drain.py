@@ -16,6 +16,12 @@ live floor (``Buffer.max_id()``) is read by the drain thread after each (re)conn
 bytes are compact JSON, or with ``mqtt.compress`` an xz stream of it where that is smaller
 (``payload.Payloads``, shared with replays); state and command results stay JSON.
 
+Failover (``mqtt.hosts``, issue 16): the broker's nodes are tried in turn. A lost connection or a
+failed attempt moves to the next node (``connect_async`` from paho's callback: its own reconnect
+then dials that one, after the usual backoff); what was unacknowledged is fetched again from the
+outbox and published to the new node, byte-identical. ``address`` (status, ``R/state``'s
+``broker``, the page) names the node in use. With one node nothing changes.
+
 State: the retained ``R/state`` birth on connect, re-published every ``state_interval_s`` and
 when the buffer's evicted counts change (``uplink_state``); the Last Will says offline.
 Connection logging (log once, recovery once) is ``mqtt_client.ConnectionLog``.
@@ -162,6 +168,8 @@ class Uplink:
             gw=self._gw, version=version,
             started_ms=started_at_ms if started_at_ms is not None else self._now_ms(),
             stats=buffer.stats, publish=self._publish_state, interval_s=state_interval_s, extra=extra_state)
+        self._nodes = mqtt.nodes  # (host, port) of each broker node, tried in turn (mqtt.hosts)
+        self._node = 0  # the one in use or being tried (the network thread moves it)
         self._conn_log = ConnectionLog(self.address, client_id_for(mqtt, gateway), log)
         self._commands = CommandChannel(gw=self._gw, topics=self.topics, client=lambda: self._client,
                                         connected=lambda: self.connected, now_ms=self._now_ms,
@@ -201,7 +209,22 @@ class Uplink:
 
     @property
     def address(self) -> str:
-        return f"{self._mqtt.host}:{self._mqtt.port}"
+        """The broker node in use (or being tried): ``host:port``."""
+        host, port = self._nodes[self._node]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    def _next_node(self, client: Any) -> None:
+        """After a lost connection or a failed attempt: dial the next node (paho's reconnect does,
+        after its backoff). Network thread."""
+        if len(self._nodes) < 2 or self._stopping.is_set():
+            return
+        self._node = (self._node + 1) % len(self._nodes)
+        host, port = self._nodes[self._node]
+        self._conn_log.address = self.address
+        try:
+            client.connect_async(host, port, keepalive=keepalive_s(self._mqtt), clean_start=True)
+        except (ValueError, OSError) as exc:  # paho refuses the arguments: keep the node it has
+            log.error("mqtt: cannot switch to broker node %s: %s", self.address, exc)
 
     def start(self) -> None:
         """Connect in the background and start draining; raises only for unusable settings files."""
@@ -222,7 +245,8 @@ class Uplink:
         self._client = client
         self._stopping.clear()
         self._conn_log.starting()
-        client.connect_async(self._mqtt.host, self._mqtt.port, keepalive=keepalive_s(self._mqtt), clean_start=True)
+        host, port = self._nodes[self._node]
+        client.connect_async(host, port, keepalive=keepalive_s(self._mqtt), clean_start=True)
         client.loop_start()
         self._thread = threading.Thread(target=self._drain_main, name="uplink-drain", daemon=True)
         self._thread.start()
@@ -306,7 +330,7 @@ class Uplink:
         self._errors.take()  # errors of earlier attempts
         client.drop_out_messages()  # before paho re-sends them: unacked rows come again from the buffer
         try:
-            self.dialect.births(self._link, self._state.birth())
+            self.dialect.births(self._link, {**self._state.birth(), "broker": self.address})
         except Exception:  # a dialect bug must not kill paho's network thread
             log.exception("uplink: the %s dialect's birth messages failed", self.dialect.name)
         window = max(1, self._mqtt.inflight)
@@ -326,6 +350,7 @@ class Uplink:
     def _on_connect_fail(self, client: Any, userdata: Any) -> None:
         # paho calls this inside its `except OSError`: the exception is the reason
         self._connect_failed(describe_error(sys.exception(), tls=self._mqtt.tls.enabled))
+        self._next_node(client)
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         with self._lock:
@@ -340,14 +365,18 @@ class Uplink:
         refused, self._refused = self._refused, False
         if self._stopping.is_set():
             return
+        lost_node = self.address
+        self._next_node(client)
         if not was_connected:  # the attempt ended before a CONNACK let us in
             if not refused:  # (a refusal is already reported)
-                self._connect_failed(describe_socket_error(paho_error))
+                self._connect_failed(describe_socket_error(paho_error), lost_node)
             return
         why = "" if str(reason_code) == "Unspecified error" else f" ({reason_code})"  # 3.1.1 gives no reason
         with self._lock:
             self._last_error = f"connection lost{why}"
-        self._conn_log.lost(why)
+        self._conn_log.address, trying = lost_node, self._conn_log.address
+        self._conn_log.lost(why, trying if trying != lost_node else None)
+        self._conn_log.address = trying
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
         with self._lock:
@@ -369,10 +398,15 @@ class Uplink:
         except Exception:
             log.exception("uplink: the %s dialect's will for the next connection failed", self.dialect.name)
 
-    def _connect_failed(self, reason: str) -> None:
+    def _connect_failed(self, reason: str, node: str | None = None) -> None:
         with self._lock:
             self._last_error = reason
-        self._conn_log.failed(reason)
+        if node is not None and node != self.address:  # moved on already: name the one that failed
+            self._conn_log.address, shown = node, self.address
+            self._conn_log.failed(reason)
+            self._conn_log.address = shown
+        else:
+            self._conn_log.failed(reason)
 
     # -- shared state (caller holds _lock) ---------------------------------------------
     def _reset_locked(self) -> None:
@@ -415,7 +449,7 @@ class Uplink:
         """Hand the dialect's state messages to paho; False when not connected (the birth will do)."""
         if self._client is None or not self.connected:
             return False
-        infos = self._publish_messages(lambda: self.dialect.state(state))
+        infos = self._publish_messages(lambda: self.dialect.state({**state, "broker": self.address}))
         return infos is not None and all(i.rc == MQTTErrorCode.MQTT_ERR_SUCCESS for i in infos)
 
     def _publish_messages(self, build: Callable[[], Sequence[Message]]) -> list[Any] | None:

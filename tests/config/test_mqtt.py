@@ -108,3 +108,21 @@ def test_the_user_name_file_is_sent_as_the_mqtt_user_name(tmp_path) -> None:
     token.write_text("")
     with pytest.raises(MqttConfigError, match="mqtt.username_file: .* is empty"):
         read_username(s.mqtt)
+
+
+def test_hosts_lists_the_brokers_nodes_instead_of_host() -> None:
+    """``mqtt.hosts`` (issue 16): the nodes tried in turn, ``HOST[:PORT]`` each (``port`` or the
+    TLS-aware default fills in), IPv6 in brackets; ``host`` alone stays valid."""
+    s = parse_settings(CONFIG.replace("{{host: h{extra}}}", "{{hosts: {extra}}}").format(
+        extra='["a.example:1884", b.example, "[fd00::7]:1885"]')).mqtt
+    assert s.nodes == (("a.example", 1884), ("b.example", 1883), ("fd00::7", 1885))
+    assert (s.host, s.port) == ("a.example", 1884)
+    assert parse_settings(CONFIG.format(extra="")).mqtt.nodes == (("h", 1883),)
+    assert _problems(CONFIG.format(extra=", hosts: [a]")) == ["<string>:2: mqtt.hosts: give host or hosts, not both"]
+    hosts = CONFIG.replace("{{host: h{extra}}}", "{{hosts: {extra}}}")
+    assert _problems(hosts.format(extra="[]")) == [
+        "<string>:2: mqtt.hosts: lists no broker: give one HOST:PORT at least"]
+    assert _problems(hosts.format(extra='["::1", "a:0", a, a]')) == [
+        "<string>:2: mqtt.hosts[0]: '::1': an IPv6 address goes in brackets: '[::1]:1883'",
+        "<string>:2: mqtt.hosts[1]: 'a:0': the port must be 1..65535",
+        "<string>:2: mqtt.hosts[3]: a:1883 is listed twice"]

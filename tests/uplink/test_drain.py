@@ -240,7 +240,7 @@ def test_birth_is_retained_on_connect_carries_the_backlog_and_a_clean_stop_says_
             "backlog": {"count": 4, "bytes": buf.stats().pending_bytes, "oldest_ts": 1732380000001,
                         "by_prio": {"critical": 1, "high": 0, "normal": 3}},
             "evicted": {"critical": 0, "high": 0, "normal": 7},
-            "write_errors": 2}
+            "write_errors": 2, "broker": f"127.0.0.1:{broker.port}"}  # the node in use (mqtt.hosts)
         up.stop()
         msgs = late.wait_for(lambda m: len(m) >= 2, what="offline state")
         assert json.loads(msgs[1].payload) == {"online": False, "gw": GW, "stopped": 1732380000123}
