@@ -63,7 +63,7 @@ def watch_line(snap: dict[str, Any], now_ms: int) -> str:
     return (f"{snap['site']}/{snap['gw']}  {online}  v{snap['version'] or '?'}  backlog {_dash(snap['backlog'])}"
             f"  evicted {evicted}  devices {dev} (on/off/unknown)  clock {snap['clock'] or '-'}"
             f"  recs {snap['records']}  {lost} (+{snap['missing_explained']} evicted)  dup {snap['duplicates']}"
-            f"{extra}  seen {_age(snap['last_seen_ms'], now_ms)}")
+            f"{extra}  seen {_age(snap['last_seen_ms'], now_ms)}  node {snap.get('broker') or '-'}")
 
 
 def _dash(value: Any) -> str:

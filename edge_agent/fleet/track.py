@@ -181,6 +181,7 @@ class GatewayTrack:
             "site": self.site, "gw": self.gw, "online": state.get("online"), "version": state.get("version"),
             "backlog": backlog.get("count"), "backlog_by_prio": backlog.get("by_prio"),
             "evicted": state.get("evicted"), "devices": state.get("devices"), "clock": state.get("clock"),
+            "broker": state.get("broker"),  # the broker node the gateway is on (mqtt.hosts)
             "last_seen_ms": self.last_seen_ms, "records": self.records, "first_id": self.ids.first,
             "last_id": self.ids.last, "missing": sum(g.size for g in lost),
             "missing_explained": sum(g.size for g in gaps if g.explained), "duplicates": self.duplicates,
