@@ -232,6 +232,9 @@ def test_sparkplug_dialect_end_to_end(tmp_path: Path) -> None:
         stop_agent(agent, log)
         final = host.wait(lambda ls: len(of(ls, "NDEATH")) >= 2, 10, "the NDEATH of the clean stop")
     finally:
+        if "agent" in locals() and agent.poll() is None:  # a failed step must not leave the agent running
+            agent.kill()
+            agent.wait(10)
         host.stop()
         broker.stop()
         sim.stop()

@@ -157,6 +157,9 @@ def test_thingsboard_dialect_end_to_end(tmp_path: Path) -> None:
             stop_agent(agent, log)
         assert [json.loads(m.payload) for m in again if m.topic == "v1/gateway/disconnect"][0] == {"device": "meter-1"}
     finally:
+        if "agent" in locals() and agent.poll() is None:  # a failed step must not leave the agent running
+            agent.kill()
+            agent.wait(10)
         server.stop()
         broker.stop()
         sim.stop()

@@ -85,6 +85,9 @@ def test_the_node_in_use_dies_mid_drain_and_the_other_takes_over(tmp_path: Path)
                    interval=0.2)
         states = [json.loads(m.payload) for m in on_b.messages if m.topic == f"{ROOT}/state"]
     finally:
+        if "agent" in locals() and agent.poll() is None:  # a failed step must not leave the agent running
+            agent.kill()
+            agent.wait(10)
         for sub in subscribers:
             sub.stop()
         a.stop()
