@@ -39,7 +39,7 @@ install_rabbitmq() {
     if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod +x "$policy"; created=1; fi
     apt-get update -qq || true
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q rabbitmq-server >&2 || { [ $created = 1 ] && rm -f "$policy"; die "apt-get install rabbitmq-server failed"; }
-    [ $created = 1 ] && rm -f "$policy"
+    if [ $created = 1 ]; then rm -f "$policy"; fi
     [ -x "$RBIN/rabbitmq-server" ] || die "rabbitmq-server installed but $RBIN/rabbitmq-server is missing"
 }
 
@@ -244,7 +244,7 @@ stop|clean)
             if ! epmd -names 2>/dev/null | grep -q '^name '; then epmd -kill >/dev/null 2>&1 || true; fi
             rm -f "$BASE/epmd.started"
         fi
-        [ "$cmd" = clean ] && rm -rf "$BASE"
+        if [ "$cmd" = clean ]; then rm -rf "$BASE"; fi
     fi
     ;;
 *)
