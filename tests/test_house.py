@@ -70,3 +70,15 @@ def test_nothing_imports_the_daemon_or_the_cli() -> None:
     wrong = sorted(f"{a} imports {b}" for a, targets in GRAPH.items() for b in targets
                    if (b == "edge_agent.cli") or (b in wiring and room(a) not in {"agent", "cli"}))
     assert not wrong, "\n".join(wrong)
+
+
+def test_every_package_is_installed() -> None:
+    """pyproject.toml lists the packages by name: a new room left out installs an agent that
+    cannot start (scripts/install.sh caught edge_agent.fleet missing)."""
+    import tomllib
+
+    from support.paths import ROOT
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "edge_agent").rglob("__init__.py")}
+    assert found - listed == set(), f"packages missing from pyproject.toml: {sorted(found - listed)}"
