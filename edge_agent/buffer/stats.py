@@ -58,11 +58,6 @@ def read_stats(path: Path | str, sent: SentIds | None = None) -> BufferStats:
         raise BufferError(f"{path}: no buffer database here (has the daemon run yet?)")
     conn = open_or_error(path, readonly=True)
     try:
-        if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'outbox'").fetchone() is None:
-            # the daemon has created the file and not yet its schema: an empty buffer, not an error
-            return BufferStats(pending=0, pending_bytes=0, oldest_pending_ts=None,
-                               pending_by_prio={p.label: 0 for p in sorted(Priority, reverse=True)},
-                               retained_sent=0, last_sent_at=None, file_bytes=_file_bytes(path), next_id=1)
         return _compute_stats(conn, path, sent)
     except sqlite3.Error as exc:
         raise unreadable(path, exc) from exc
