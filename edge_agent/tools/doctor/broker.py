@@ -7,6 +7,17 @@ expiry, shown even when verification failed, since "expired" is a common reason)
 ``<client id>-doctor`` with the configured credentials; a distinct id so a running daemon's
 session is not taken over). A failed step ends the chain: what comes after cannot be tried.
 
+Several nodes (``mqtt.hosts``, issue 16): the agent dials them in turn and checks each server
+certificate against the name it dials for *that* node, so the same chain runs for every node, and
+each node gets one line, ``broker node HOST:PORT``: reachable, TLS valid for that host name, login
+accepted, or the step that failed and why (``client cert`` is the gateway's and comes once).
+Severity, as a careful installer would want it: a bad node is a WARN while another node is good,
+since the gateway still delivers (the agent skips to the next node) but runs without the
+redundancy it was installed with, and a FAIL (exit 1) would stop an installation that works; when
+no node is good every node's line is a FAIL, as the uplink cannot deliver at all. A node whose
+chain passed with a warning (a certificate expiring soon) is good and its line is that WARN. One
+node (``host``, or ``hosts`` of one) keeps the step lines above.
+
 Reasons are worded by ``mqtt_client.describe_error``/``describe_socket_error``, as the daemon's
 log words them; the TLS and password files are first checked by ``mqtt_client.build_client``,
 exactly as the daemon does at start. The handshake's context is made from the same
@@ -38,34 +49,84 @@ _VERIFY_FIX = {
     9: "the gateway's clock is probably wrong (see the clock line), or the certificate is issued for later",
     10: "the broker's certificate has expired: its operator must renew it",
     18: _CA_FIX, 19: _CA_FIX, 20: _CA_FIX, 21: _CA_FIX,
-    62: "mqtt.host must be a name the certificate lists (see broker cert), or set mqtt.tls.verify_hostname: false",
-    64: "mqtt.host must be an address the certificate lists, or set mqtt.tls.verify_hostname: false",
+    62: "{host} must be a name the certificate lists ({names}), or set mqtt.tls.verify_hostname: false",
+    64: "{host} must be an address the certificate lists ({names}), or set mqtt.tls.verify_hostname: false",
 }
-_LISTENER_FIX = ("is mqtt.port a TLS listener? (TLS is usually 8883, plain MQTT 1883); "
+_LISTENER_FIX = ("is {port} a TLS listener? (TLS is usually 8883, plain MQTT 1883); "
                  "or turn mqtt.tls.enabled off for a plain listener")
 
 
-def run(settings: Any, run_check: Run, timeout: float) -> None:
-    """Every broker step through ``run_check(name, fn, timeout)``, stopping at the first FAIL."""
-    probe = BrokerProbe(settings, timeout * 0.9)  # the step's own timeouts fire before the doctor's
-
-    def failed(found: list[Finding]) -> bool:
-        return any(f.status == FAIL for f in found)
-
-    if failed(run_check("broker dns", probe.dns, timeout)) or failed(run_check("broker tcp", probe.tcp, timeout)):
+def run(settings: Any, run_check: Run, timeout: float, quiet: Run | None = None) -> None:
+    """Every broker step through ``run_check(name, fn, timeout)``, stopping at the first FAIL;
+    with several nodes (and ``quiet``: the same time limit, without printing), one line a node."""
+    nodes = settings.mqtt.nodes
+    if len(nodes) < 2 or quiet is None:
+        keys = ("mqtt.hosts[0]",) * 2 if settings.mqtt.hosts else ("mqtt.host", "mqtt.port")
+        probe = BrokerProbe(settings, timeout * 0.9, keys=keys)  # the step's own timeouts fire before the doctor's
+        _chain(probe, run_check, timeout, client_cert=True)
         return
-    if settings.mqtt.tls.enabled:
-        tls = run_check("broker tls", probe.tls, timeout)
+    probes = [BrokerProbe(settings, timeout * 0.9, node=node, keys=(f"mqtt.hosts[{i}]",) * 2)
+              for i, node in enumerate(nodes)]
+    chains = [_chain(probe, quiet, timeout, client_cert=False) for probe in probes]
+    good = sum(not any(f.status == FAIL for f in found) for found in chains)
+    for probe, found in zip(probes, chains):
+        line = _node_line(probe, found, good, len(nodes))
+        run_check(line.check, lambda line=line: line, timeout)
+    if settings.mqtt.tls.enabled and settings.mqtt.tls.cert_file:
+        run_check("client cert", probes[0].client_cert, timeout)
+
+
+def _chain(probe: "BrokerProbe", step: Run, timeout: float, *, client_cert: bool) -> list[Finding]:
+    """One node's steps through ``step``, stopping at the first FAIL; what each found."""
+    found: list[Finding] = []
+
+    def failed(check: str, fn: Callable[[], Any]) -> bool:
+        got = step(check, fn, timeout)
+        found.extend(got)
+        return any(f.status == FAIL for f in got)
+
+    if failed("broker dns", probe.dns) or failed("broker tcp", probe.tcp):
+        return found
+    if probe.mqtt.tls.enabled:
+        tls_failed = failed("broker tls", probe.tls)
         if probe.peer_der is not None:
-            run_check("broker cert", probe.cert, timeout)
-        if settings.mqtt.tls.cert_file:
-            run_check("client cert", probe.client_cert, timeout)
-        if failed(tls):
-            return
+            failed("broker cert", probe.cert)
+        if client_cert and probe.mqtt.tls.cert_file:
+            failed("client cert", probe.client_cert)
+        if tls_failed:
+            return found
     else:
-        run_check("broker tls", lambda: Finding(OK, "broker tls", f"off: plain MQTT to port {settings.mqtt.port} "
-                                                                  "(mqtt.tls.enabled is false)"), timeout)
-    run_check("broker mqtt", probe.session, timeout)
+        failed("broker tls", lambda: Finding(OK, "broker tls", f"off: plain MQTT to port {probe.port} "
+                                                               "(mqtt.tls.enabled is false)"))
+    failed("broker mqtt", probe.session)
+    return found
+
+
+def _node_line(probe: "BrokerProbe", found: list[Finding], good: int, total: int) -> Finding:
+    """``broker node HOST:PORT``: the first failed step and its fix (WARN while ``good`` nodes
+    remain, else FAIL), or what the node offers, with a step's warning when there is one."""
+    check = f"broker node {probe.target}"
+    bad = next((f for f in found if f.status == FAIL), None)
+    if bad is not None:
+        step = bad.check.removeprefix("broker ")
+        if good:
+            return Finding(WARN, check, f"{step}: {bad.finding}; the agent skips this node ({good} of {total} "
+                                        "nodes good, so the gateway delivers without this redundancy)", bad.fix)
+        return Finding(FAIL, check, f"{step}: {bad.finding}; no node of mqtt.hosts is good: the uplink cannot "
+                                    "deliver", bad.fix)
+    parts = [f"reachable at {probe.reached[1][0] if probe.reached else probe.host}"]
+    tls = probe.mqtt.tls
+    if not tls.enabled:
+        parts.append("plain MQTT (mqtt.tls.enabled is false)")
+    elif tls.verify_hostname:
+        parts.append(f"{probe.tls_version} certificate valid for {probe.host}")
+    else:
+        parts.append(f"{probe.tls_version} certificate verified (host name not checked: verify_hostname false)")
+    parts.append(f"login accepted ({probe.accepted})")
+    warned = next((f for f in found if f.status == WARN), None)
+    if warned is not None:
+        return Finding(WARN, check, ", ".join(parts) + f"; but {warned.finding}", warned.fix)
+    return Finding(OK, check, ", ".join(parts))
 
 
 def _when(t: dt.datetime) -> str:
@@ -100,34 +161,41 @@ def expiry(check: str, what: str, cert: Any, renew: str, now: dt.datetime | None
 
 
 class BrokerProbe:
-    """The steps, sharing what one learns (addresses, the server certificate) with the next."""
+    """The steps for one broker node (``node``: (host, port), default ``mqtt.host``/``port``),
+    sharing what one learns (addresses, the server certificate) with the next. ``keys``: the
+    config keys a fix names for the host and the port."""
 
-    def __init__(self, settings: Any, timeout: float) -> None:
+    def __init__(self, settings: Any, timeout: float, *, node: tuple[str, int] | None = None,
+                 keys: tuple[str, str] = ("mqtt.host", "mqtt.port")) -> None:
         self.mqtt, self.gateway = settings.mqtt, settings.gateway
+        self.host, self.port = node or (self.mqtt.host, self.mqtt.port)
+        self.host_key, self.port_key = keys
         self.timeout = timeout
         self.addrs: list[tuple[int, Any]] = []  # (family, sockaddr) from dns
         self.reached: tuple[int, Any] | None = None  # the one tcp connected to
         self.peer_der: bytes | None = None
+        self.tls_version = ""  # from tls, once the handshake passed
+        self.accepted = ""  # from session: the client id (and user) the broker let in
 
     @property
     def target(self) -> str:
-        return f"{self.mqtt.host}:{self.mqtt.port}"
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     def dns(self) -> Finding:
         from ...uplink.client import describe_error
 
-        host = self.mqtt.host
+        host = self.host
         try:
             ip = ipaddress.ip_address(host)
-            self.addrs = [(socket.AF_INET6 if ip.version == 6 else socket.AF_INET, (host, self.mqtt.port))]
+            self.addrs = [(socket.AF_INET6 if ip.version == 6 else socket.AF_INET, (host, self.port))]
             return Finding(OK, "broker dns", f"{host} is an address: nothing to resolve")
         except ValueError:
             pass
         try:
-            infos = socket.getaddrinfo(host, self.mqtt.port, type=socket.SOCK_STREAM)
+            infos = socket.getaddrinfo(host, self.port, type=socket.SOCK_STREAM)
         except (socket.gaierror, UnicodeError) as exc:
             return Finding(FAIL, "broker dns", f"{host}: {describe_error(exc)}",
-                           f"check mqtt.host for a typo; 'getent hosts {host}' asks the resolver, and "
+                           f"check {self.host_key} for a typo; 'getent hosts {host}' asks the resolver, and "
                            "/etc/resolv.conf names the DNS servers this gateway uses")
         self.addrs = list(dict.fromkeys((family, sockaddr) for family, _, _, _, sockaddr in infos))
         shown = ", ".join(dict.fromkeys(str(sockaddr[0]) for _, sockaddr in self.addrs))
@@ -153,8 +221,8 @@ class BrokerProbe:
             return Finding(OK, "broker tcp", f"connected to {sockaddr[0]} port {sockaddr[1]} in "
                                              f"{(time.monotonic() - started) * 1000:.0f} ms")
         return Finding(FAIL, "broker tcp", f"cannot connect to {self.target}: {'; '.join(reasons) or 'no address'}",
-                       "is the broker running and is mqtt.port right? (plain MQTT is usually 1883, TLS 8883); "
-                       f"a firewall may be in the way: 'nc -vz {self.mqtt.host} {self.mqtt.port}' tries it by hand")
+                       f"is the broker running and is {self.port_key} right? (plain MQTT is usually 1883, TLS 8883); "
+                       f"a firewall may be in the way: 'nc -vz {self.host} {self.port}' tries it by hand")
 
     def _context(self, verify: bool) -> ssl.SSLContext:
         tls = self.mqtt.tls
@@ -178,7 +246,7 @@ class BrokerProbe:
         try:
             sock.settimeout(self.timeout)
             sock.connect(sockaddr)
-            with ctx.wrap_socket(sock, server_hostname=self.mqtt.host) as tls_sock:
+            with ctx.wrap_socket(sock, server_hostname=self.host) as tls_sock:
                 return tls_sock.getpeercert(binary_form=True), tls_sock.version() or "TLS"
         finally:
             sock.close()
@@ -198,17 +266,34 @@ class BrokerProbe:
                 self.peer_der, _ = self._handshake(self._context(verify=False))
             except (OSError, ValueError):
                 pass
+            fix = _VERIFY_FIX.get(exc.verify_code or 0, "ask the broker's operator which CA signs its certificate, "
+                                                        "and set mqtt.tls.ca_file to it")
             return Finding(FAIL, "broker tls", describe_error(exc, tls=True),
-                           _VERIFY_FIX.get(exc.verify_code or 0, "ask the broker's operator which CA signs its "
-                                                                 "certificate, and set mqtt.tls.ca_file to it"))
+                           fix.format(host=self.host_key, names=self._peer_names()))
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-            return Finding(FAIL, "broker tls", describe_error(exc, tls=True), _LISTENER_FIX)
+            return Finding(FAIL, "broker tls", describe_error(exc, tls=True), _LISTENER_FIX.format(port=self.port_key))
         tls = self.mqtt.tls
         trust = f"CA {tls.ca_file}" if tls.ca_file else "the system trust store"
         client = ", client certificate sent" if tls.cert_file else ""
+        self.tls_version = version
         host = "" if tls.verify_hostname else " (host name not checked: verify_hostname false)"
         return Finding(OK, "broker tls", f"handshake with {self.target} ({version}), certificate verified "
                                          f"against {trust}{host}{client}")
+
+    def _peer_names(self) -> str:
+        """The names and addresses the server certificate lists (subjectAltName), for a fix."""
+        if self.peer_der is None:
+            return "see broker cert"
+        from cryptography import x509
+
+        try:
+            san = x509.load_der_x509_certificate(self.peer_der).extensions.get_extension_for_class(
+                x509.SubjectAlternativeName).value
+        except (ValueError, x509.ExtensionNotFound):
+            return "see broker cert"
+        names = [str(n) for n in san.get_values_for_type(x509.DNSName)]
+        names += [str(a) for a in san.get_values_for_type(x509.IPAddress)]
+        return "it lists " + ", ".join(names) if names else "it lists none"
 
     def cert(self) -> Finding:
         from cryptography import x509
@@ -260,7 +345,7 @@ class BrokerProbe:
 
         client.on_connect, client.on_disconnect, client.on_connect_fail = on_connect, on_disconnect, on_connect_fail
         client.connect_timeout = self.timeout
-        client.connect_async(self.mqtt.host, self.mqtt.port, keepalive=keepalive_s(self.mqtt))
+        client.connect_async(self.host, self.port, keepalive=keepalive_s(self.mqtt))
         client.loop_start()
         try:
             done.wait(self.timeout)
@@ -273,6 +358,7 @@ class BrokerProbe:
         as_user = f" as user {self.mqtt.username}" if self.mqtt.username else ""
         rc = outcome.get("connack")
         if rc is not None and not rc.is_failure:
+            self.accepted = f"client id {cid}{as_user}"
             return Finding(OK, "broker mqtt", f"CONNECT accepted for client id {cid}{as_user}")
         if rc is not None:
             text = str(rc)

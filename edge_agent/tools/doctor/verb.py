@@ -22,7 +22,8 @@ Checks, in order (docs/troubleshooting.md lists every finding and its fix):
   handshake with the configured CA and client certificate, the server certificate's expiry
   (WARN under 30 days, FAIL expired), then an MQTT CONNECT as ``<client id>-doctor``; each
   within 3 s; a failed step ends the chain (``doctor_broker``). ``client cert``: the expiry of
-  ``mqtt.tls.cert_file``.
+  ``mqtt.tls.cert_file``. With several ``mqtt.hosts``: the same chain for each node, one line
+  each, ``broker node HOST:PORT`` (a bad node WARNs while another is good, FAILs when none is).
 - ``clock``: synchronised (``clock.clock_state``); WARN when not, as readings then carry
   ``clk: "unsynced"``.
 - ``state dir``, ``disk``: the state and buffer directories writable by the service user; free
@@ -156,7 +157,7 @@ def run_checks(settings: Any, config: str, who: Who, emit: Callable[[Finding], N
     for bus in settings.buses:
         if bus.serial:
             run(f"serial {bus.name}", lambda bus=bus: dc.check_serial(bus, who))
-    doctor_broker.run(settings, run, BROKER_TIMEOUT_S)
+    doctor_broker.run(settings, run, BROKER_TIMEOUT_S, quiet=timed)
     run("clock", dc.check_clock)
     run("state dir", lambda: dc.check_state_dir(settings, who))
     run("disk", lambda: dc.check_disk(settings.buffer))
