@@ -131,14 +131,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     if isinstance(found, dict):
         data = found
     else:
+        error: BufferError | None = None
         try:
-            data = status_view.from_buffer(settings)
+            from_file = status_view.from_buffer(settings)  # None: the file holds no buffer yet
         except BufferError as exc:
-            data = {"gateway": settings.gateway.id, "site": settings.gateway.site, "source": None, "buffer": None}
-            if Path(path).exists():  # unreadable: say so, and still show what does not need it
-                data["buffer_error"] = str(exc)
-                data["buffer_corrupt"] = isinstance(exc, BufferCorrupt)
-                data["buffer_denied"] = isinstance(exc, BufferDenied)
+            from_file, error = None, exc
+        data = from_file or {"gateway": settings.gateway.id, "site": settings.gateway.site, "source": None,
+                             "buffer": None}
+        if error is not None:  # unreadable or not ours: say so, and still show what does not need it
+            data["buffer_error"] = str(error)
+            data["buffer_corrupt"] = isinstance(error, BufferCorrupt)
+            data["buffer_denied"] = isinstance(error, BufferDenied)
         data["fallback_reason"] = found
     data["control_socket"] = str(socket_path(settings.gateway.state_dir))
     data["pseudonym_key"] = key
@@ -152,13 +155,19 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"gateway {settings.gateway.id}: the daemon does not answer ({found}) and its buffer "
                   f"cannot be read: {data['buffer_error']}")
             print(f"  -> {_unreadable_hint(data, Path(path))}")
+        elif Path(path).exists():
+            print(f"gateway {settings.gateway.id}: no buffer yet at {path} (the file is there, its tables not yet: "
+                  "the daemon is starting, or has not run)")
         else:
             print(f"gateway {settings.gateway.id}: no buffer yet at {path} (the daemon has not run)")
         print(f"clock         {status_view.clock_line(data['clock'])}")
         print(f"pseudonym key {status_view.key_line(key, None)}")
     else:
         print("\n".join(status_view.render(data)))
-    return 1 if "buffer_error" in data else 0
+    if "buffer_error" in data:  # exit 1 always says why on stderr, --json or not
+        print(f"edge-agent: status: {data['buffer_error']}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _unreadable_hint(data: dict[str, Any], path: Path) -> str:

@@ -5,6 +5,8 @@
   in use, clock, process figures.
 - ``from_buffer(settings)``: the daemon is down (or does not answer): what the buffer file
   says, read-only. The uplink, drain and device health need the daemon and are ``null``/unknown.
+  None when there is no buffer yet in the file (a daemon still starting): the CLI shows it as
+  "no buffer yet", like an absent file.
 
 Both give one dict with the same keys; ``source`` says which (``daemon`` or ``buffer file``).
 The buffer's figures are top-level keys as ``BufferStats`` names them (``pending``,
@@ -103,11 +105,15 @@ def live(agent: Any) -> dict[str, Any]:
     }
 
 
-def from_buffer(settings: Any) -> dict[str, Any]:
-    """Status from the buffer file alone (``BufferError`` when it cannot be read)."""
-    from ..buffer.outbox import Buffer
+def from_buffer(settings: Any) -> dict[str, Any] | None:
+    """Status from the buffer file alone: None while the file holds no buffer yet (a daemon
+    starting has made the file, not yet its schema: ``buffer.stats``), ``BufferError`` when it
+    cannot be read or is another program's database."""
+    from ..buffer.stats import read_stats_if_made
 
-    stats = Buffer.read_stats(settings.buffer.path)
+    stats = read_stats_if_made(settings.buffer.path)
+    if stats is None:
+        return None
     devices = [{"name": d.name, "bus": d.bus, "state": "unknown"} for d in settings.devices if d.enabled]
     return {
         "source": SOURCE_FILE,

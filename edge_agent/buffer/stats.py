@@ -9,6 +9,14 @@ O(pending rows): ~0.4 s per million here. Fine for status; not for a hot loop.
 ``Buffer.stats`` (the live next id) and ``Buffer.read_stats`` (a path, no open buffer) are
 the ways in; the rest of the code imports ``BufferStats`` from ``buffer.py``.
 
+A file with no buffer *yet* (``read_stats_if_made`` returns None for it; ``read_stats`` says so
+in its BufferError) is told apart from another program's database, in one snapshot: 0 bytes
+(SQLite creates the file at connect), or ``user_version`` 0 with no tables but (some of) ours,
+empty: a starting daemon has the file and commits its schema a table at a time
+(``file._prepare``'s ``executescript``; in WAL mode the uncommitted rest is invisible to us),
+setting ``user_version`` last. Any other table, or ours holding rows, is not a buffer: refused.
+``edge-agent status`` beside a starting daemon hit that window (it exited 1).
+
 Rows, read the same way: ``read_rows`` (what ``edge-agent tail`` follows) and, for the
 ``buffer.replay`` command, ``replay_span`` (how many rows a range holds) and ``read_range``
 (those rows, a page at a time by id, so no read transaction stays open during a slow replay
@@ -27,7 +35,9 @@ from .file import NEWEST, BufferError, open_or_error, read_meta, unreadable
 from .sent import SentIds, load as load_sent
 from ..model import Priority
 
-__all__ = ["BufferStats", "read_stats", "read_rows", "replay_span", "read_range", "Span"]
+__all__ = ["BufferStats", "read_stats", "read_stats_if_made", "read_rows", "replay_span", "read_range", "Span"]
+
+_OUR_TABLES = frozenset({"outbox", "sent", "meta"})  # file._SCHEMA
 
 
 @dataclass(frozen=True)
@@ -53,16 +63,52 @@ def read_stats(path: Path | str, sent: SentIds | None = None) -> BufferStats:
     the reserved ceiling. ``sent``: the running buffer's own sent ranges (``Buffer.stats``),
     fresher than the ``sent`` table, which is written every few seconds (``sent.py``).
     """
-    path = Path(path)
-    if not path.is_file():
+    found = read_stats_if_made(path, sent)
+    if found is None and not Path(path).exists():
         raise BufferError(f"{path}: no buffer database here (has the daemon run yet?)")
+    if found is None:
+        raise BufferError(f"{path}: holds no edge-agent buffer yet (an empty database: a daemon starting now "
+                          "creates it, else 'edge-agent run' does)")
+    return found
+
+
+def read_stats_if_made(path: Path | str, sent: SentIds | None = None) -> BufferStats | None:
+    """``read_stats``, or None while there is no buffer yet: no file, or a file that holds none yet
+    (module docstring); what ``status`` shows as "no buffer yet". BufferError as ``read_stats``
+    otherwise, another program's database included. Never creates the file."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    if not path.is_file():
+        raise BufferError(f"{path}: no buffer database here: it is not a file (check buffer.path)")
     conn = open_or_error(path, readonly=True)
     try:
+        if not _made(conn, path):
+            return None
         return _compute_stats(conn, path, sent)
     except sqlite3.Error as exc:
         raise unreadable(path, exc) from exc
     finally:
         conn.close()
+
+
+def _made(conn: sqlite3.Connection, path: Path) -> bool:
+    """True: a buffer to read; False: none yet. BufferError for a database that is not ours."""
+    conn.execute("BEGIN")  # one snapshot: the daemon may be committing its schema meanwhile
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = sorted(name for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"))
+        if version and "outbox" in tables:
+            return True
+        if not version and set(tables) <= _OUR_TABLES and not any(
+                conn.execute(f"SELECT 1 FROM {name} LIMIT 1").fetchone() for name in tables):
+            return False
+    finally:
+        conn.execute("COMMIT")
+    shown = ", ".join(tables) or "none"
+    raise BufferError(f"{path}: holds no edge-agent buffer: another program's database? (schema version {version}, "
+                      f"tables: {shown}); check buffer.path")
 
 
 def _file_bytes(path: Path) -> int:
