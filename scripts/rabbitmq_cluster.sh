@@ -4,12 +4,15 @@
 #
 #   scripts/rabbitmq_cluster.sh start [BASE] [PORT1 PORT2 PORT3]
 #       (with no node running: a fresh cluster, the old data deleted)
-#       installs rabbitmq-server when missing, starts rabbit1@localhost..rabbit3@localhost,
+#       installs rabbitmq-server when missing, starts rabbit1@localhost..rabbit3@localhost
+#       (the prefix is $EDGE_RABBIT_NAME, below),
 #       joins 2 and 3 to 1, prints one line: "mqtt 127.0.0.1:P1 127.0.0.1:P2 127.0.0.1:P3"
+#   scripts/rabbitmq_cluster.sh install                only install rabbitmq-server (when missing)
 #   scripts/rabbitmq_cluster.sh stop-node N [BASE]     stop one node (its Erlang VM)
 #   scripts/rabbitmq_cluster.sh start-node N [BASE]    start it again (it rejoins by itself)
 #   scripts/rabbitmq_cluster.sh status [BASE]          per node: running or not, ports, memory
-#   scripts/rabbitmq_cluster.sh stop [BASE]            all nodes, and epmd if we started it
+#   scripts/rabbitmq_cluster.sh stop [BASE]            all nodes, and epmd if we started it and
+#                                                      no other node is registered with it
 #   scripts/rabbitmq_cluster.sh clean [BASE]           stop, then delete BASE
 #
 # BASE (default /tmp/edge-rabbit, or $EDGE_RABBIT_BASE) holds everything: per node its config,
@@ -19,6 +22,12 @@
 # distribution on 25681..25683, all on 127.0.0.1. Management is off (not enabled). MQTT allows
 # anonymous clients (user guest, loopback only). By hand:
 #   HOME=/tmp/edge-rabbit/home rabbitmqctl -n rabbit1@localhost cluster_status
+#
+# Node names are ${EDGE_RABBIT_NAME}1@localhost..3 (default prefix "rabbit"), so two clusters can
+# run side by side (the test suite's "edgetest" beside a bench's "rabbit") when they also differ in
+# BASE and in ports (EDGE_RABBIT_AMQP_BASE, EDGE_RABBIT_DIST_BASE, the MQTT port arguments).
+# start records the prefix in BASE/name; the other commands take it from there (a different
+# EDGE_RABBIT_NAME is refused), so stop and clean only ever stop that BASE's own nodes.
 set -euo pipefail
 
 RBIN=/usr/lib/rabbitmq/bin
@@ -26,8 +35,11 @@ AMQP_BASE=${EDGE_RABBIT_AMQP_BASE:-25670}   # node N: AMQP_BASE+N
 DIST_BASE=${EDGE_RABBIT_DIST_BASE:-25680}   # node N: DIST_BASE+N
 DEFAULT_MQTT=(21883 21884 21885)
 START_TIMEOUT=${EDGE_RABBIT_START_TIMEOUT:-90}
+NAME=${EDGE_RABBIT_NAME:-rabbit}            # node N: ${NAME}N@localhost
 
 die() { echo "rabbitmq_cluster: $*" >&2; exit 1; }
+[[ "$NAME" =~ ^[A-Za-z][A-Za-z0-9_-]*$ ]] || die "EDGE_RABBIT_NAME: letters, digits, _ and - (a letter first), not '$NAME'"
+
 log() { echo "rabbitmq_cluster: $*" >&2; }
 
 install_rabbitmq() {
@@ -60,10 +72,23 @@ stop_default_node() {
     fi
 }
 
+node() { echo "${NAME}$1@localhost"; }  # node N's Erlang node name
+
+# the prefix BASE was started with (BASE/name; "rabbit" for a BASE from before the file existed):
+# a command for BASE acts on those nodes only, never on another cluster's
+use_base_name() {
+    local recorded=rabbit
+    if [ -s "$BASE/name" ]; then recorded=$(cat "$BASE/name"); fi
+    if [ -n "${EDGE_RABBIT_NAME:-}" ] && [ "$EDGE_RABBIT_NAME" != "$recorded" ]; then
+        die "$BASE holds the nodes ${recorded}1..3@localhost, not ${EDGE_RABBIT_NAME}1..3 (EDGE_RABBIT_NAME)"
+    fi
+    NAME=$recorded
+}
+
 node_env() {  # the environment of node N (also what rabbitmqctl needs: cookie, names)
     local n=$1 d="$BASE/node$1"
     echo "HOME=$BASE/home"
-    echo "RABBITMQ_NODENAME=rabbit$n@localhost"
+    echo "RABBITMQ_NODENAME=$(node "$n")"
     echo "RABBITMQ_USE_LONGNAME=false"
     echo "RABBITMQ_NODE_IP_ADDRESS=127.0.0.1"
     echo "RABBITMQ_NODE_PORT=$((AMQP_BASE + n))"
@@ -87,7 +112,7 @@ with_node() {  # with_node N CMD...: run CMD in node N's environment
 
 ctl() {  # ctl N ARGS...: rabbitmqctl against node N
     local n=$1; shift
-    with_node "$n" "$RBIN/rabbitmqctl" -q -n "rabbit$n@localhost" "$@"
+    with_node "$n" "$RBIN/rabbitmqctl" -q -n "$(node "$n")" "$@"
 }
 
 mqtt_port() { sed -n "${1}p" "$BASE/ports"; }
@@ -96,7 +121,7 @@ write_node_files() {
     local n=$1 d="$BASE/node$1"
     mkdir -p "$d/mnesia" "$d/log"
     cat >"$d/rabbitmq.conf" <<EOF
-# node rabbit$n@localhost (scripts/rabbitmq_cluster.sh)
+# node $(node "$n") (scripts/rabbitmq_cluster.sh)
 listeners.tcp.default = 127.0.0.1:$((AMQP_BASE + n))
 mqtt.listeners.tcp.default = 127.0.0.1:$(mqtt_port "$n")
 mqtt.allow_anonymous = true
@@ -135,30 +160,33 @@ launch_node() {  # start node N's VM in the background (no wait)
 await_node() {
     local n=$1 deadline=$((SECONDS + START_TIMEOUT))
     while ! ctl "$n" await_startup --timeout 5 >/dev/null 2>&1; do
-        [ $SECONDS -lt $deadline ] || { tail -20 "$BASE/node$n/log/console.log" >&2 || true; die "rabbit$n@localhost did not start within ${START_TIMEOUT}s (logs: $BASE/node$n/log)"; }
+        [ $SECONDS -lt $deadline ] || { tail -20 "$BASE/node$n/log/console.log" >&2 || true; die "$(node "$n") did not start within ${START_TIMEOUT}s (logs: $BASE/node$n/log)"; }
         sleep 0.5
     done
 }
 
 in_cluster() {  # node N is a member of node 1's cluster
-    ctl 1 cluster_status --formatter json 2>/dev/null | grep -q "\"rabbit$1@localhost\""
+    ctl 1 cluster_status --formatter json 2>/dev/null | grep -q "\"$(node "$1")\""
 }
 
 join_node() {
     local n=$1
     in_cluster "$n" && return 0
-    log "joining rabbit$n@localhost to rabbit1@localhost"
+    log "joining $(node "$n") to $(node 1)"
     local out step
     # the CLI logs harmless errors while the node's app is stopped: shown only when a step fails
-    for step in stop_app reset "join_cluster rabbit1@localhost" start_app; do  # reset: a fresh node
+    for step in stop_app reset "join_cluster $(node 1)" start_app; do  # reset: a fresh node
         # shellcheck disable=SC2086
-        out=$(ctl "$n" $step 2>&1) || { echo "$out" >&2; die "rabbit$n@localhost: $step failed"; }
+        out=$(ctl "$n" $step 2>&1) || { echo "$out" >&2; die "$(node "$n"): $step failed"; }
     done
 }
 
-vm_pid() {  # the pid of node N's VM when it is alive
+vm_pid() {  # the pid of node N's VM when it is alive: a beam with that node name and this BASE's
+    # HOME, never another cluster's (a pid file outlives its VM, and pids are reused)
     local pid; pid=$(cat "$BASE/node$1/pid" 2>/dev/null || true)
-    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && grep -q beam "/proc/$pid/cmdline" 2>/dev/null && echo "$pid"
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && grep -q beam "/proc/$pid/cmdline" 2>/dev/null || return 1
+    local environ; environ=$(tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null) || return 1
+    grep -qx "RABBITMQ_NODENAME=$(node "$1")" <<<"$environ" && grep -qx "HOME=$BASE/home" <<<"$environ" && echo "$pid"
 }
 
 stop_node() {  # returns when node N's VM is gone (rabbitmqctl stop returns before the VM exits)
@@ -166,7 +194,7 @@ stop_node() {  # returns when node N's VM is gone (rabbitmqctl stop returns befo
     if node_running "$n"; then ctl "$n" stop >/dev/null 2>&1 || true; fi
     [ -n "$pid" ] || return 0
     for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.2; done
-    log "rabbit$n@localhost (pid $pid) still alive 30 s after stop: killed"
+    log "$(node "$n") (pid $pid) still alive 30 s after stop: killed"
     kill -9 "$pid" 2>/dev/null || true
 }
 
@@ -185,6 +213,17 @@ start)
     install_rabbitmq
     mkdir -p "$BASE/home"
     BASE=$(cd "$BASE" && pwd)
+    if [ -s "$BASE/name" ] && [ "$(cat "$BASE/name")" != "$NAME" ]; then
+        if [ -z "${EDGE_RABBIT_NAME:-}" ]; then NAME=$(cat "$BASE/name")  # the cluster BASE holds
+        else
+            wanted=$NAME; NAME=$(cat "$BASE/name")
+            for n in 1 2 3; do
+                if vm_pid "$n" >/dev/null; then die "$BASE runs the nodes ${NAME}1..3@localhost: stop them first"; fi
+            done
+            NAME=$wanted  # none of the old prefix runs: a fresh cluster under the new one
+        fi
+    fi
+    echo "$NAME" >"$BASE/name"
     if [ $# -eq 3 ]; then printf '%s\n' "$@" >"$BASE/ports"
     elif [ ! -s "$BASE/ports" ]; then printf '%s\n' "${DEFAULT_MQTT[@]}" >"$BASE/ports"; fi
     if [ ! -s "$BASE/home/.erlang.cookie" ]; then
@@ -205,28 +244,33 @@ start)
     join_node 3
     print_ports
     ;;
+install)
+    install_rabbitmq
+    ;;
 stop-node|start-node)
     check_n "${1:-}"; n=$1; shift
     BASE=${1:-${EDGE_RABBIT_BASE:-/tmp/edge-rabbit}}
     [ -s "$BASE/ports" ] || die "no cluster in $BASE (start it first)"
     BASE=$(cd "$BASE" && pwd)
+    use_base_name
     if [ "$cmd" = stop-node ]; then stop_node "$n"; else start_epmd; launch_node "$n"; await_node "$n"; fi
     ;;
 status)
     BASE=$(cd "${1:-${EDGE_RABBIT_BASE:-/tmp/edge-rabbit}}" 2>/dev/null && pwd) || die "no cluster base directory"
     [ -s "$BASE/ports" ] || die "no cluster in $BASE"
+    use_base_name
     for n in 1 2 3; do
         pid=$(cat "$BASE/node$n/pid" 2>/dev/null || true)
         if node_running "$n"; then
             rss=$(awk '/VmRSS/ {printf "%.0f MiB", $2/1024}' "/proc/$pid/status" 2>/dev/null || echo "?")
-            echo "rabbit$n@localhost running pid $pid mqtt 127.0.0.1:$(mqtt_port "$n") amqp $((AMQP_BASE + n)) dist $((DIST_BASE + n)) rss $rss"
+            echo "$(node "$n") running pid $pid mqtt 127.0.0.1:$(mqtt_port "$n") amqp $((AMQP_BASE + n)) dist $((DIST_BASE + n)) rss $rss"
         else
-            echo "rabbit$n@localhost stopped mqtt 127.0.0.1:$(mqtt_port "$n")"
+            echo "$(node "$n") stopped mqtt 127.0.0.1:$(mqtt_port "$n")"
         fi
     done
     for n in 1 2 3; do
         if node_running "$n"; then
-            echo "cluster (as seen by rabbit$n@localhost): $(ctl "$n" eval 'lists:sort(rabbit_nodes:all_running()).' 2>/dev/null | tr -d '\n')"
+            echo "cluster (as seen by $(node "$n")): $(ctl "$n" eval 'lists:sort(rabbit_nodes:all_running()).' 2>/dev/null | tr -d '\n')"
             break
         fi
     done
@@ -236,11 +280,14 @@ stop|clean)
     BASE=${1:-${EDGE_RABBIT_BASE:-/tmp/edge-rabbit}}
     if [ -d "$BASE" ]; then
         BASE=$(cd "$BASE" && pwd)
+        use_base_name
         if [ -s "$BASE/ports" ]; then
             # the last node to stop must be the first to start: stop 3, 2, then 1
             for n in 3 2 1; do stop_node "$n"; done
         fi
         if [ -f "$BASE/epmd.started" ]; then
+            # epmd is shared by every Erlang node of the machine (another cluster, a CLI call):
+            # killed only when no node at all is registered (epmd -kill itself also refuses then)
             if ! epmd -names 2>/dev/null | grep -q '^name '; then epmd -kill >/dev/null 2>&1 || true; fi
             rm -f "$BASE/epmd.started"
         fi
@@ -248,7 +295,7 @@ stop|clean)
     fi
     ;;
 *)
-    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
     ;;
 esac

@@ -11,6 +11,13 @@ if ! command -v chromium >/dev/null; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
 fi
+# RabbitMQ for the three-node failover test (tests/system/test_failover_rabbitmq.py; test-only).
+# The cluster script installs it the way it needs: apt-get behind a policy-rc.d guard, so the
+# package's own service never starts (the test's nodes are started by the script itself).
+if [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
+  echo "test: installing rabbitmq-server with apt-get (the RabbitMQ failover test runs a three-node cluster)" >&2
+  bash scripts/rabbitmq_cluster.sh install
+fi
 set +e
 .venv/bin/python -m pytest "$@"
 rc=$?
