@@ -166,8 +166,8 @@ def _ssl_reason(exc: BaseException) -> str:
 _CA_HINT = " (mqtt.tls.ca_file does not hold the CA that signed the broker's certificate)"
 _VERIFY_HINTS = {
     18: _CA_HINT, 19: _CA_HINT, 20: _CA_HINT, 21: _CA_HINT,  # self-signed, unknown issuer
-    62: " (the certificate is for another name; mqtt.host must match it, or set mqtt.tls.verify_hostname: false)",
-    64: " (the certificate is for another address; mqtt.host must match it, or set mqtt.tls.verify_hostname: false)",
+    62: " (the certificate is for another name; the host dialled (mqtt.host, or the node in mqtt.hosts) must match it, or set mqtt.tls.verify_hostname: false)",
+    64: " (the certificate is for another address; the host dialled (mqtt.host, or the node in mqtt.hosts) must match it, or set mqtt.tls.verify_hostname: false)",
 }
 
 

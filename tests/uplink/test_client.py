@@ -262,9 +262,11 @@ def test_describe_error_for_a_broker_certificate_from_another_ca(tmp_path: Path,
 @UNCLOSED_SSL_SOCKET
 @pytest.mark.parametrize(("host", "hint"), [
     ("127.0.0.1", "IP address mismatch, certificate is not valid for '127.0.0.1' (the certificate is for another "
-                  "address; mqtt.host must match it, or set mqtt.tls.verify_hostname: false)"),
+                  "address; the host dialled (mqtt.host, or the node "
+                  "in mqtt.hosts) must match it, or set mqtt.tls.verify_hostname: false)"),
     ("localhost", "Hostname mismatch, certificate is not valid for 'localhost' (the certificate is for another "
-                  "name; mqtt.host must match it, or set mqtt.tls.verify_hostname: false)"),
+                  "name; the host dialled (mqtt.host, or the node "
+                  "in mqtt.hosts) must match it, or set mqtt.tls.verify_hostname: false)"),
 ])
 def test_describe_error_for_a_certificate_for_another_name(tmp_path: Path, pki: Pki, host: str, hint: str) -> None:
     cert, key = pki.issue_server(f"elsewhere-{host}", dns=["broker.elsewhere.example"])
