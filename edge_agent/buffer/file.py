@@ -260,7 +260,8 @@ def _prepare(conn: sqlite3.Connection, path: Path, quick_check_max_bytes: int) -
             if not clean or evict.file_pages_bytes(conn) <= quick_check_max_bytes:
                 _quick_check(conn, path, clean)
             migrate.upgrade(conn, path, version, OUTBOX_DDL, SCHEMA_VERSION, SENT_DDL)
-        conn.executescript(_SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION};")
+        # one transaction: a reader beside us (status, tail) sees no schema or all of it
+        conn.executescript("BEGIN IMMEDIATE;" + _SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
         meta = read_meta(conn)
         max_id = conn.execute("SELECT max(id) FROM outbox").fetchone()[0] or 0
         (seq,) = conn.execute(NEWEST.format("seq")).fetchone() or (None,)
