@@ -27,7 +27,7 @@ ALLOWED = {
     "config": {"field", "privacy", "commands"},
     "agent": {"config", "field", "privacy", "buffer", "uplink", "commands", "web"},
     "tools": {"config", "field", "privacy", "buffer", "uplink", "commands", "drivers", "web"},
-    "platform": {"privacy"},
+    "platform": {"privacy", "commands"},  # commands.signing: new_command signs
     "fleet": {"platform", "commands"},  # platform watch/send (issue 16): paho in fleet/broker.py only
     "cli": {"config", "field", "privacy", "buffer", "uplink", "commands", "agent", "tools", "sim", "drivers",
             "platform", "web", "fleet"},

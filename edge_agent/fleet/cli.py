@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Any
 
-from .track import Tracker
+from ..platform.track import Tracker
 
 __all__ = ["register", "cmd_watch", "cmd_send", "watch_line"]
 
@@ -177,7 +177,7 @@ def _site_gateways(args: argparse.Namespace) -> dict[tuple[str, str], dict[str, 
 
 def cmd_send(args: argparse.Namespace) -> int:
     from ..commands.signing import load_private_key
-    from .result import new_command, verify_result
+    from ..platform.result import new_command, verify_result
     from ..platform import PayloadError
 
     key = load_private_key(args.key)  # SigningKeyError: the CLI's one line, exit 1

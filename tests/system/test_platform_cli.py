@@ -24,7 +24,7 @@ import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_agent.fleet.track import Tracker
+from edge_agent.platform.track import Tracker
 from edge_agent.sim.devices import LevelSensor
 from edge_agent.sim.modbus import ModbusSimulator
 from support.agent import cli, start_agent, stop_agent

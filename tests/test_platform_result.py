@@ -7,7 +7,7 @@ import base64
 import pytest
 
 from edge_agent.commands.signing import verify_signature
-from edge_agent.fleet.result import Outcome, new_command, verify_result
+from edge_agent.platform.result import Outcome, new_command, verify_result
 from edge_agent.platform import PayloadError
 
 

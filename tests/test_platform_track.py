@@ -8,7 +8,7 @@ import lzma
 
 import pytest
 
-from edge_agent.fleet.track import IdSet, Tracker, parse_topic
+from edge_agent.platform.track import IdSet, Tracker, parse_topic
 
 ROOT = "edge/v1/site-a/gw-1"
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..commands.signing import sign
-from ..platform import PayloadError
+from .unseal import PayloadError
 
 __all__ = ["Outcome", "new_command", "verify_result"]
 

@@ -22,13 +22,6 @@ an xz stream. The first byte decides, on MQTT 3.1.1 and 5 alike (the MQTT 5 cont
 ``edge_agent.uplink.payload``; the platform side does not import the uplink (nor paho), so the
 magic is written here again and a test holds the two together.
 
-The platform's whole API is importable from here (issue 16), so an integrator needs one import::
-
-    from edge_agent.platform import Tracker, decode_payload, open_record, load_private_key, new_command, verify_result
-
-``Tracker`` (de-duplicate on (gw, id), gaps and losses, each gateway's state) lives in
-``edge_agent.fleet.track`` and the command helpers in ``edge_agent.fleet.result``; both import
-this module, so they are re-exported lazily (``__getattr__``) rather than imported here.
 """
 
 from __future__ import annotations
@@ -48,24 +41,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .errors import EdgeAgentError
-from .privacy.seal import (NONCE_BYTES, PUB_BYTES, TAG_BYTES, SealError, derive_key, is_record_seal, is_sealed,
+from ..errors import EdgeAgentError
+from ..privacy.seal import (NONCE_BYTES, PUB_BYTES, TAG_BYTES, SealError, derive_key, is_record_seal, is_sealed,
                            kid_of)
 
 __all__ = ["PayloadError", "decode_payload", "payload_json", "XZ_MAGIC", "SealError", "open_sealed", "open_record",
            "unseal_all", "generate_platform_keypair", "load_private_key",
-           "main_unseal", "main", "Tracker", "new_command", "verify_result", "Outcome"]
-
-_FLEET_NAMES = {"Tracker": "track", "new_command": "result", "verify_result": "result", "Outcome": "result"}
-
-
-def __getattr__(name: str) -> Any:
-    """The fleet's platform helpers, imported on first use (they import this module)."""
-    if name in _FLEET_NAMES:
-        import importlib
-
-        return getattr(importlib.import_module(f"edge_agent.fleet.{_FLEET_NAMES[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+           "main_unseal", "main"]
 
 
 XZ_MAGIC = b"\xfd7zXZ\x00"  # uplink/payload.py's, written again (the platform stands apart)

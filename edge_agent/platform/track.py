@@ -34,7 +34,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from ..platform import PayloadError, decode_payload
+from .unseal import PayloadError, decode_payload
 
 __all__ = ["Tracker", "GatewayTrack", "IdSet", "Gap", "parse_topic", "DATA_KINDS"]
 
