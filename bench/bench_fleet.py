@@ -19,11 +19,37 @@ What it does (the issue's "Fleet bench"), in one run of about 8 minutes:
    what is still pending; watch's last line must show every gateway with ids 1..last, 0 missing,
    0 conflicting duplicates.
 
+The peer in the same run (``--tb N``, default 10; 0: none): N ThingsBoard IoT Gateways 3.8.5 from
+PyPI (bench/.tb-venv, ``--tb-venv``; _cmp_gateways.py), started after the agents are online, each
+in its own directory under the work dir with SQLite storage and a Modbus connector reading the same
+two devices on the same simulator processes every 1 s, one timeseries entry per register our
+drivers read: the level sensor's holding 3 (``decimals``, 16uint) and 4 (``level_raw``, 16int),
+the meter's ten input-register floats (32float, 2 registers, byte and word order BIG). Their
+devices are named ``tb-007-river`` and ``tb-007-meter`` (unique per gateway: that is how the
+Observer tells whose telemetry it is). ThingsBoard's gateway takes one broker host and has no
+failover list: TB gateway i is on node (i % 2) + 1 for good, half on node 1, half on node 2. Each
+has its own MQTT client id (``security.type: usernamePassword``, ``clientId: tb-007``; user
+guest, as RabbitMQ maps our anonymous agents; its ``accessToken`` type would make the token the
+MQTT user name, which RabbitMQ refuses, and leave the client id empty). The Observer subscribes
+also to ``v1/gateway/telemetry`` and answers TB's ``getSessionLimits`` RPC as its server would
+(without an answer TB never sends after its first connect). Two departures from TB as shipped,
+both made at launch in its process: the update check is a no-op (as in compare_thingsboard.py),
+and its MQTT client speaks 3.1.1: tb-mqtt-client 1.13.13, which 3.8.5 pins, always connects with
+MQTT 5, which RabbitMQ 3.10 refuses (it has 3.1.1 only; MQTT 5 came in 3.13). Measured for the TB
+group in the same windows: CPU and RSS per gateway; steady latency (arrival - ts of each reading);
+and after each loss, for each TB gateway on the lost node, the time to its first telemetry after
+the node was down (after the stop command returned: before, a clean stop still delivers what it
+sent), seen on node 3: within the loss's wait (the agents' wait, at most 60 s) it counts as
+reconnected; later (once the node is back) it is reported as the time it came back, and the
+run waits up to 60 s after the last restart for those.
+
 Printed: per-gateway CPU (share of a core, steady state and whole run) and RSS, the nodes' memory
 (Erlang ``memory(total)`` and VmRSS), latency p50/p99 (steady, and over the whole run with its
 failovers), reconnect times per loss (max, p99), delivery; ``--out FILE`` keeps it all as JSON.
+Each figure of the TB group is printed under the agents' (``TB:``), with the ratio edge/TB where
+the two measure the same thing; the goal line is about the agents alone.
 
-    python bench/bench_fleet.py [--agents 100] [--steady 60] [--gap 45] [--out fleet.json]
+    python bench/bench_fleet.py [--agents 100] [--tb 10] [--steady 60] [--gap 45] [--out fleet.json]
     python bench/bench_fleet.py --cluster-only     # the cluster alone: start, memory, stop
 
 What RabbitMQ 3.10 changes for this bench (docs/brokers.md): retained messages are node-local and
@@ -50,11 +76,27 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from _cmp_gateways import TB_LAUNCH, Gateway, _tb_logs, _tb_main, ensure_tb_venv
 from _common import PY, ROOT, Proc, percentiles, rss_mb, start_simulator
 
 SCRIPT = ROOT / "scripts" / "rabbitmq_cluster.sh"
 RBIN = Path("/usr/lib/rabbitmq/bin")
 AGENTS_PER_SIM = 25  # one simulator process serves this many agents
+# ThingsBoard's side: the gateway telemetry topic, its client-side RPC topics, and the answer its
+# server gives to getSessionLimits (no rate limits, 100 in flight, 64 KiB: compare_thingsboard.py)
+TB_TELEMETRY = "v1/gateway/telemetry"
+TB_RPC_REQUEST, TB_RPC_RESPONSE = "v1/devices/me/rpc/request/", "v1/devices/me/rpc/response/"
+TB_SESSION_LIMITS = {"maxPayloadSize": 65536, "maxInflightMessages": 100, "rateLimits": {}, "gatewayRateLimits": {}}
+# tb-mqtt-client 1.13.13 (pinned by 3.8.5) makes paho.Client(protocol=5) and has no setting for it;
+# RabbitMQ 3.10 closes an MQTT 5 connection at once. The one change: 5 becomes 3.1.1.
+TB_MQTT311 = ("import paho.mqtt.client as _paho\n"
+              "_init = _paho.Client.__init__\n"
+              "def _init_311(self, *args, **kwargs):\n"
+              "    if kwargs.get('protocol') == _paho.MQTTv5:\n"
+              "        kwargs['protocol'] = _paho.MQTTv311\n"
+              "    _init(self, *args, **kwargs)\n"
+              "_paho.Client.__init__ = _init_311\n")
+TB_BACK_WAIT_S = 60  # after the last restart: how long the run waits for TB gateways not yet back
 
 
 class Cluster:
@@ -128,15 +170,57 @@ class Observer:
     """The bench's own subscriber on node 3: end-to-end latency of every record, and every gateway's
     ``state`` as it arrives (``broker``: the node it is on). Feeds on paho's thread, one lock."""
 
-    def __init__(self, broker: str, prefix: str = "edge/v1") -> None:
+    def __init__(self, broker: str, prefix: str = "edge/v1", tb: bool = False) -> None:
         from edge_agent.fleet.broker import Link
 
         self.prefix = prefix
         self.lock = threading.Lock()
         self.latency: list[tuple[float, int]] = []  # (arrival, ms)
         self.states: dict[str, list[tuple[float, dict[str, Any]]]] = {}  # gw -> [(arrival, state)]
+        # ThingsBoard gateways: per gateway (tb-007) the arrival of each telemetry message, and
+        # (arrival, ms, values) of each reading in them
+        self.tb_arrivals: dict[str, list[float]] = {}
+        self.tb_readings: dict[str, list[tuple[float, int, int]]] = {}
+        self.tb_answers: list[str] = []  # getSessionLimits requests to answer (topic suffix)
+        self._tb_wake = threading.Condition(self.lock)
+        self._closed = False
         self.link = Link(broker, on_message=self._message, role="bench").connect()
         self.link.subscribe([f"{prefix}/+/+/telemetry", f"{prefix}/+/+/state"])
+        if tb:
+            self.link.subscribe([TB_TELEMETRY, TB_RPC_REQUEST + "+"])
+            threading.Thread(target=self._answer_tb, daemon=True).start()
+
+    def _tb_message(self, now: float, topic: str, body: Any) -> None:
+        if topic.startswith(TB_RPC_REQUEST):
+            if isinstance(body, dict) and body.get("method") == "getSessionLimits":
+                self.tb_answers.append(topic[len(TB_RPC_REQUEST):])
+                self._tb_wake.notify()
+            return
+        if not isinstance(body, dict):
+            return
+        now_ms = now * 1000
+        for device, readings in body.items():
+            gw = device.rsplit("-", 1)[0]  # tb-007-river -> tb-007
+            self.tb_arrivals.setdefault(gw, []).append(now)
+            for reading in readings if isinstance(readings, list) else ():
+                if isinstance(reading, dict) and "ts" in reading:
+                    self.tb_readings.setdefault(gw, []).append(
+                        (now, int(now_ms - reading["ts"]), len(reading.get("values") or ())))
+
+    def _answer_tb(self) -> None:
+        """ThingsBoard's server answers getSessionLimits; its gateway sends nothing until it has one
+        (first connect). Every TB gateway subscribes to the response topic of every other: the same
+        answer to the same request id, harmless."""
+        while True:
+            with self._tb_wake:
+                self._tb_wake.wait_for(lambda: self.tb_answers or self._closed)
+                if self._closed:
+                    return
+                suffix = self.tb_answers.pop(0)
+            try:
+                self.link.publish(TB_RPC_RESPONSE + suffix, json.dumps(TB_SESSION_LIMITS).encode())
+            except ConnectionError:
+                pass
 
     def _message(self, topic: str, payload: bytes) -> None:
         now = time.time()
@@ -144,6 +228,10 @@ class Observer:
         try:
             body = json.loads(payload)
         except ValueError:
+            return
+        if topic.startswith("v1/"):
+            with self.lock:
+                self._tb_message(now, topic, body)
             return
         with self.lock:
             if parts[-1] == "state":
@@ -169,7 +257,27 @@ class Observer:
         with self.lock:
             return [ms for t, ms in self.latency if start <= t < end]
 
+    def tb_published(self, gw: str) -> bool:
+        with self.lock:
+            return bool(self.tb_arrivals.get(gw))
+
+    def tb_back_after(self, gw: str, since: float) -> float | None:
+        """Arrival time of the first telemetry of TB gateway ``gw`` at or after ``since``."""
+        with self.lock:
+            return next((t for t in self.tb_arrivals.get(gw, ()) if t >= since), None)
+
+    def tb_latencies(self, start: float = 0.0, end: float = float("inf")) -> list[int]:
+        with self.lock:
+            return [ms for rows in self.tb_readings.values() for t, ms, _ in rows if start <= t < end]
+
+    def tb_values(self, gw: str, start: float, end: float) -> int:
+        with self.lock:
+            return sum(n for t, _, n in self.tb_readings.get(gw, ()) if start <= t < end)
+
     def close(self) -> None:
+        with self._tb_wake:
+            self._closed = True
+            self._tb_wake.notify_all()
         self.link.close()
 
 
@@ -227,6 +335,48 @@ def agent_config(directory: Path, i: int, nodes: list[str], sim_port: int, key_f
     return path
 
 
+def _tb_series(tag: str, kind: str, function: int, address: int) -> dict[str, Any]:
+    return {"tag": tag, "type": kind, "functionCode": function,
+            "objectsCount": 2 if kind.startswith("32") else 1, "address": address}
+
+
+# what drivers/qdy_level.py and drivers/eastron_meter.py read, one timeseries entry per register
+TB_LEVEL = [_tb_series("decimals", "16uint", 3, 0x0003), _tb_series("level_raw", "16int", 3, 0x0004)]
+TB_METER = [_tb_series(name, "32float", 4, address) for name, address in (
+    ("voltage_V", 0x0000), ("current_A", 0x0006), ("power_W", 0x000C), ("apparent_power_VA", 0x0012),
+    ("reactive_power_var", 0x0018), ("power_factor", 0x001E), ("frequency_Hz", 0x0046),
+    ("energy_import_kWh", 0x0048), ("energy_export_kWh", 0x004A), ("energy_total_kWh", 0x0156))]
+
+
+def tb_config(python: Path, directory: Path, i: int, node: str, sim_port: int) -> Gateway:
+    """TB gateway i: one host (``node``), its own client id, the two devices every 1 s as tb-00i-river
+    and tb-00i-meter; ThingsBoard's shipped settings otherwise (_cmp_gateways._tb_main)."""
+    name = f"tb-{i:03d}"
+    conf = directory / "config"
+    for sub in (conf, directory / "data", directory / "logs"):
+        sub.mkdir(parents=True, exist_ok=True)
+    host, port = node.rsplit(":", 1)
+    main = _tb_main(int(port))
+    main["thingsboard"]["host"] = host
+    main["thingsboard"]["security"] = {"type": "usernamePassword", "clientId": name,
+                                       "username": "guest", "password": "guest"}
+
+    def slave(unit: int, device: str, series: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"host": "127.0.0.1", "port": sim_port, "type": "tcp", "method": "socket", "unitId": unit,
+                "deviceName": f"{name}-{device}", "deviceType": "default", "timeout": 35,
+                "byteOrder": "BIG", "wordOrder": "BIG", "retries": 3, "retryOnEmpty": True, "retryOnInvalid": True,
+                "pollPeriod": 1000, "connectAttemptTimeMs": 5000, "connectAttemptCount": 5,
+                "waitAfterFailedAttemptsMs": 300000, "attributes": [], "timeseries": series,
+                "attributeUpdates": [], "rpc": []}
+
+    modbus = {"master": {"slaves": [slave(1, "river", TB_LEVEL), slave(2, "meter", TB_METER)]}}
+    (conf / "tb_gateway.json").write_text(json.dumps(main, indent=2))
+    (conf / "modbus.json").write_text(json.dumps(modbus, indent=2))
+    (conf / "logs.json").write_text(json.dumps(_tb_logs(directory / "logs" / "gateway.log"), indent=2))
+    return Gateway(name, [str(python), "-c", TB_MQTT311 + TB_LAUNCH], directory,
+                   env={"TB_GW_CONFIG_DIR": str(conf) + os.sep}, stop_signal=signal.SIGINT, storage=directory / "data")
+
+
 def make_key(work: Path, config: Path) -> None:
     """The site pseudonym key every agent shares (``privacy.key_file``), made by ``keys init``."""
     done = subprocess.run([PY, "-m", "edge_agent.cli", "keys", "init", "-c", str(config)], cwd=ROOT,
@@ -278,6 +428,9 @@ class FleetBench:
         self.observer: Observer | None = None
         self.result: dict[str, Any] = {"agents": args.agents}
         self.marks: dict[str, float] = {}
+        self.tb: list[Gateway] = []  # ThingsBoard gateways (--tb), tb-000 ...
+        self.tb_node: dict[str, int] = {}  # tb-007 -> the node it is on (1 or 2), for good
+        self.tb_losses: list[dict[str, Any]] = []  # per loss: its TB gateways and moments
 
     def say(self, text: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
@@ -298,7 +451,8 @@ class FleetBench:
             self.sims.append(proc)
             ports.append(port)
         self.watch = Watch(self.nodes[2], self.work / "watch.log")
-        self.observer = Observer(self.nodes[2])
+        self.observer = Observer(self.nodes[2], tb=self.args.tb > 0)
+        tb_python = ensure_tb_venv(self.args.tb_venv, self.say) if self.args.tb > 0 else None
         key = self.work / "pseudonym.key"
         for i in range(self.args.agents):
             self.configs.append(agent_config(self.work / f"gw-{i:03d}", i, self.nodes, ports[i % n_sims], key))
@@ -320,10 +474,38 @@ class FleetBench:
             raise RuntimeError(f"only {on} of {len(gws)} gateways came online in 300 s")
         self.say(f"{len(gws)} agents online {time.monotonic() - t0:.0f} s after the first was started")
         self.gws = gws
+        if tb_python is not None:
+            self.start_tb(tb_python, ports)
+
+    def start_tb(self, python: Path, ports: list[int]) -> None:
+        """The ThingsBoard gateways, after the agents: tb-i on node (i % 2) + 1, simulator i % n."""
+        t0 = time.monotonic()
+        for i in range(self.args.tb):
+            n = i % 2 + 1
+            gateway = tb_config(python, self.work / f"tb-{i:03d}", i, self.nodes[n - 1], ports[i % len(ports)])
+            self.tb.append(gateway.start())
+            self.tb_node[gateway.name] = n
+            time.sleep(self.args.stagger)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            silent = [g for g in self.tb if not self.observer.tb_published(g.name)]
+            if not silent:
+                break
+            dead = [g for g in silent if not g.alive()]
+            if dead:
+                raise RuntimeError(f"TB gateway {dead[0].name} exited:\n{dead[0].log_tail()}")
+            time.sleep(1)
+        else:
+            raise RuntimeError(f"{len(silent)} of {len(self.tb)} TB gateways sent no telemetry in 120 s "
+                               f"({silent[0].name}: {silent[0].workdir}):\n{silent[0].log_tail()}")
+        self.say(f"{len(self.tb)} TB gateways publishing {time.monotonic() - t0:.0f} s after the first was started "
+                 f"(node 1: {sum(1 for n in self.tb_node.values() if n == 1)}, node 2: "
+                 f"{sum(1 for n in self.tb_node.values() if n == 2)})")
 
     def sample(self) -> dict[str, Any]:
         return {"t": time.monotonic(), "cpu": [cpu_seconds(a.pid) for a in self.agents],
-                "rss": [rss_mb(a.pid) for a in self.agents]}
+                "rss": [rss_mb(a.pid) for a in self.agents],
+                "tb_cpu": [cpu_seconds(g.pid) for g in self.tb], "tb_rss": [rss_mb(g.pid) for g in self.tb]}
 
     def steady(self) -> None:
         time.sleep(10)  # start-up settles (imports, first births, first polls)
@@ -341,6 +523,19 @@ class FleetBench:
                                  "fleet_cpu_pct": sum(shares)}
         self.result["nodes_steady"] = self.cluster.memory()
         self.first_sample = a
+        if self.tb:
+            shares = [(y - x) / window * 100 for x, y in zip(a["tb_cpu"], b["tb_cpu"]) if x is not None and y is not None]
+            rss = [r for r in b["tb_rss"] if r is not None]
+            span = self.marks["steady_end"] - self.marks["steady_start"]
+            rates = [self.observer.tb_values(g.name, self.marks["steady_start"], self.marks["steady_end"]) / span
+                     for g in self.tb]
+            self.result["tb"] = {
+                "gateways": len(self.tb), "on_node": {str(n): sum(1 for v in self.tb_node.values() if v == n)
+                                                      for n in (1, 2)},
+                "steady": {"cpu_pct_of_core": percentiles(shares, (50, 99)) | {"mean": statistics.fmean(shares)},
+                           "rss_mib": percentiles(rss, (50, 99)) | {"mean": statistics.fmean(rss), "max": max(rss)},
+                           "fleet_cpu_pct": sum(shares), "gateways_measured": len(shares),
+                           "values_per_s_per_gateway": {"min": min(rates), "mean": statistics.fmean(rates)}}}
 
     def lose(self, n: int, how: str) -> dict[str, Any]:
         """Node n lost (``kill``: SIGKILL; ``stop``: a clean stop); the reconnect time of each gateway on it."""
@@ -360,6 +555,11 @@ class FleetBench:
             if all(v is not None for v in times.values()):
                 break
             time.sleep(0.5)
+        if self.tb:
+            tb_on = sorted(name for name, m in self.tb_node.items() if m == n)
+            self.tb_losses.append({"node": n, "how": how, "gateways": tb_on, "t_loss": t_loss,
+                                   "t_down": t_loss + stopped, "t_wait_end": time.time(), "t_up": None})
+            tb_back = [gw for gw in tb_on if self.observer.tb_back_after(gw, t_loss + stopped)]
         moved = [v for v in times.values() if v is not None]
         where = {}
         for gw in on_it:
@@ -372,6 +572,8 @@ class FleetBench:
                            "max": max(moved) if moved else None},
                "stop_command_s": round(stopped, 2), "now_on": where}
         self.say(f"  reconnected {len(moved)}/{len(on_it)}: {stats(moved)} s; now on {where}")
+        if self.tb:
+            self.say(f"  TB: {len(tb_back)}/{len(tb_on)} TB gateways on node {n} published again within the wait")
         return out
 
     def run(self) -> None:
@@ -382,16 +584,76 @@ class FleetBench:
         time.sleep(gap)
         t = time.monotonic()
         self.cluster.start_node(1)
+        self.tb_up(1)
         self.say(f"node 1 started again in {time.monotonic() - t:.1f} s")
         time.sleep(gap)
         losses.append(self.lose(2, "stop"))
         t = time.monotonic()
         self.cluster.start_node(2)
+        self.tb_up(2)
         self.say(f"node 2 started again in {time.monotonic() - t:.1f} s")
         time.sleep(gap)
         self.result["losses"] = losses
         self.result["nodes_end"] = self.cluster.memory()
         self.finish()
+
+    def tb_up(self, n: int) -> None:
+        """The moment node n is up again after its loss (TB gateways can only come back after it)."""
+        for loss in self.tb_losses:
+            if loss["node"] == n and loss["t_up"] is None:
+                loss["t_up"] = time.time()
+
+    def finish_tb(self, end: dict[str, Any], run_s: float) -> None:
+        """The TB group's whole-run figures and losses; then the TB gateways stop (SIGINT)."""
+        tb = self.result["tb"]
+        shares = [(y - x) / run_s * 100 for x, y in zip(self.first_sample["tb_cpu"], end["tb_cpu"])
+                  if x is not None and y is not None]
+        rss = [r for r in end["tb_rss"] if r is not None]
+        tb["whole_run"] = {"seconds": round(run_s), "cpu_pct_of_core": percentiles(shares, (50, 99)) |
+                           {"mean": statistics.fmean(shares) if shares else None},
+                           "rss_mib_end": {"max": max(rss) if rss else None,
+                                           "mean": statistics.fmean(rss) if rss else None},
+                           "alive_at_end": sum(1 for g in self.tb if g.alive())}
+        lat_all = self.observer.tb_latencies(self.marks["steady_start"])
+        lat_steady = self.observer.tb_latencies(self.marks["steady_start"], self.marks["steady_end"])
+        tb["latency_ms"] = {"steady": percentiles(lat_steady, (50, 99)) | {"n": len(lat_steady)},
+                            "whole_run": percentiles(lat_all, (50, 99)) | {"n": len(lat_all),
+                                                                           "max": max(lat_all, default=None)}}
+        # the gateways that lost their node and have not published since: up to 60 s after the last restart
+        last_up = max((loss["t_up"] or time.time()) for loss in self.tb_losses) if self.tb_losses else time.time()
+        deadline = last_up + TB_BACK_WAIT_S
+        waited = False
+        while time.time() < deadline and any(self.observer.tb_back_after(gw, loss["t_down"]) is None
+                                             for loss in self.tb_losses for gw in loss["gateways"]):
+            if not waited:
+                self.say(f"waiting up to {deadline - time.time():.0f} s for TB gateways not back since their node's loss")
+                waited = True
+            time.sleep(1)
+        tb["losses"] = []
+        for loss in self.tb_losses:
+            back = {gw: self.observer.tb_back_after(gw, loss["t_down"]) for gw in loss["gateways"]}
+            within = [b - loss["t_loss"] for b in back.values() if b is not None and b <= loss["t_wait_end"]]
+            late = {gw: b for gw, b in back.items() if b is not None and b > loss["t_wait_end"]}
+            late_s = [b - loss["t_loss"] for b in late.values()]
+            after_up = [b - loss["t_up"] for b in late.values() if loss["t_up"] is not None]
+            tb["losses"].append({
+                "node": loss["node"], "how": loss["how"], "gateways": len(loss["gateways"]),
+                "wait_s": round(loss["t_wait_end"] - loss["t_loss"], 2),
+                "node_down_s": round(loss["t_up"] - loss["t_loss"], 1) if loss["t_up"] else None,
+                "reconnected": len(within),
+                "seconds": {"p50": percentiles(within, (50,))[50] if within else None,
+                            "p99": percentiles(within, (99,))[99] if within else None,
+                            "max": max(within) if within else None},
+                "not_reconnected": sorted(gw for gw, b in back.items() if b is None or b > loss["t_wait_end"]),
+                "came_back_later": len(late),
+                "came_back_s": {"p50": percentiles(late_s, (50,))[50] if late_s else None,
+                                "max": max(late_s) if late_s else None},
+                "came_back_after_node_up_s": {"p50": percentiles(after_up, (50,))[50] if after_up else None,
+                                              "max": max(after_up) if after_up else None},
+                "never_back": sorted(gw for gw, b in back.items() if b is None)})
+        self.say(f"stopping the {len(self.tb)} TB gateways (SIGINT)")
+        with ThreadPoolExecutor(len(self.tb)) as pool:
+            list(pool.map(lambda g: g.stop(grace=20), self.tb))
 
     def finish(self) -> None:
         end = self.sample()
@@ -408,6 +670,8 @@ class FleetBench:
                                      "whole_run": percentiles(lat_all, (50, 99)) | {"n": len(lat_all), "max": max(lat_all)}}
         self.result["agent_log_reconnects_s"] = {
             str(i + 1): stats(reconnects_from_logs(self.logs, self.nodes[i])) for i in (0, 1)}
+        if self.tb:
+            self.finish_tb(end, run_s)
         self.say("stopping the agents (SIGTERM: each drains, then exits)")
         for a in self.agents:
             a.popen.send_signal(signal.SIGTERM)
@@ -452,6 +716,9 @@ class FleetBench:
             "incomplete": [r for r in rows if r not in complete][:10]}
 
     def stop(self) -> None:
+        if self.tb:
+            with ThreadPoolExecutor(len(self.tb)) as pool:
+                list(pool.map(lambda g: g.stop(grace=10), self.tb))
         for a in self.agents:
             a.stop(grace=5)
         if self.observer:
@@ -467,15 +734,42 @@ class FleetBench:
                 print(exc, file=sys.stderr)
 
 
+def _ratio(edge: float | None, tb: float | None) -> str:
+    """edge/TB, as printed beside a figure ("" when either is missing or TB's is 0)."""
+    if edge is None or tb is None or tb != tb or edge != edge or tb == 0:
+        return ""
+    return f"; edge/TB {edge / tb:.2f}"
+
+
+def _s(value: float | None, fmt: str = ".2f") -> str:
+    return "-" if value is None else format(value, fmt)
+
+
 def report(r: dict[str, Any]) -> bool:
     s, w = r["steady"], r["whole_run"]
+    tb = r.get("tb")
     print()
     print(f"fleet: {r['agents']} agents, 2 devices each polled every 1 s, three RabbitMQ nodes")
+    if tb:
+        print(f"  TB: {tb['gateways']} ThingsBoard IoT Gateways 3.8.5 in the same run, the same 2 devices every 1 s, "
+              f"one host each, no failover list (node 1: {tb['on_node']['1']}, node 2: {tb['on_node']['2']}); "
+              f"values/s per gateway: mean {tb['steady']['values_per_s_per_gateway']['mean']:.1f}, min "
+              f"{tb['steady']['values_per_s_per_gateway']['min']:.1f} (12 offered)")
     print(f"per-gateway CPU, % of one core: steady p50 {s['cpu_pct_of_core'][50]:.2f}, p99 {s['cpu_pct_of_core'][99]:.2f},"
           f" mean {s['cpu_pct_of_core']['mean']:.2f} (fleet {s['fleet_cpu_pct']:.0f}%); whole run mean "
           f"{w['cpu_pct_of_core']['mean']:.2f}, p99 {w['cpu_pct_of_core'][99]:.2f}")
+    if tb:
+        ts, tw = tb["steady"], tb["whole_run"]
+        print(f"  TB: steady p50 {ts['cpu_pct_of_core'][50]:.2f}, p99 {ts['cpu_pct_of_core'][99]:.2f}, mean "
+              f"{ts['cpu_pct_of_core']['mean']:.2f} (group {ts['fleet_cpu_pct']:.0f}%); whole run mean "
+              f"{_s(tw['cpu_pct_of_core']['mean'])}, p99 {tw['cpu_pct_of_core'][99]:.2f}"
+              f"{_ratio(s['cpu_pct_of_core']['mean'], ts['cpu_pct_of_core']['mean'])} (steady mean)")
     print(f"per-gateway RSS, MiB: steady p50 {s['rss_mib'][50]:.1f}, p99 {s['rss_mib'][99]:.1f}, max "
           f"{s['rss_mib']['max']:.1f}; at the end max {w['rss_mib_end']['max']:.1f}")
+    if tb:
+        print(f"  TB: steady p50 {ts['rss_mib'][50]:.1f}, p99 {ts['rss_mib'][99]:.1f}, max {ts['rss_mib']['max']:.1f}; "
+              f"at the end max {_s(tw['rss_mib_end']['max'], '.1f')}{_ratio(s['rss_mib'][50], ts['rss_mib'][50])} "
+              f"(steady p50)")
     for label in ("nodes_steady", "nodes_end"):
         figs = "; ".join(f"rabbit{n}: {f['erlang_mb'] or 0:.0f} MB erlang, {f['rss_mib'] or 0:.0f} MiB RSS"
                          for n, f in r[label].items())
@@ -484,13 +778,35 @@ def report(r: dict[str, Any]) -> bool:
     print(f"latency (arrival - record ts), ms: steady p50 {lat['steady'][50]}, p99 {lat['steady'][99]} "
           f"(n={lat['steady']['n']}); whole run with failovers p50 {lat['whole_run'][50]}, p99 "
           f"{lat['whole_run'][99]}, max {lat['whole_run']['max']}")
+    if tb:
+        tl = tb["latency_ms"]
+        print(f"  TB: steady p50 {tl['steady'][50]}, p99 {tl['steady'][99]} (n={tl['steady']['n']}); whole run "
+              f"p50 {tl['whole_run'][50]}, p99 {tl['whole_run'][99]}, max {tl['whole_run']['max']}"
+              f"{_ratio(lat['steady'][50], tl['steady'][50])} (steady p50)"
+              f"{_ratio(lat['steady'][99], tl['steady'][99])} (steady p99)")
     ok = True
+    tb_losses = {(x["node"], x["how"]): x for x in (tb or {}).get("losses", ())}
     for loss in r["losses"]:
         sec = loss["seconds"]
         print(f"node {loss['node']} {'killed' if loss['how'] == 'kill' else 'stopped cleanly'}: "
               f"{loss['reconnected']}/{loss['gateways']} gateways on a live node again; reconnect p50 "
               f"{sec['p50']:.2f} s, p99 {sec['p99']:.2f} s, max {sec['max']:.2f} s; now on {loss['now_on']}")
         ok &= loss["gateways"] > 0 and loss["reconnected"] == loss["gateways"] and sec["max"] < 10
+        t = tb_losses.get((loss["node"], loss["how"]))
+        if t:
+            ts_ = t["seconds"]
+            line = (f"  TB: {t['reconnected']}/{t['gateways']} published again within the wait "
+                    f"({t['wait_s']:.1f} s, the node down throughout)")
+            if t["reconnected"]:
+                line += f"; reconnect p50 {ts_['p50']:.2f} s, max {ts_['max']:.2f} s{_ratio(sec['max'], ts_['max'])} (max)"
+            if t["came_back_later"]:
+                cb, au = t["came_back_s"], t["came_back_after_node_up_s"]
+                line += (f"; {t['came_back_later']} came back only after the node's restart: p50 {_s(cb['p50'])} s, "
+                         f"max {_s(cb['max'])} s after the loss ({_s(au['p50'])} / {_s(au['max'])} s after the node "
+                         f"was up again; it was down {_s(t['node_down_s'], '.1f')} s)")
+            if t["never_back"]:
+                line += f"; {len(t['never_back'])} never published again: {', '.join(t['never_back'])}"
+            print(line)
     print(f"agents' own reconnect figure (log): node 1 {r['agent_log_reconnects_s']['1']}; node 2 "
           f"{r['agent_log_reconnects_s']['2']}")
     d = r["delivery"]
@@ -511,6 +827,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--base", type=Path, default=Path("/tmp/edge-rabbit-bench"), help="the cluster's directory")
     ap.add_argument("--work", type=Path, default=Path("/tmp/edge-fleet-bench"), help="the agents' directories")
     ap.add_argument("--agents", type=int, default=100)
+    ap.add_argument("--tb", type=int, default=10, metavar="N",
+                    help="ThingsBoard IoT Gateways 3.8.5 in the same run, half on node 1, half on node 2 (0: none)")
+    ap.add_argument("--tb-venv", type=Path, default=ROOT / "bench" / ".tb-venv",
+                    help="ThingsBoard gateway's own venv (made and filled once; default bench/.tb-venv)")
     ap.add_argument("--steady", type=float, default=60, help="seconds of steady state before the first loss")
     ap.add_argument("--gap", type=float, default=45, help="seconds between the loss and restart steps")
     ap.add_argument("--stagger", type=float, default=0.3, help="seconds between two agent starts")
