@@ -8,6 +8,10 @@ Exit codes (CONTRACT section 1): 0 ok; 1 a problem found (``watch --once``: a lo
 conflicting duplicate, losses
 not counted with ``--share``; ``send``: a gateway answered with an error or not in time) or the broker
 cannot be used (one line, no traceback); 2 bad usage.
+
+Every import beyond the standard library is inside the verbs: ``edge_agent.cli`` registers these
+verbs for every command, ``run`` included, and the platform's API loads ``cryptography`` (~7 MiB
+of a gateway's RSS; tests/system/test_lean_daemon.py).
 """
 
 from __future__ import annotations
@@ -18,8 +22,6 @@ import sys
 import threading
 import time
 from typing import Any
-
-from ..platform.track import Tracker
 
 __all__ = ["register", "cmd_watch", "cmd_send", "watch_line"]
 
@@ -72,6 +74,8 @@ def _dash(value: Any) -> str:
 
 def cmd_watch(args: argparse.Namespace) -> int:
     from .broker import share
+
+    from ..platform.track import Tracker
 
     tracker, lock = Tracker(args.prefix), threading.Lock()
 
@@ -157,6 +161,8 @@ def _json_object(text: str) -> dict[str, Any]:
 
 def _site_gateways(args: argparse.Namespace) -> dict[tuple[str, str], dict[str, Any]]:
     """The site's gateways, from their retained ``R/state``: ``(site, gw) -> state``."""
+    from ..platform.track import Tracker
+
     tracker, lock, last = Tracker(args.prefix), threading.Lock(), [time.monotonic()]
 
     def on_message(topic: str, payload: bytes) -> None:
