@@ -133,4 +133,7 @@ class Link:
 
     def close(self) -> None:
         self._client.disconnect()
-        self._client.loop_stop()
+        try:
+            self._client.loop_stop()
+        except AttributeError:  # paho 2.2: the thread ended between loop_stop's check and join (uplink/client.stop_loop)
+            pass

@@ -39,7 +39,7 @@ from ..errors import StartupError
 from ..settings import GatewaySettings, MqttSettings
 
 __all__ = ["MqttConfigError", "build_client", "read_password", "client_id_for", "describe_error",
-           "describe_socket_error", "describe_rc", "keepalive_s", "ErrorTap", "ConnectionLog"]
+           "describe_socket_error", "describe_rc", "keepalive_s", "stop_loop", "ErrorTap", "ConnectionLog"]
 
 
 class MqttConfigError(StartupError):
@@ -265,6 +265,18 @@ class ConnectionLog:
         self._down_since = time.monotonic()
         self._log.warning("mqtt: connection to %s lost%s; reconnecting%s", self.address, why,
                           f" to {next_node}" if next_node else "")
+
+
+def stop_loop(client: Any) -> None:
+    """``client.loop_stop()`` without paho 2.2's race: the network thread clears ``client._thread``
+    as it ends, and ``loop_stop`` reads that attribute twice (checks it, then joins it), so a
+    thread that ends in between (right after ``disconnect``) makes it raise ``AttributeError:
+    'NoneType' object has no attribute 'join'``. One agent in 100 hit it at a clean stop in the
+    fleet bench, exited 1 and left two acked rows unmarked. Caught here: the thread has ended."""
+    try:
+        client.loop_stop()
+    except AttributeError:
+        pass
 
 
 def describe_rc(rc: int) -> str:

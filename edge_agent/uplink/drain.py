@@ -69,7 +69,7 @@ from ..errors import StartupError
 from .lanes import Batch, Cursors, Outbox as LaneOutbox, select
 from ..model import Priority
 from .client import (ConnectionLog, ErrorTap, MqttConfigError, build_client, client_id_for,
-                          describe_error, describe_rc, describe_socket_error, keepalive_s)
+                          describe_error, describe_rc, describe_socket_error, keepalive_s, stop_loop)
 from ..settings import GatewaySettings, MqttSettings
 from .channel import CommandChannel, encode
 from .dialect import Message
@@ -304,7 +304,7 @@ class Uplink:
                 except (RuntimeError, ValueError):
                     pass  # the connection went meanwhile: the Last Will says offline instead
         client.disconnect()
-        client.loop_stop()
+        stop_loop(client)
         if self._thread is not None and not self._thread.is_alive():
             try:  # acks that came after the drain thread ended (it is gone: the buffer is ours now)
                 self._flush_acks()

@@ -437,3 +437,48 @@ def test_a_lost_connection_is_a_warning_and_the_reconnect_says_again(
     assert got[1][1] == "mqtt: connection to broker.example:8883 lost (keepalive timeout); reconnecting"
     assert re.fullmatch(r"mqtt: connected to broker\.example:8883 again after \d+\.\d s", got[4][1])
     assert got[5][1] == "mqtt: connection to broker.example:8883 lost; reconnecting"
+
+
+class _EndsBetweenCheckAndJoin(paho.Client):
+    """paho's own ``loop_stop`` with its network thread ending between the attribute's check and
+    its join, as it did at one agent's stop in the fleet bench (the thread clears ``_thread``)."""
+
+    reads = 0
+
+    @property
+    def _thread(self) -> threading.Thread | None:
+        self.reads += 1
+        return threading.current_thread() if self.reads == 1 else None
+
+    @_thread.setter
+    def _thread(self, value: Any) -> None:
+        pass
+
+
+def test_stop_loop_survives_the_network_thread_ending_under_loop_stop() -> None:
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from edge_agent.uplink.client import stop_loop
+
+    client = _EndsBetweenCheckAndJoin(CallbackAPIVersion.VERSION2, client_id="race")
+    client.reads = 0
+    with pytest.raises(AttributeError):
+        client.loop_stop()  # paho 2.2 as it is
+    client.reads = 0
+    stop_loop(client)  # ours: the thread has ended, nothing to wait for
+
+
+def test_stop_loop_stops_a_running_network_thread(tmp_path: Path) -> None:
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from edge_agent.uplink.client import stop_loop
+
+    with Mosquitto(tmp_path) as broker:
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id="stopper")
+        client.connect("127.0.0.1", broker.port)
+        client.loop_start()
+        thread = client._thread
+        assert thread is not None and thread.is_alive()
+        client.disconnect()
+        stop_loop(client)
+        assert not thread.is_alive()

@@ -317,7 +317,7 @@ class BrokerProbe:
 
     def session(self) -> Finding:
         from ...uplink.client import (ErrorTap, MqttConfigError, build_client, client_id_for, describe_error,
-                                  describe_socket_error, keepalive_s)
+                                  describe_socket_error, keepalive_s, stop_loop)
 
         cid = client_id_for(self.mqtt, self.gateway) + "-doctor"
         tap, done, outcome = ErrorTap(), threading.Event(), {}
@@ -351,7 +351,7 @@ class BrokerProbe:
             done.wait(self.timeout)
         finally:
             client.disconnect()
-            client.loop_stop()
+            stop_loop(client)
         return self._mqtt_finding(cid, outcome)
 
     def _mqtt_finding(self, cid: str, outcome: dict[str, Any]) -> Finding:
