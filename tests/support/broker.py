@@ -271,8 +271,10 @@ class Subscriber:
         return self
 
     def stop(self) -> None:
+        from edge_agent.uplink.client import stop_loop  # paho 2.2's loop_stop race, handled
+
         self.client.disconnect()
-        self.client.loop_stop()
+        stop_loop(self.client)
 
     @property
     def messages(self) -> list[Message]:
