@@ -4,4 +4,5 @@ import sys
 
 from .unseal import main
 
-sys.exit(main())
+if __name__ == "__main__":  # module walkers (tests/test_errors.py) import it too
+    sys.exit(main())
