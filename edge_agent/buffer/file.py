@@ -195,6 +195,7 @@ def open_or_error(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
             # thread that reads stats (bench_rss: +6.8 MiB with a backlog, none without)
             conn.execute(f"PRAGMA cache_size = -{READONLY_CACHE_KIB}")
         else:
+            _refuse_foreign(conn, path)  # before WAL mode, which would change the file
             conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # takes effect in a new, empty file only
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode != "wal":
@@ -210,6 +211,24 @@ def open_or_error(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+OUR_TABLES = frozenset({"outbox", "sent", "meta", "outbox_new"})  # _SCHEMA's, and migrate.NEW_TABLE
+
+
+def foreign_tables(conn: sqlite3.Connection) -> list[str]:
+    """The tables of this database that no edge-agent schema has: another program's."""
+    names = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+    return sorted(name for (name,) in names if name not in OUR_TABLES)
+
+
+def _refuse_foreign(conn: sqlite3.Connection, path: Path) -> None:
+    """``buffer.path`` naming another program's SQLite database: refuse it untouched. Writing our
+    schema into it (and WAL mode, which stays with the file) would change someone else's data."""
+    foreign = foreign_tables(conn)
+    if foreign:
+        raise BufferError(f"{path}: is another program's database (tables: {', '.join(foreign[:8])}"
+                          f"{', ...' if len(foreign) > 8 else ''}); edge-agent leaves it as it is: check buffer.path")
 
 
 def read_meta(conn: sqlite3.Connection) -> dict[str, int]:

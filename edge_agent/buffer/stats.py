@@ -31,13 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import evict
-from .file import NEWEST, BufferError, open_or_error, read_meta, unreadable
+from .file import NEWEST, OUR_TABLES, BufferError, open_or_error, read_meta, unreadable
 from .sent import SentIds, load as load_sent
 from ..model import Priority
 
 __all__ = ["BufferStats", "read_stats", "read_stats_if_made", "read_rows", "replay_span", "read_range", "Span"]
-
-_OUR_TABLES = frozenset({"outbox", "sent", "meta"})  # file._SCHEMA
 
 
 @dataclass(frozen=True)
@@ -101,7 +99,7 @@ def _made(conn: sqlite3.Connection, path: Path) -> bool:
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"))
         if version and "outbox" in tables:
             return True
-        if not version and set(tables) <= _OUR_TABLES and not any(
+        if not version and set(tables) <= OUR_TABLES and not any(
                 conn.execute(f"SELECT 1 FROM {name} LIMIT 1").fetchone() for name in tables):
             return False
     finally:

@@ -78,3 +78,21 @@ def test_a_sound_database_without_the_buffer_tables_is_neither(tmp_path: Path) -
     path.write_bytes(b"")  # what an interrupted copy or a stray touch leaves: SQLite reads it as empty
     exc = raised(lambda: read_stats(path))
     assert type(exc) is BufferError and "holds no edge-agent buffer" in str(exc)
+
+
+def test_another_programs_database_is_refused_and_left_untouched(tmp_path: Path) -> None:
+    """``buffer.path`` pointing at someone else's SQLite file: the buffer refuses it before it
+    writes anything (no tables of ours, no WAL mode, the same bytes)."""
+    path = tmp_path / "meters.db"
+    other = sqlite3.connect(path)
+    other.execute("CREATE TABLE readings (meter TEXT, kwh REAL)")
+    other.execute("INSERT INTO readings VALUES ('m-1', 12.5)")
+    other.commit()
+    other.close()
+    before = path.read_bytes()
+    exc = raised(lambda: Buffer(path).open())
+    assert type(exc) is BufferError
+    assert str(exc) == (f"{path}: is another program's database (tables: readings); edge-agent leaves it as it "
+                        "is: check buffer.path")
+    assert path.read_bytes() == before and not Path(f"{path}-wal").exists()
+    assert type(raised(lambda: read_stats(path))) is BufferError
