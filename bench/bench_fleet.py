@@ -79,9 +79,8 @@ from typing import Any
 
 from _cmp_gateways import TB_LAUNCH, Gateway, _tb_logs, _tb_main, ensure_tb_venv
 from _common import PY, ROOT, Proc, percentiles, rss_mb, start_simulator
+from support.rabbitmq import RabbitCluster, RabbitError  # noqa: E402 (_common put tests/ on the path)
 
-SCRIPT = ROOT / "scripts" / "rabbitmq_cluster.sh"
-RBIN = Path("/usr/lib/rabbitmq/bin")
 AGENTS_PER_SIM = 25  # one simulator process serves this many agents
 # ThingsBoard's side: the gateway telemetry topic, its client-side RPC topics, and the answer its
 # server gives to getSessionLimits (no rate limits, 100 in flight, 64 KiB: compare_thingsboard.py)
@@ -100,69 +99,26 @@ TB_MQTT311 = ("import paho.mqtt.client as _paho\n"
 TB_BACK_WAIT_S = 60  # after the last restart: how long the run waits for TB gateways not yet back
 
 
-class Cluster:
-    """The three-node loopback cluster of scripts/rabbitmq_cluster.sh, driven from Python."""
+class Cluster(RabbitCluster):
+    """The suite's driver of scripts/rabbitmq_cluster.sh (tests/support/rabbitmq.py: probed free
+    ports, the node's pid checked), with the bench's node names and its memory figures."""
 
-    def __init__(self, base: Path, ports: tuple[int, int, int] | None = None) -> None:
-        self.base = base
-        self.ports = ports
-        self.mqtt: list[tuple[str, int]] = []
-
-    def _run(self, *args: str, timeout: float = 300) -> str:
-        done = subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout)
-        if done.returncode != 0:
-            raise RuntimeError(f"rabbitmq_cluster.sh {' '.join(args)} exited {done.returncode}:\n{done.stderr[-2000:]}")
-        return done.stdout
-
-    def start(self) -> float:
-        """Start (fresh when nothing runs); returns the seconds it took."""
-        t0 = time.monotonic()
-        out = self._run("start", str(self.base), *(str(p) for p in self.ports or ()))
-        line = out.strip().splitlines()[-1]
-        self.mqtt = [(h, int(p)) for h, p in re.findall(r"([\d.]+):(\d+)", line)]
-        if len(self.mqtt) != 3:
-            raise RuntimeError(f"unexpected start output: {out!r}")
-        return time.monotonic() - t0
-
-    def stop(self) -> None:
-        self._run("stop", str(self.base))
-
-    def stop_node(self, n: int) -> None:
-        self._run("stop-node", str(n), str(self.base))
-
-    def start_node(self, n: int) -> None:
-        self._run("start-node", str(n), str(self.base))
-
-    def beam_pid(self, n: int) -> int | None:
-        try:
-            pid = int((self.base / f"node{n}" / "pid").read_text().strip())
-            os.kill(pid, 0)
-            return pid
-        except (OSError, ValueError):
-            return None
-
-    def kill_node(self, n: int) -> None:
-        """A node lost abruptly: SIGKILL of its VM (no clean close of its MQTT connections)."""
-        pid = self.beam_pid(n)
-        if pid:
-            os.kill(pid, 9)
+    def __init__(self, base: Path) -> None:
+        super().__init__(base, name="rabbit")
 
     def memory(self) -> dict[int, dict[str, float | None]]:
         """Per node: Erlang's memory(total) in MB and the VM's VmRSS in MiB (None when down)."""
         figures: dict[int, dict[str, float | None]] = {}
-        env = dict(os.environ, HOME=str(self.base / "home"))
         for n in (1, 2, 3):
-            pid = self.beam_pid(n)
-            erl = rss = None
+            pid = self.vm_pid(n)
+            erl = None
             if pid:
-                done = subprocess.run([str(RBIN / "rabbitmqctl"), "-q", "-n", f"rabbit{n}@localhost", "eval",
-                                       "erlang:memory(total)."], capture_output=True, text=True, env=env, timeout=60)
-                if done.returncode == 0 and done.stdout.strip().isdigit():
-                    erl = int(done.stdout.strip()) / 1e6
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        rss = int(line.split()[1]) / 1024
-            figures[n] = {"erlang_mb": erl, "rss_mib": rss}
+                try:
+                    out = self.ctl(n, "eval", "erlang:memory(total).").strip()
+                    erl = int(out) / 1e6 if out.isdigit() else None
+                except RabbitError:
+                    pass
+            figures[n] = {"erlang_mb": erl, "rss_mib": rss_mb(pid) if pid else None}
         return figures
 
 
@@ -456,8 +412,8 @@ class FleetBench:
         if self.work.exists():
             shutil.rmtree(self.work)
         self.work.mkdir(parents=True)
-        took = self.cluster.start()
-        self.nodes = [f"{h}:{p}" for h, p in self.cluster.mqtt]
+        took = self.cluster.start().started_in or 0.0
+        self.nodes = self.cluster.hosts()
         self.say(f"cluster started in {took:.1f} s: {' '.join(self.nodes)}")
         self.result["cluster_start_s"] = round(took, 1)
         n_sims = max(1, -(-self.args.agents // AGENTS_PER_SIM))
@@ -874,8 +830,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.cluster_only:
         cluster = Cluster(args.base)
         try:
-            took = cluster.start()
-            print(f"cluster started in {took:.1f} s: mqtt " + " ".join(f"{h}:{p}" for h, p in cluster.mqtt))
+            took = cluster.start().started_in or 0.0
+            print(f"cluster started in {took:.1f} s: mqtt " + " ".join(cluster.hosts()))
             for n, fig in cluster.memory().items():
                 print(f"rabbit{n}@localhost: erlang memory {fig['erlang_mb']:.1f} MB, VmRSS {fig['rss_mib']:.0f} MiB")
         finally:
